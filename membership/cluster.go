@@ -1,0 +1,429 @@
+package membership
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"log"
+	"log/slog"
+	"net"
+	"net/netip"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+)
+
+// ClusterState is the lifecycle state of the local node's Cluster.
+type ClusterState int
+
+const (
+	ClusterRunning  ClusterState = iota // joined or trying to join
+	ClusterLeaving                      // Leave is telling the others
+	ClusterLeft                         // left gracefully; stopped
+	ClusterShutdown                     // stopped without leaving
+)
+
+func (s ClusterState) String() string {
+	switch s {
+	case ClusterRunning:
+		return "running"
+	case ClusterLeaving:
+		return "leaving"
+	case ClusterLeft:
+		return "left"
+	case ClusterShutdown:
+		return "shutdown"
+	}
+	return "ClusterState(" + strconv.Itoa(int(s)) + ")"
+}
+
+// Cluster is the local node's membership in a cluster: who else is there,
+// what they advertise, and the channels upper layers talk on. Create it
+// with New; stop it with Leave or Shutdown. All methods are safe for
+// concurrent use.
+type Cluster struct {
+	cfg   resolved
+	name  string
+	addr  string // advertised ip:port, fixed for the node's life
+	log   *slog.Logger
+	ml    *memberlist.Memberlist
+	queue *memberlist.TransmitLimitedQueue
+	dedup *dedup
+	trans *transport
+	// keyring is nil when the cluster is not encrypted. memberlist owns
+	// its locking; we keep the pointer for rotation and for upper layers.
+	keyring *memberlist.Keyring
+	disc  *discovery
+	stats counters
+
+	// ctx is cancelled by Leave and Shutdown; every goroutine of the
+	// Cluster watches it and is counted in wg.
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	meta     atomic.Pointer[[]byte]
+	conflict atomic.Pointer[error] // set by the merge delegate on a name clash
+
+	// Lock order: mu, then a Subscription's mu. Nothing calls memberlist
+	// or user code while holding mu.
+	mu struct {
+		sync.RWMutex
+		state    ClusterState
+		meta     Meta
+		members  map[string]Member // live members, self included
+		lost     map[string]lostMember
+		subs     map[*Subscription]struct{}
+		channels map[string]*Channel
+	}
+
+	stopOnce sync.Once
+}
+
+type lostMember struct {
+	addr string
+	at   time.Time
+}
+
+// maxLost bounds how many failed members' addresses a node keeps retrying.
+const maxLost = 1024
+
+// New starts a member: it binds its address, starts gossip, and begins
+// discovery. If well-known members are configured it tries them once
+// before returning (bounded by ctx); if none answers it keeps trying in the
+// background, since a well-known member may start last. New fails with
+// ErrNameInUse if a live member already has this node's name.
+func New(ctx context.Context, cfg Config) (*Cluster, error) {
+	r, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	c := &Cluster{cfg: r, name: r.NodeName, log: r.Logger.With("node", r.NodeName), dedup: newDedup()}
+	c.ctx, c.cancel = context.WithCancel(context.Background())
+	c.meta.Store(&r.meta)
+	c.mu.meta = Meta{Role: r.Role, Group: r.Group, Weight: r.Weight, Tags: r.Tags}
+	c.mu.members = map[string]Member{}
+	c.mu.lost = map[string]lostMember{}
+	c.mu.subs = map[*Subscription]struct{}{}
+	c.mu.channels = map[string]*Channel{}
+
+	c.trans, err = newTransport(c.ctx, r.bind, r.Faults, c.log)
+	if err != nil {
+		c.cancel()
+		return nil, err
+	}
+	adv := r.advertise
+	if adv.Port() == 0 {
+		adv = netip.AddrPortFrom(adv.Addr(), uint16(c.trans.port))
+	}
+	c.addr = adv.String()
+	mlc, err := c.memberlistConfig(adv)
+	if err != nil {
+		c.cancel()
+		_ = c.trans.Shutdown()
+		return nil, err
+	}
+	c.ml, err = memberlist.Create(mlc)
+	if err != nil {
+		c.cancel()
+		_ = c.trans.Shutdown()
+		return nil, fmt.Errorf("membership: start memberlist: %w", err)
+	}
+	c.queue = &memberlist.TransmitLimitedQueue{
+		NumNodes:       c.ml.NumMembers,
+		RetransmitMult: mlc.RetransmitMult,
+	}
+	c.disc = newDiscovery(c)
+	if err := c.disc.initialJoin(ctx); err != nil {
+		c.Shutdown()
+		return nil, err
+	}
+	if err := c.disc.start(); err != nil {
+		c.Shutdown()
+		return nil, err
+	}
+	c.log.Info("membership started", "addr", c.Addr(), "cluster", r.ClusterName, "profile", r.Profile)
+	return c, nil
+}
+
+func (c *Cluster) memberlistConfig(adv netip.AddrPort) (*memberlist.Config, error) {
+	var mlc *memberlist.Config
+	switch c.cfg.Profile {
+	case ProfileLocal:
+		mlc = memberlist.DefaultLocalConfig()
+	case ProfileWAN:
+		mlc = memberlist.DefaultWANConfig()
+	default:
+		mlc = memberlist.DefaultLANConfig()
+	}
+	mlc.Name = c.name
+	mlc.Label = c.cfg.ClusterName
+	mlc.Transport = c.trans
+	mlc.BindAddr = c.cfg.bind.Addr().String()
+	mlc.BindPort = c.trans.port
+	mlc.AdvertiseAddr = adv.Addr().String()
+	mlc.AdvertisePort = int(adv.Port())
+	d := &delegate{c: c}
+	mlc.Delegate = d
+	mlc.Events = d
+	mlc.Merge = d
+	mlc.Conflict = d
+	// A restarted node usually comes back with a new port; let it reclaim
+	// its name as soon as its old incarnation is known to be dead.
+	mlc.DeadNodeReclaimTime = time.Nanosecond
+	mlc.Logger = log.New(&logBridge{log: c.log}, "", 0)
+	if len(c.cfg.SecretKeys) > 0 {
+		kr, err := memberlist.NewKeyring(c.cfg.SecretKeys, c.cfg.SecretKeys[0])
+		if err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrInvalidConfig, err)
+		}
+		mlc.Keyring = kr
+		c.keyring = kr
+	}
+	return mlc, nil
+}
+
+// Name returns the local node's name.
+func (c *Cluster) Name() string { return c.name }
+
+// Addr returns the local node's advertised "ip:port".
+func (c *Cluster) Addr() string { return c.addr }
+
+// ClusterName returns the name of the cluster this node belongs to.
+func (c *Cluster) ClusterName() string { return c.cfg.ClusterName }
+
+// State returns the lifecycle state.
+func (c *Cluster) State() ClusterState {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.mu.state
+}
+
+// Members returns the live members, the local node included, sorted by
+// name. It reads a local copy and never touches the network.
+func (c *Cluster) Members() []Member {
+	c.mu.RLock()
+	out := make([]Member, 0, len(c.mu.members))
+	for _, m := range c.mu.members {
+		out = append(out, m)
+	}
+	c.mu.RUnlock()
+	slices.SortFunc(out, func(a, b Member) int { return cmp.Compare(a.Name, b.Name) })
+	return out
+}
+
+// Member returns the live member with the given name.
+func (c *Cluster) Member(name string) (Member, bool) {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	m, ok := c.mu.members[name]
+	return m, ok
+}
+
+// NumMembers returns how many members are alive, the local node included.
+func (c *Cluster) NumMembers() int {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return len(c.mu.members)
+}
+
+// LocalMember returns the local node as the cluster sees it.
+func (c *Cluster) LocalMember() Member {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	if m, ok := c.mu.members[c.name]; ok {
+		return m
+	}
+	return Member{Name: c.name, Addr: c.addr, State: StateAlive, Meta: c.mu.meta}
+}
+
+// Subscribe returns a subscription to member events. Its first events are
+// joins for the members alive now, so that a subscriber never misses a
+// member; every later change follows in order.
+func (c *Cluster) Subscribe() *Subscription {
+	c.mu.Lock()
+	initial := make([]Event, 0, len(c.mu.members))
+	for _, m := range c.mu.members {
+		initial = append(initial, Event{Type: EventJoin, Member: m})
+	}
+	slices.SortFunc(initial, func(a, b Event) int { return cmp.Compare(a.Member.Name, b.Member.Name) })
+	s := newSubscription(initial)
+	if c.mu.state >= ClusterLeft {
+		c.mu.Unlock()
+		s.mu.closed = true
+		close(s.stop)
+		go s.run() // closes the channel at once
+		return s
+	}
+	c.mu.subs[s] = struct{}{}
+	c.wg.Add(1)
+	c.mu.Unlock()
+	go func() {
+		defer c.wg.Done()
+		s.run()
+		c.mu.Lock()
+		delete(c.mu.subs, s)
+		c.mu.Unlock()
+	}()
+	return s
+}
+
+// UpdateMeta changes the local node's metadata and gossips it; members see
+// an EventUpdate. fn receives a copy of the current metadata to modify.
+func (c *Cluster) UpdateMeta(ctx context.Context, fn func(*Meta)) error {
+	c.mu.Lock()
+	if c.mu.state >= ClusterLeft {
+		c.mu.Unlock()
+		return ErrShutdown
+	}
+	m := c.mu.meta
+	m.Tags = cloneTags(m.Tags)
+	fn(&m)
+	if m.Weight <= 0 || m.Weight > maxWeight {
+		c.mu.Unlock()
+		return fmt.Errorf("%w: Weight %d is outside 1..%d", ErrInvalidConfig, m.Weight, maxWeight)
+	}
+	b, err := encodeMeta(m)
+	if err != nil {
+		c.mu.Unlock()
+		return err
+	}
+	c.mu.meta = m
+	c.meta.Store(&b)
+	c.mu.Unlock()
+	return c.ml.UpdateNode(timeoutOf(ctx, 5*time.Second))
+}
+
+// Join contacts the given "host:port" addresses and merges their
+// clusters into ours. Discovery does this by itself; Join is for callers
+// that learn addresses some other way. It returns how many answered.
+func (c *Cluster) Join(ctx context.Context, addrs ...string) (int, error) {
+	if c.isShutdown() {
+		return 0, ErrShutdown
+	}
+	return c.disc.join(ctx, addrs)
+}
+
+// Leave tells the other members that this node is leaving, waits (bounded
+// by ctx) until the news has been sent, and then stops like Shutdown.
+// Others see EventLeave rather than EventFail.
+func (c *Cluster) Leave(ctx context.Context) error {
+	c.mu.Lock()
+	if c.mu.state != ClusterRunning {
+		c.mu.Unlock()
+		return ErrShutdown
+	}
+	c.mu.state = ClusterLeaving
+	c.mu.Unlock()
+	err := c.ml.Leave(timeoutOf(ctx, 5*time.Second))
+	c.stop(ClusterLeft)
+	if err != nil {
+		return fmt.Errorf("membership: leave: %w", err)
+	}
+	return nil
+}
+
+// Shutdown stops the node at once, without telling anyone: the others
+// will detect it as failed. It waits for every goroutine of the Cluster,
+// closes all subscriptions, and is safe to call more than once.
+func (c *Cluster) Shutdown() {
+	c.stop(ClusterShutdown)
+}
+
+func (c *Cluster) stop(final ClusterState) {
+	c.stopOnce.Do(func() {
+		c.mu.Lock()
+		c.mu.state = final
+		subs := make([]*Subscription, 0, len(c.mu.subs))
+		for s := range c.mu.subs {
+			subs = append(subs, s)
+		}
+		c.mu.Unlock()
+
+		c.cancel()
+		if c.disc != nil {
+			c.disc.stop()
+		}
+		if err := c.ml.Shutdown(); err != nil {
+			c.log.Warn("memberlist shutdown", "err", err)
+		}
+		for _, s := range subs {
+			s.Close()
+		}
+		c.wg.Wait()
+		c.log.Info("membership stopped", "state", final)
+	})
+}
+
+func (c *Cluster) isShutdown() bool {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.mu.state >= ClusterLeft
+}
+
+// memberlistNode finds a live member's memberlist node for sending.
+func (c *Cluster) memberlistNode(name string) *memberlist.Node {
+	for _, n := range c.ml.Members() {
+		if n.Name == name && n.State == memberlist.StateAlive {
+			return n
+		}
+	}
+	return nil
+}
+
+// apply records a member change and fans the event out. It runs inside
+// memberlist's event callbacks, so it only touches our own state and the
+// subscribers' queues, which never block.
+func (c *Cluster) apply(t EventType, n *memberlist.Node) {
+	m := c.toMember(n)
+	switch t {
+	case EventLeave:
+		m.State = StateLeft
+	case EventFail:
+		m.State = StateFailed
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.mu.state >= ClusterLeft {
+		return
+	}
+	switch t {
+	case EventJoin, EventUpdate:
+		c.mu.members[m.Name] = m
+		delete(c.mu.lost, m.Name)
+	case EventLeave:
+		delete(c.mu.members, m.Name)
+		delete(c.mu.lost, m.Name)
+	case EventFail:
+		delete(c.mu.members, m.Name)
+		if len(c.mu.lost) < maxLost {
+			c.mu.lost[m.Name] = lostMember{addr: m.Addr, at: time.Now()}
+		}
+	}
+	for s := range c.mu.subs {
+		s.push(Event{Type: t, Member: m})
+	}
+}
+
+func (c *Cluster) toMember(n *memberlist.Node) Member {
+	meta, err := decodeMeta(n.Meta)
+	if err != nil {
+		c.stats.badMeta.Add(1)
+		c.log.Warn("member has unreadable metadata", "member", n.Name, "err", err)
+	}
+	return Member{Name: n.Name, Addr: net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port))), State: StateAlive, Meta: meta}
+}
+
+func timeoutOf(ctx context.Context, def time.Duration) time.Duration {
+	if dl, ok := ctx.Deadline(); ok {
+		if d := time.Until(dl); d > 0 {
+			return d
+		}
+		return time.Millisecond
+	}
+	return def
+}

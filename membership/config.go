@@ -1,0 +1,398 @@
+package membership
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+	"unicode"
+
+	"github.com/troupe-go/troupe/internal/faultnet"
+)
+
+// DefaultPort is the TCP and UDP port a node binds when Config.BindAddr
+// names no port.
+const DefaultPort = 7946
+
+// Defaults for multicast discovery; see MulticastConfig.
+const (
+	DefaultMulticastGroup = "239.192.0.1"
+	DefaultMulticastPort  = 7947
+)
+
+// Profile selects a timing preset for failure detection, gossip and
+// re-joining. The presets are memberlist's, which are tuned and measured;
+// Troupe adds only its own discovery timings to them.
+type Profile int
+
+const (
+	// ProfileLAN suits servers in one data centre: probes every second,
+	// push/pull every 30 s. Crash detection takes about 5-10 s. Default.
+	ProfileLAN Profile = iota
+	// ProfileLocal suits one host or a fast, quiet network (tests, demos):
+	// shorter timeouts, push/pull every 15 s.
+	ProfileLocal
+	// ProfileWAN tolerates high latency: probes every 5 s.
+	ProfileWAN
+)
+
+func (p Profile) String() string {
+	switch p {
+	case ProfileLAN:
+		return "lan"
+	case ProfileLocal:
+		return "local"
+	case ProfileWAN:
+		return "wan"
+	}
+	return "Profile(" + strconv.Itoa(int(p)) + ")"
+}
+
+// discoveryTiming is how often a node retries its well-known members and
+// lost peers. It scales with the profile so that WAN clusters are not
+// hammered and local ones re-merge in seconds.
+type discoveryTiming struct {
+	joinBackoffMin time.Duration // first retry after a failed join
+	joinBackoffMax time.Duration // cap of the exponential backoff
+	rejoinInterval time.Duration // once joined: how often missing peers are retried
+	lostWindow     time.Duration // how long a failed member's address is retried
+}
+
+func (p Profile) discovery() discoveryTiming {
+	switch p {
+	case ProfileLocal:
+		return discoveryTiming{100 * time.Millisecond, 2 * time.Second, 2 * time.Second, 5 * time.Minute}
+	case ProfileWAN:
+		return discoveryTiming{2 * time.Second, time.Minute, time.Minute, 30 * time.Minute}
+	}
+	return discoveryTiming{500 * time.Millisecond, 30 * time.Second, 15 * time.Second, 15 * time.Minute}
+}
+
+// Resolver resolves the host part of a well-known member address. A host
+// that resolves to several addresses (a cluster DNS name) contributes all
+// of them. *net.Resolver satisfies it.
+type Resolver interface {
+	LookupHost(ctx context.Context, host string) ([]string, error)
+}
+
+// MulticastConfig enables discovery by IP multicast. A node announces
+// itself to the group and joins every node of its cluster that it hears.
+// Zero fields take the defaults written beside them.
+type MulticastConfig struct {
+	// Group is the IPv4 multicast group. Default DefaultMulticastGroup, an
+	// administratively scoped address as WebLogic uses.
+	Group string
+	// Port is the UDP port of the group. Default DefaultMulticastPort.
+	Port int
+	// Interface names the network interface to announce and listen on.
+	// Default: the one the kernel routes the group to.
+	Interface string
+	// TTL is the announcements' time to live. Default 1: announcements
+	// never cross a router, so a cluster spans one network segment.
+	TTL int
+	// Interval is the announcement period while the node has no peers.
+	// Default 250 ms.
+	Interval time.Duration
+	// SlowInterval is the announcement period once the node has peers; it
+	// keeps the two halves of a healed partition finding each other.
+	// Default 5 s.
+	SlowInterval time.Duration
+}
+
+// Config configures one cluster member. The zero value of every field but
+// ClusterName means the default written beside it. New copies the Config;
+// it never writes to the caller's value.
+type Config struct {
+	// ClusterName isolates clusters that share a network: it becomes
+	// memberlist's label on every packet and stream, and is carried by
+	// multicast announcements. Required; at most 128 bytes, no spaces.
+	ClusterName string
+
+	// NodeName must be unique among live members. Default: the host name.
+	// Two processes on one host must set it; the second is refused with
+	// ErrNameInUse.
+	NodeName string
+
+	// Role is what the node does: "manager", "worker", or any short string
+	// (the WSO2 sub-domain). Load balancing can filter on it.
+	Role string
+	// Group is the replication group (machine, rack or zone). A session's
+	// secondary is placed outside its primary's group when possible.
+	Group string
+	// Weight is the node's share in weighted load balancing. Default 100.
+	Weight int
+	// Tags are small string attributes, such as the node's HTTP address.
+	// Role, Group, Weight and Tags together must encode to at most 512
+	// bytes (MetaMaxSize).
+	Tags map[string]string
+
+	// BindAddr is the "ip:port" the node listens on for gossip (UDP) and
+	// state exchange (TCP). Default "127.0.0.1:7946"; port 0 picks a free
+	// port. Binding 0.0.0.0 or :: requires AdvertiseAddr.
+	BindAddr string
+	// AdvertiseAddr is the "ip:port" peers use to reach this node; the port
+	// may be omitted. Default: BindAddr. It must be an address peers can
+	// reach: a loopback address is refused when a well-known member is not
+	// on loopback.
+	AdvertiseAddr string
+
+	// WellKnown lists "host:port" addresses of well-known members
+	// (unicast discovery). A host that resolves to several addresses
+	// contributes all of them; a missing port means DefaultPort. The node
+	// retries them with backoff until one answers, and keeps re-joining the
+	// ones missing from its member list.
+	WellKnown []string
+	// Resolver resolves WellKnown hosts. Default net.DefaultResolver.
+	Resolver Resolver
+
+	// Multicast enables discovery by IP multicast when not nil. It can be
+	// used together with WellKnown.
+	Multicast *MulticastConfig
+
+	// SecretKeys are the cluster keys (16, 24 or 32 bytes each: AES-128,
+	// -192 or -256). The first encrypts; all are tried when decrypting,
+	// which lets keys rotate (see Cluster.InstallKey). With keys set,
+	// gossip, state exchange and multicast announcements are encrypted or
+	// authenticated, and a node without the key can neither join nor read.
+	SecretKeys [][]byte
+
+	// Profile picks failure detection and discovery timings. Default
+	// ProfileLAN.
+	Profile Profile
+
+	// Logger receives the node's logs, memberlist's included. Default: a
+	// logger that discards everything.
+	Logger *slog.Logger
+
+	// Faults, when set, routes all of this node's traffic through a fault
+	// injection network so that tests can partition nodes. Leave nil in
+	// production.
+	Faults *faultnet.Network
+}
+
+// Limits enforced by Validate.
+const (
+	// MetaMaxSize is memberlist's limit on a member's encoded metadata.
+	MetaMaxSize      = 512
+	maxClusterName   = 128
+	maxNodeName      = 128
+	defaultWeight    = 100
+	maxWeight        = 1_000_000
+	defaultBindHost  = "127.0.0.1"
+	defaultMcastTTL  = 1
+	defaultMcastFast = 250 * time.Millisecond
+	defaultMcastSlow = 5 * time.Second
+)
+
+// Validate reports every problem with c at once, each wrapping
+// ErrInvalidConfig (or ErrMetaTooLarge). It does not modify c.
+func (c Config) Validate() error {
+	_, err := c.withDefaults()
+	return err
+}
+
+// resolved is a validated Config with defaults applied and addresses
+// parsed.
+type resolved struct {
+	Config
+	bind      netip.AddrPort
+	advertise netip.AddrPort // port 0: use the bound port
+	meta      []byte
+}
+
+func (c Config) withDefaults() (resolved, error) {
+	var errs []error
+	bad := func(format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%w: "+format, append([]any{ErrInvalidConfig}, args...)...))
+	}
+	r := resolved{Config: c}
+
+	switch {
+	case c.ClusterName == "":
+		bad("ClusterName is required: it keeps clusters on one network apart")
+	case len(c.ClusterName) > maxClusterName:
+		bad("ClusterName is %d bytes, the limit is %d", len(c.ClusterName), maxClusterName)
+	case !printable(c.ClusterName):
+		bad("ClusterName %q has spaces or control characters", c.ClusterName)
+	}
+
+	if r.NodeName == "" {
+		host, err := os.Hostname()
+		if err != nil || host == "" {
+			bad("NodeName is empty and the host name is unknown: set NodeName")
+		}
+		r.NodeName = host
+	}
+	if len(r.NodeName) > maxNodeName || !printable(r.NodeName) {
+		bad("NodeName %q must be 1-%d printable bytes without spaces", r.NodeName, maxNodeName)
+	}
+
+	if r.Weight == 0 {
+		r.Weight = defaultWeight
+	}
+	if r.Weight < 0 || r.Weight > maxWeight {
+		bad("Weight %d is outside 1..%d", r.Weight, maxWeight)
+	}
+	r.Tags = cloneTags(c.Tags)
+	meta, err := encodeMeta(Meta{Role: r.Role, Group: r.Group, Weight: r.Weight, Tags: r.Tags})
+	if err != nil {
+		errs = append(errs, err)
+	}
+	r.meta = meta
+
+	if r.BindAddr == "" {
+		r.BindAddr = net.JoinHostPort(defaultBindHost, strconv.Itoa(DefaultPort))
+	}
+	bind, err := parseAddrPort(r.BindAddr, DefaultPort)
+	if err != nil {
+		bad("BindAddr: %v", err)
+	}
+	r.bind = bind
+	if c.AdvertiseAddr != "" {
+		adv, err := parseAddrPort(c.AdvertiseAddr, 0)
+		switch {
+		case err != nil:
+			bad("AdvertiseAddr: %v", err)
+		case adv.Addr().IsUnspecified():
+			bad("AdvertiseAddr %s is unspecified: advertise an address peers can reach", c.AdvertiseAddr)
+		}
+		r.advertise = adv
+	} else if bind.Addr().IsUnspecified() {
+		bad("BindAddr %s listens on every interface, so peers cannot be told where to reach this node: set AdvertiseAddr to a real address of this host", r.BindAddr)
+	} else {
+		r.advertise = netip.AddrPortFrom(bind.Addr(), 0)
+	}
+
+	for _, wk := range c.WellKnown {
+		host, _, err := splitHostPortDefault(wk, DefaultPort)
+		if err != nil {
+			bad("WellKnown %q: %v", wk, err)
+			continue
+		}
+		if ip, err := netip.ParseAddr(host); err == nil && r.advertise.Addr().IsLoopback() && !ip.IsLoopback() {
+			bad("this node advertises loopback address %s but well-known member %s is not on this host: it could never reach us; set AdvertiseAddr to a real address", r.advertise.Addr(), wk)
+		}
+	}
+	if r.Resolver == nil {
+		r.Resolver = net.DefaultResolver
+	}
+
+	if c.Multicast != nil {
+		m := *c.Multicast
+		if m.Group == "" {
+			m.Group = DefaultMulticastGroup
+		}
+		if ip, err := netip.ParseAddr(m.Group); err != nil || !ip.Is4() || !ip.IsMulticast() {
+			bad("Multicast.Group %q is not an IPv4 multicast address (224.0.0.0/4)", m.Group)
+		}
+		if m.Port == 0 {
+			m.Port = DefaultMulticastPort
+		}
+		if m.Port < 0 || m.Port > 65535 {
+			bad("Multicast.Port %d is not a port", m.Port)
+		}
+		if m.TTL == 0 {
+			m.TTL = defaultMcastTTL
+		}
+		if m.TTL < 0 || m.TTL > 255 {
+			bad("Multicast.TTL %d is outside 1..255", m.TTL)
+		}
+		if m.Interval == 0 {
+			m.Interval = defaultMcastFast
+		}
+		if m.SlowInterval == 0 {
+			m.SlowInterval = defaultMcastSlow
+		}
+		if m.Interval < 0 || m.SlowInterval < m.Interval {
+			bad("Multicast intervals must be positive with SlowInterval >= Interval")
+		}
+		r.Multicast = &m
+	}
+
+	r.SecretKeys = nil
+	for i, k := range c.SecretKeys {
+		if n := len(k); n != 16 && n != 24 && n != 32 {
+			bad("SecretKeys[%d] is %d bytes; keys are 16, 24 or 32 bytes", i, n)
+		}
+		r.SecretKeys = append(r.SecretKeys, append([]byte(nil), k...))
+	}
+
+	if r.Profile < ProfileLAN || r.Profile > ProfileWAN {
+		bad("unknown Profile %d", int(r.Profile))
+	}
+	if r.Logger == nil {
+		r.Logger = slog.New(slog.DiscardHandler)
+	}
+	if len(errs) > 0 {
+		return resolved{}, joinErrors(errs)
+	}
+	return r, nil
+}
+
+// joinErrors joins errors one per line; errors.Is sees every one.
+func joinErrors(errs []error) error {
+	if len(errs) == 1 {
+		return errs[0]
+	}
+	return multiError(errs)
+}
+
+type multiError []error
+
+func (m multiError) Error() string {
+	parts := make([]string, len(m))
+	for i, e := range m {
+		parts[i] = e.Error()
+	}
+	return strings.Join(parts, "; ")
+}
+
+func (m multiError) Unwrap() []error { return m }
+
+func printable(s string) bool {
+	if s == "" {
+		return false
+	}
+	for _, r := range s {
+		if unicode.IsSpace(r) || !unicode.IsPrint(r) {
+			return false
+		}
+	}
+	return true
+}
+
+// parseAddrPort parses "ip:port" or a bare "ip" (taking defPort). Host
+// names are refused: a node must know the exact address it binds or
+// advertises.
+func parseAddrPort(s string, defPort int) (netip.AddrPort, error) {
+	host, port, err := splitHostPortDefault(s, defPort)
+	if err != nil {
+		return netip.AddrPort{}, err
+	}
+	ip, err := netip.ParseAddr(host)
+	if err != nil {
+		return netip.AddrPort{}, fmt.Errorf("%q is not an IP address", host)
+	}
+	return netip.AddrPortFrom(ip.Unmap(), uint16(port)), nil
+}
+
+func splitHostPortDefault(s string, defPort int) (string, int, error) {
+	host, portStr, err := net.SplitHostPort(s)
+	if err != nil {
+		// No port: the whole string is the host (IPv6 without brackets too).
+		host, portStr = strings.Trim(s, "[]"), strconv.Itoa(defPort)
+	}
+	if host == "" {
+		return "", 0, fmt.Errorf("%q has no host", s)
+	}
+	port, err := strconv.Atoi(portStr)
+	if err != nil || port < 0 || port > 65535 {
+		return "", 0, fmt.Errorf("%q has a bad port", s)
+	}
+	return host, port, nil
+}

@@ -1,0 +1,179 @@
+package membership
+
+import (
+	"context"
+	"fmt"
+	"log"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+
+	"github.com/troupe-go/troupe/internal/faultnet"
+)
+
+// transport is memberlist's NetTransport with two changes: dials are
+// cancelled when the Cluster stops (so Shutdown never waits out a TCP
+// timeout against a dead peer), and, when a fault network is configured,
+// traffic across its cuts is dropped so tests can partition nodes.
+type transport struct {
+	*memberlist.NetTransport
+	ctx    context.Context
+	host   string // bind IP, identifies this node to the fault network
+	port   int
+	faults *faultnet.Network
+
+	packets chan *memberlist.Packet // filtered copies when faults != nil
+	streams chan net.Conn
+	stop    chan struct{}
+	wg      sync.WaitGroup
+	once    sync.Once
+}
+
+var _ memberlist.NodeAwareTransport = (*transport)(nil)
+
+func newTransport(ctx context.Context, bind netip.AddrPort, faults *faultnet.Network, lg *slog.Logger) (*transport, error) {
+	nc := &memberlist.NetTransportConfig{
+		BindAddrs: []string{bind.Addr().String()},
+		BindPort:  int(bind.Port()),
+		Logger:    log.New(&logBridge{log: lg}, "", 0),
+	}
+	// With port 0 the TCP listener picks a port and UDP must get the same
+	// one, which another process may hold: retry a few times.
+	tries := 1
+	if bind.Port() == 0 {
+		tries = 10
+	}
+	var nt *memberlist.NetTransport
+	var err error
+	for range tries {
+		if nt, err = memberlist.NewNetTransport(nc); err == nil {
+			break
+		}
+		if !strings.Contains(err.Error(), "address already in use") {
+			break
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("membership: bind %s: %w", bind, err)
+	}
+	t := &transport{
+		NetTransport: nt,
+		ctx:          ctx,
+		host:         bind.Addr().String(),
+		port:         nt.GetAutoBindPort(),
+		faults:       faults,
+		stop:         make(chan struct{}),
+	}
+	if faults != nil {
+		t.packets = make(chan *memberlist.Packet)
+		t.streams = make(chan net.Conn)
+		t.wg.Add(2)
+		go t.filterPackets()
+		go t.filterStreams()
+	}
+	return t, nil
+}
+
+func (t *transport) WriteTo(b []byte, addr string) (time.Time, error) {
+	return t.WriteToAddress(b, memberlist.Address{Addr: addr})
+}
+
+func (t *transport) WriteToAddress(b []byte, a memberlist.Address) (time.Time, error) {
+	if t.faults.Drop(t.host, a.Addr) {
+		return time.Now(), nil // a cut loses packets silently, like a real one
+	}
+	return t.NetTransport.WriteToAddress(b, a)
+}
+
+func (t *transport) DialTimeout(addr string, timeout time.Duration) (net.Conn, error) {
+	return t.DialAddressTimeout(memberlist.Address{Addr: addr}, timeout)
+}
+
+func (t *transport) DialAddressTimeout(a memberlist.Address, timeout time.Duration) (net.Conn, error) {
+	d := net.Dialer{Timeout: timeout}
+	if ip := net.ParseIP(t.host); !ip.IsUnspecified() {
+		// Dial from the bound address so peers (and the fault network)
+		// see the same source for our TCP streams as for our UDP packets.
+		d.LocalAddr = &net.TCPAddr{IP: ip}
+	}
+	if t.faults.Drop(t.host, a.Addr) {
+		return nil, &net.OpError{Op: "dial", Net: "tcp", Err: faultnet.ErrPartitioned}
+	}
+	conn, err := d.DialContext(t.ctx, "tcp", a.Addr)
+	if err != nil {
+		return nil, err
+	}
+	return t.faults.Track(conn, t.host, a.Addr), nil
+}
+
+func (t *transport) PacketCh() <-chan *memberlist.Packet {
+	if t.faults == nil {
+		return t.NetTransport.PacketCh()
+	}
+	return t.packets
+}
+
+func (t *transport) StreamCh() <-chan net.Conn {
+	if t.faults == nil {
+		return t.NetTransport.StreamCh()
+	}
+	return t.streams
+}
+
+func (t *transport) filterPackets() {
+	defer t.wg.Done()
+	in := t.NetTransport.PacketCh()
+	for {
+		select {
+		case p := <-in:
+			if t.faults.Drop(p.From.String(), t.host) {
+				continue
+			}
+			select {
+			case t.packets <- p:
+			case <-t.stop:
+				return
+			}
+		case <-t.stop:
+			return
+		}
+	}
+}
+
+func (t *transport) filterStreams() {
+	defer t.wg.Done()
+	in := t.NetTransport.StreamCh()
+	for {
+		select {
+		case c := <-in:
+			remote := c.RemoteAddr().String()
+			if t.faults.Drop(remote, t.host) {
+				_ = c.Close()
+				continue
+			}
+			select {
+			case t.streams <- t.faults.Track(c, t.host, remote):
+			case <-t.stop:
+				_ = c.Close()
+				return
+			}
+		case <-t.stop:
+			return
+		}
+	}
+}
+
+func (t *transport) Shutdown() error {
+	var err error
+	t.once.Do(func() {
+		close(t.stop)
+		err = t.NetTransport.Shutdown()
+		t.wg.Wait()
+	})
+	return err
+}

@@ -1,0 +1,94 @@
+package membership_test
+
+import (
+	"context"
+	"net"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/troupe-go/troupe/internal/clustertest"
+	"github.com/troupe-go/troupe/membership"
+)
+
+// The well-known member starts last: the others must keep retrying until
+// it answers, then all converge.
+func TestWellKnownMemberStartsLast(t *testing.T) {
+	tc := clustertest.New(t)
+	wkHost := clustertest.Host(4)
+	wk := net.JoinHostPort(wkHost, strconv.Itoa(clustertest.FreePort(t, wkHost)))
+	for range 4 {
+		tc.Add(func(c *membership.Config) { c.WellKnown = []string{wk} })
+	}
+	for _, n := range tc.Nodes {
+		require.Equal(t, 1, n.NumMembers(), "nobody to join yet")
+	}
+	tc.Add(func(c *membership.Config) { c.BindAddr = wk })
+	start := time.Now()
+	tc.WaitMembers(5)
+	t.Logf("converged %s after the well-known member started", time.Since(start))
+	for _, n := range tc.Nodes[:4] {
+		require.Positive(t, n.Stats().JoinFailures, "%s should have retried", n.Name())
+	}
+}
+
+// fakeResolver maps host names to addresses; it stands in for DNS, which
+// tests cannot configure.
+type fakeResolver map[string][]string
+
+func (r fakeResolver) LookupHost(_ context.Context, host string) ([]string, error) {
+	if a, ok := r[host]; ok {
+		return a, nil
+	}
+	return nil, &net.DNSError{Err: "no such host", Name: host, IsNotFound: true}
+}
+
+// A cluster DNS name that resolves to several members: a newcomer that
+// knows only the name joins, even though some of its addresses are down.
+func TestWellKnownDNSNameWithSeveralAddresses(t *testing.T) {
+	tc := clustertest.New(t)
+	hosts := tc.Hosts(0, 1, 2)
+	port := clustertest.FreePort(t, hosts...)
+	// Only nodes 1 and 2 run; the name also lists node 0's address,
+	// where nobody listens.
+	res := fakeResolver{"cluster.troupe.test": hosts}
+	dnsName := net.JoinHostPort("cluster.troupe.test", strconv.Itoa(port))
+	tc.Add(func(c *membership.Config) { c.BindAddr = "127.0.0.99:0" }) // placeholder index 0, stopped below
+	tc.Nodes[0].Shutdown()
+	for i := 1; i <= 2; i++ {
+		tc.Add(func(c *membership.Config) {
+			c.BindAddr = net.JoinHostPort(hosts[i], strconv.Itoa(port))
+			c.WellKnown = []string{dnsName}
+			c.Resolver = res
+		})
+	}
+	newcomer := tc.Add(func(c *membership.Config) {
+		c.WellKnown = []string{dnsName}
+		c.Resolver = res
+	})
+	clustertest.WaitMembers(t, tc.Live(), 3)
+	require.Equal(t, 3, newcomer.NumMembers())
+}
+
+func TestWellKnownUnresolvableNameKeepsRetrying(t *testing.T) {
+	tc := clustertest.New(t)
+	n := tc.Add(func(c *membership.Config) {
+		c.WellKnown = []string{"nowhere.troupe.test:7946"}
+		c.Resolver = fakeResolver{}
+	})
+	require.Equal(t, membership.ClusterRunning, n.State())
+	require.Equal(t, 1, n.NumMembers())
+}
+
+func TestWellKnownSameNameRefused(t *testing.T) {
+	tc := clustertest.Start(t, 2)
+	tc.WaitMembers(2)
+	cfg := clustertest.Config(t, tc.Name, 5, tc.Net)
+	cfg.NodeName = tc.Nodes[1].Name()
+	cfg.WellKnown = []string{tc.Nodes[0].Addr()}
+	_, err := membership.New(context.Background(), cfg)
+	require.ErrorIs(t, err, membership.ErrNameInUse)
+	require.Contains(t, err.Error(), tc.Nodes[1].Addr(), "the error names the other node's address")
+}
