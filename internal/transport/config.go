@@ -1,0 +1,159 @@
+package transport
+
+import (
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"time"
+
+	"github.com/troupe-go/troupe/internal/faultnet"
+)
+
+// Defaults applied by New and Validate to zero Config fields.
+const (
+	DefaultMaxFrameSize          = 4 << 20
+	DefaultMaxConcurrentRequests = 64
+	DefaultDialTimeout           = 5 * time.Second
+	DefaultIdleTimeout           = 2 * time.Minute
+)
+
+// Limits on Config.MaxFrameSize. The lower bound leaves room for the
+// frame header and a useful body; the upper bound keeps the length in a
+// uint32 and one frame's allocation sane.
+const (
+	minFrameSize = 1 << 10
+	maxFrameSize = 1 << 30
+)
+
+// Config configures a Transport. Zero fields take the documented
+// defaults; only BindAddr is required. New works on a copy: changing the
+// Config (or the slices and TLS config it points to) after New has no
+// effect.
+type Config struct {
+	// BindAddr is the host:port to listen on. Port 0 picks a free port;
+	// Transport.Addr reports it. Outgoing connections are dialled from the
+	// same host, so that peers (and faultnet) see this node's address.
+	BindAddr string
+
+	// MaxFrameSize is the largest frame this node accepts, in bytes,
+	// counting its 9-byte header and, for requests, 1 byte plus the
+	// method name; bodies are limited to a little less. Peers learn it in
+	// the handshake and refuse to send more, with ErrFrameTooLarge. A
+	// frame is allocated only after its length is checked against this
+	// limit, so the frames one connection holds are bounded by
+	// MaxFrameSize × (MaxConcurrentRequests + its write queue of 64
+	// frames). Default 4 MiB.
+	MaxFrameSize int
+
+	// MaxConcurrentRequests bounds the handlers running at once for one
+	// incoming connection. When it is reached the connection stops
+	// reading until a handler returns. Default 64.
+	MaxConcurrentRequests int
+
+	// DialTimeout bounds connecting to a peer and the handshake, in both
+	// directions. It is also how long a connection with calls in flight
+	// may stay silent (no answer to a ping) before it is declared dead,
+	// which is what detects a peer that vanished without closing its
+	// connections. Default 5s.
+	DialTimeout time.Duration
+
+	// IdleTimeout closes an outgoing connection that carried no call for
+	// this long; the next call dials again. Incoming connections are
+	// closed after twice this long without a frame, which reclaims
+	// connections whose peer vanished while the caller side, which closes
+	// first, never races a request against the close. Default 2m.
+	IdleTimeout time.Duration
+
+	// TLS, when set, makes every connection mutual TLS. The same config
+	// serves both directions: Certificates (or GetCertificate) is this
+	// node's certificate, presented as a server and as a client; RootCAs
+	// verifies the peers this node dials and ClientCAs verifies the peers
+	// that dial it, usually both the cluster's CA. Both pools are
+	// required, so that a certificate from a public CA does not admit a
+	// stranger. ClientAuth is forced to RequireAndVerifyClientCert. When
+	// ServerName is empty it is set to the dialled host, so certificates
+	// need the node's IP or name in their SANs; set ServerName to one
+	// cluster-wide name to avoid per-node certificates. Keys are not used
+	// when TLS is set.
+	TLS *tls.Config
+
+	// Keys are the cluster keys, 16, 24 or 32 bytes each, as in
+	// memberlist's keyring. When TLS is nil and Keys is not empty,
+	// connections are authenticated and encrypted with them: the first
+	// key is used to dial, and an incoming peer may prove any of them, so
+	// that a key can be rotated in by adding it everywhere first, then
+	// making it primary, then removing the old one.
+	//
+	// With neither TLS nor Keys, traffic is plaintext and anyone who can
+	// reach BindAddr can call the handler.
+	Keys [][]byte
+
+	// Logger receives connection-level events: refused handshakes and
+	// malformed frames at Warn, connections opened and closed at Debug.
+	// Default: discard.
+	Logger *slog.Logger
+
+	// Faults, when set, can partition this node from others in tests:
+	// every dialled and accepted connection is checked and tracked by it.
+	// Nil in production.
+	Faults *faultnet.Network
+}
+
+// Validate reports the first problem with c, after applying defaults. It
+// does not modify c.
+func (c Config) Validate() error {
+	c = c.withDefaults()
+	if c.BindAddr == "" {
+		return errors.New("transport: BindAddr is required")
+	}
+	if _, _, err := net.SplitHostPort(c.BindAddr); err != nil {
+		return fmt.Errorf("transport: BindAddr %q: %w", c.BindAddr, err)
+	}
+	if c.MaxFrameSize < minFrameSize || c.MaxFrameSize > maxFrameSize {
+		return fmt.Errorf("transport: MaxFrameSize %d is outside [%d, %d]", c.MaxFrameSize, minFrameSize, maxFrameSize)
+	}
+	if c.MaxConcurrentRequests < 0 {
+		return fmt.Errorf("transport: MaxConcurrentRequests %d is negative", c.MaxConcurrentRequests)
+	}
+	if c.DialTimeout < 0 || c.IdleTimeout < 0 {
+		return errors.New("transport: DialTimeout and IdleTimeout must not be negative")
+	}
+	if c.TLS != nil {
+		if len(c.TLS.Certificates) == 0 && c.TLS.GetCertificate == nil {
+			return errors.New("transport: TLS needs Certificates or GetCertificate: mutual TLS presents this node's certificate both ways")
+		}
+		if c.TLS.RootCAs == nil || c.TLS.ClientCAs == nil {
+			return errors.New("transport: TLS needs both RootCAs and ClientCAs (usually the cluster CA) to verify peers")
+		}
+		return nil
+	}
+	for i, k := range c.Keys {
+		switch len(k) {
+		case 16, 24, 32:
+		default:
+			return fmt.Errorf("transport: Keys[%d] is %d bytes, want 16, 24 or 32", i, len(k))
+		}
+	}
+	return nil
+}
+
+func (c Config) withDefaults() Config {
+	if c.MaxFrameSize == 0 {
+		c.MaxFrameSize = DefaultMaxFrameSize
+	}
+	if c.MaxConcurrentRequests == 0 {
+		c.MaxConcurrentRequests = DefaultMaxConcurrentRequests
+	}
+	if c.DialTimeout == 0 {
+		c.DialTimeout = DefaultDialTimeout
+	}
+	if c.IdleTimeout == 0 {
+		c.IdleTimeout = DefaultIdleTimeout
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return c
+}

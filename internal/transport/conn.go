@@ -1,0 +1,387 @@
+package transport
+
+import (
+	"bufio"
+	"context"
+	"crypto/cipher"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+const (
+	queueLen     = 64 // frames waiting for a connection's writer; callers block beyond
+	readBufSize  = 32 << 10
+	writeBufSize = 32 << 10
+	maxPooledBuf = 64 << 10
+)
+
+// errRetired closes a dialled connection that the janitor found idle. No
+// call was using it, so a call that meets it just dials again.
+var errRetired = errors.New("transport: idle connection closed")
+
+// conn is one established connection. A dialled conn carries this node's
+// calls and reads their answers; an accepted conn reads the peer's
+// requests and writes the answers. Keeping the roles apart means a
+// dialled conn's reader never blocks, which is what lets an accepted
+// conn's reader block on MaxConcurrentRequests without deadlock.
+//
+// Each conn has a reader and a writer goroutine, and the accepted side a
+// goroutine per running handler. Everything else talks to the writer
+// through queue.
+type conn struct {
+	t       *Transport
+	raw     net.Conn // the TCP connection; closing it, unlike a TLS close, never blocks
+	addr    string   // the dialled address, or the peer's address if accepted
+	dialer  bool
+	peerMax int // the peer's MaxFrameSize
+
+	fr      frameReader   // reader goroutine only; reads raw or TLS over it
+	bw      *bufio.Writer // writer goroutine only; writes raw or TLS over it
+	seal    cipher.AEAD   // writer goroutine only; nil unless using a cluster key
+	sealSeq uint64
+	iv      [12]byte
+
+	queue chan *[]byte  // encoded frames for the writer
+	sem   chan struct{} // accepted conns: a token per running handler
+
+	ctx    context.Context // handlers' context; ends when the connection closes
+	cancel context.CancelFunc
+	done   chan struct{} // closed when the connection closes
+	once   sync.Once
+	err    error // why it closed; set before done is closed
+
+	reads atomic.Uint64 // frames read, for the janitor
+
+	// Janitor goroutine only.
+	seenReads, seenIDs uint64
+	idleFor            time.Duration
+	silentTicks        int
+
+	mu struct {
+		sync.Mutex
+		nextID  uint64                // ids of calls and sends; 0 is for pings
+		pending map[uint64]chan frame // dialled conns: calls waiting for their answer
+		retired bool                  // closed as idle: take no more calls
+	}
+}
+
+func newConn(t *Transport, raw, nc net.Conn, br *bufio.Reader, s session, addr string, dialer bool) *conn {
+	c := &conn{
+		t:       t,
+		raw:     raw,
+		addr:    addr,
+		dialer:  dialer,
+		peerMax: s.peerMax,
+		fr:      frameReader{r: br, max: t.cfg.MaxFrameSize, open: s.open},
+		bw:      bufio.NewWriterSize(nc, writeBufSize),
+		seal:    s.seal,
+		queue:   make(chan *[]byte, queueLen),
+		done:    make(chan struct{}),
+	}
+	c.ctx, c.cancel = context.WithCancel(t.ctx)
+	if dialer {
+		c.mu.pending = map[uint64]chan frame{}
+	} else {
+		c.sem = make(chan struct{}, t.cfg.MaxConcurrentRequests)
+	}
+	return c
+}
+
+// close closes the connection once, for reason err, which the calls still
+// waiting on it return.
+func (c *conn) close(err error) {
+	c.once.Do(func() {
+		c.err = err
+		close(c.done)
+		c.cancel()
+		_ = c.raw.Close()
+		c.t.forget(c)
+		c.t.log.Debug("connection closed", "remote", c.addr, "dialed", c.dialer, "reason", err)
+	})
+}
+
+func (c *conn) closed() bool {
+	select {
+	case <-c.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// call sends a request or, for kindSend, queues it, and waits for the
+// answer.
+func (c *conn) call(ctx context.Context, kind uint8, method string, body []byte) ([]byte, error) {
+	req := frame{kind: kind, method: method, body: body}
+	if n := frameSize(req); n > c.peerMax {
+		return nil, fmt.Errorf("%w: %s request of %d bytes, %s accepts %d", ErrFrameTooLarge, method, n, c.addr, c.peerMax)
+	}
+	var answer chan frame
+	c.mu.Lock()
+	if c.mu.retired {
+		c.mu.Unlock()
+		return nil, errRetired
+	}
+	c.mu.nextID++
+	req.id = c.mu.nextID
+	if kind == kindRequest {
+		answer = make(chan frame, 1)
+		c.mu.pending[req.id] = answer
+	}
+	c.mu.Unlock()
+
+	b := c.t.frameBuf(req)
+	select {
+	case c.queue <- b:
+	case <-c.done:
+		c.t.putBuf(b)
+		return nil, c.err
+	case <-ctx.Done():
+		c.t.putBuf(b)
+		c.abandon(req.id)
+		return nil, fmt.Errorf("transport: %s on %s: %w", method, c.addr, ctx.Err())
+	}
+	if answer == nil {
+		return nil, nil
+	}
+	var f frame
+	select {
+	case f = <-answer:
+	case <-c.done:
+		select {
+		case f = <-answer: // it made it just before the close
+		default:
+			return nil, c.err
+		}
+	case <-ctx.Done():
+		c.abandon(req.id)
+		return nil, fmt.Errorf("transport: %s on %s: %w", method, c.addr, ctx.Err())
+	}
+	if f.kind == kindError {
+		return nil, &RemoteError{Addr: c.addr, Method: method, Message: string(f.body)}
+	}
+	return f.body, nil
+}
+
+// abandon forgets a call that gave up, so that its late answer is
+// discarded.
+func (c *conn) abandon(id uint64) {
+	c.mu.Lock()
+	delete(c.mu.pending, id)
+	c.mu.Unlock()
+}
+
+func (c *conn) readLoop() {
+	for {
+		f, n, err := c.fr.read()
+		if err == nil {
+			c.t.stats.framesIn.Add(1)
+			c.t.stats.bytesIn.Add(uint64(n))
+			c.reads.Add(1)
+			err = c.dispatch(f)
+		}
+		if err != nil {
+			c.readFailed(err)
+			return
+		}
+	}
+}
+
+func (c *conn) dispatch(f frame) error {
+	switch {
+	case c.dialer && (f.kind == kindResponse || f.kind == kindError):
+		c.mu.Lock()
+		answer := c.mu.pending[f.id]
+		delete(c.mu.pending, f.id)
+		c.mu.Unlock()
+		if answer == nil {
+			c.t.stats.lateAnswers.Add(1)
+			return nil
+		}
+		answer <- f // buffered for exactly this answer
+	case c.dialer && f.kind == kindPong:
+		// Reading it was the point: see sweep.
+	case !c.dialer && (f.kind == kindRequest || f.kind == kindSend):
+		c.serve(f)
+	case !c.dialer && f.kind == kindPing:
+		c.enqueue(c.t.frameBuf(frame{kind: kindPong, id: f.id}))
+	default:
+		return fmt.Errorf("%w: kind %d is not expected on the %s side", errMalformed, f.kind, c.side())
+	}
+	return nil
+}
+
+func (c *conn) side() string {
+	if c.dialer {
+		return "dialing"
+	}
+	return "accepting"
+}
+
+func (c *conn) readFailed(err error) {
+	if c.closed() {
+		return // closed on purpose; the read error only echoes that
+	}
+	if errors.Is(err, errMalformed) || errors.Is(err, ErrFrameTooLarge) || errors.Is(err, io.ErrUnexpectedEOF) {
+		c.t.stats.badFrames.Add(1)
+		c.t.log.Warn("closing connection after a bad frame", "remote", c.addr, "err", err)
+	}
+	c.close(fmt.Errorf("%w: connection to %s: %w", ErrPeerUnreachable, c.addr, err))
+}
+
+// serve runs the handler for one request on its own goroutine, once a
+// slot is free. Waiting for a slot stops the reader, which pushes back on
+// the peer instead of queueing without bound.
+func (c *conn) serve(req frame) {
+	select {
+	case c.sem <- struct{}{}:
+	case <-c.done:
+		return
+	}
+	c.t.wg.Go(func() {
+		defer func() { <-c.sem }()
+		body, err := c.t.handler.ServeRequest(c.ctx, c.addr, req.method, req.body)
+		if req.kind == kindSend {
+			if err != nil {
+				c.t.log.Debug("one-way request failed", "remote", c.addr, "method", req.method, "err", err)
+			}
+			return
+		}
+		answer := frame{kind: kindResponse, id: req.id, body: body}
+		if err != nil {
+			answer = frame{kind: kindError, id: req.id, body: []byte(err.Error())}
+		}
+		if n := frameSize(answer); n > c.peerMax {
+			c.t.log.Warn("answer too large for the caller", "remote", c.addr, "method", req.method, "bytes", n, "limit", c.peerMax)
+			answer = frame{kind: kindError, id: req.id, body: fmt.Appendf(nil, "%v: answer of %d bytes, caller accepts %d", ErrFrameTooLarge, n, c.peerMax)}
+		}
+		c.enqueue(c.t.frameBuf(answer))
+	})
+}
+
+func (c *conn) enqueue(b *[]byte) {
+	select {
+	case c.queue <- b:
+	case <-c.done:
+		c.t.putBuf(b)
+	}
+}
+
+// writeLoop writes queued frames and flushes only when the queue is
+// empty, so that under load many frames share one system call while a
+// lone frame still goes out at once.
+func (c *conn) writeLoop() {
+	for {
+		var b *[]byte
+		select {
+		case b = <-c.queue:
+		case <-c.done:
+			return
+		}
+		for b != nil {
+			if err := c.write(b); err != nil {
+				c.writeFailed(err)
+				return
+			}
+			select {
+			case b = <-c.queue:
+			default:
+				b = nil
+			}
+		}
+		if err := c.bw.Flush(); err != nil {
+			c.writeFailed(err)
+			return
+		}
+	}
+}
+
+// write fills in the length, seals the frame if the connection uses a
+// cluster key, and buffers it.
+func (c *conn) write(bp *[]byte) error {
+	b := *bp
+	if c.seal != nil {
+		binary.BigEndian.PutUint32(b, uint32(len(b)-lengthSize+c.seal.Overhead()))
+		// frameBuf left room for the tag, so this seals in place.
+		sealed := c.seal.Seal(b[lengthSize:lengthSize], putNonce(&c.iv, c.sealSeq), b[lengthSize:], b[:lengthSize])
+		c.sealSeq++
+		b = b[:lengthSize+len(sealed)]
+	} else {
+		binary.BigEndian.PutUint32(b, uint32(len(b)-lengthSize))
+	}
+	_, err := c.bw.Write(b)
+	c.t.putBuf(bp)
+	if err == nil {
+		c.t.stats.framesOut.Add(1)
+		c.t.stats.bytesOut.Add(uint64(len(b)))
+	}
+	return err
+}
+
+func (c *conn) writeFailed(err error) {
+	c.close(fmt.Errorf("%w: connection to %s: %w", ErrPeerUnreachable, c.addr, err))
+}
+
+// sweep is the janitor's periodic look at c; tick is the time since the
+// last one.
+func (c *conn) sweep(tick time.Duration) {
+	reads := c.reads.Load()
+	defer func() { c.seenReads = reads }()
+	if !c.dialer {
+		// The dialer closes idle connections; this reclaims the ones
+		// whose dialer vanished, later, so as not to race its calls.
+		if len(c.sem) > 0 || reads != c.seenReads {
+			c.idleFor = 0
+			return
+		}
+		c.idleFor += tick
+		if c.idleFor >= 2*c.t.cfg.IdleTimeout {
+			c.close(fmt.Errorf("transport: no request for %v", c.idleFor))
+		}
+		return
+	}
+
+	c.mu.Lock()
+	pending, ids := len(c.mu.pending), c.mu.nextID
+	if pending > 0 || ids != c.seenIDs {
+		c.idleFor = 0
+	} else {
+		c.idleFor += tick
+		c.mu.retired = c.idleFor >= c.t.cfg.IdleTimeout
+	}
+	retired := c.mu.retired
+	c.mu.Unlock()
+	c.seenIDs = ids
+	if retired {
+		c.close(errRetired)
+		return
+	}
+
+	// Calls are waiting and nothing came back since the last tick: ask
+	// the peer for a sign of life. A peer that vanished without closing
+	// the connection (power loss, a dropped route) would otherwise hold
+	// every call until its own deadline, and calls without one forever.
+	if pending == 0 || reads != c.seenReads {
+		c.silentTicks = 0
+		return
+	}
+	c.silentTicks++
+	if c.silentTicks == 1 {
+		ping := c.t.frameBuf(frame{kind: kindPing})
+		select {
+		case c.queue <- ping:
+		default:
+			c.t.putBuf(ping) // the writer is stuck: the silence will tell
+		}
+		return
+	}
+	if silent := time.Duration(c.silentTicks-1) * tick; silent >= c.t.cfg.DialTimeout {
+		c.close(fmt.Errorf("%w: %s did not answer a ping for %v", ErrPeerUnreachable, c.addr, silent))
+	}
+}

@@ -1,0 +1,71 @@
+// Package transport carries requests and their answers between Troupe
+// nodes over persistent, multiplexed connections. Session replication and
+// every other node-to-node request/response use it instead of
+// memberlist's SendReliable, which opens a TCP connection per message.
+//
+// # Start
+//
+// New listens on Config.BindAddr and starts serving. Addr reports the
+// address actually bound (port 0 picks a free port); it is the address
+// that travels in member metadata and that peers pass to Call.
+//
+//	t, err := transport.New(ctx, transport.Config{
+//		BindAddr: "10.0.0.5:0",
+//		Keys:     [][]byte{clusterKey},
+//	}, handler)
+//	if err != nil {
+//		return err
+//	}
+//	defer t.Shutdown()
+//
+// # Call
+//
+// Call sends a request (a method name and an opaque body, which callers
+// encode with msgpack) to a peer and waits for its answer. The first call
+// to an address dials it; later calls reuse that one connection, many at a
+// time, each tagged with a request id so that answers may come back in any
+// order. A call gives up when its context ends; an answer that arrives
+// later is discarded. When a connection breaks, every call in flight on it
+// fails at once with ErrPeerUnreachable and the next call dials again.
+// Send is the one-way form: it returns once the request is queued and no
+// answer comes back.
+//
+//	resp, err := t.Call(ctx, peerAddr, "session.save", body)
+//	var rerr *transport.RemoteError
+//	switch {
+//	case errors.As(err, &rerr):
+//		// the peer's handler returned an error
+//	case errors.Is(err, transport.ErrPeerUnreachable):
+//		// try the secondary; the request may or may not have run
+//	}
+//
+// # Serve
+//
+// Each accepted connection runs the Handler given to New for its
+// requests, concurrently, up to Config.MaxConcurrentRequests at a time per
+// connection; beyond that the connection stops reading, which pushes back
+// on the caller through TCP. A handler's context ends when its connection
+// closes or the transport shuts down.
+//
+// Each connection has one reader and one writer goroutine. Callers and
+// handlers encode their frames and queue them; the writer drains the queue
+// into a buffer and flushes only when the queue is empty, so that under
+// load many small frames share one system call.
+//
+// # Security
+//
+// Every connection starts with a handshake that agrees on the protocol
+// version and the largest frame each side accepts. With Config.TLS the
+// connection is mutual TLS: both sides present certificates that the other
+// verifies. With only Config.Keys both sides prove that they hold a
+// cluster key without revealing it, derive fresh session keys, and seal
+// every frame with AES-GCM. With neither, traffic is plaintext. A peer
+// that fails the handshake is refused and logged, and the dialer gets
+// ErrHandshake.
+//
+// # Shut down
+//
+// Shutdown closes the listener and every connection, fails the calls in
+// flight with ErrClosed, and returns once every goroutine of the transport,
+// handlers included, has returned. Calls after Shutdown return ErrClosed.
+package transport

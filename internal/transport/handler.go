@@ -1,0 +1,64 @@
+package transport
+
+import (
+	"context"
+	"errors"
+	"fmt"
+)
+
+// Handler serves the requests that peers send to this node.
+//
+// ServeRequest is called concurrently, from one goroutine per request.
+// from is the remote address of the connection (the peer's host and an
+// ephemeral port, not its listening address), method and body are what the
+// peer passed to Call or Send. body belongs to the handler. The returned
+// body is sent back to the caller; a returned error reaches the caller as
+// a *RemoteError holding err.Error(). The transport reads the returned
+// body after ServeRequest returns, so the handler must not modify it
+// afterwards. Requests made with Send get no answer; what their handler
+// returns is discarded.
+type Handler interface {
+	ServeRequest(ctx context.Context, from, method string, body []byte) ([]byte, error)
+}
+
+// HandlerFunc adapts a function to a Handler.
+type HandlerFunc func(ctx context.Context, from, method string, body []byte) ([]byte, error)
+
+// ServeRequest calls f.
+func (f HandlerFunc) ServeRequest(ctx context.Context, from, method string, body []byte) ([]byte, error) {
+	return f(ctx, from, method, body)
+}
+
+var (
+	// ErrClosed is returned by Call and Send after Shutdown, and by calls
+	// in flight when Shutdown closes their connection.
+	ErrClosed = errors.New("transport: closed")
+
+	// ErrFrameTooLarge is returned by Call and Send when the request does
+	// not fit in one frame of the peer's MaxFrameSize. The request was not
+	// sent. A peer that receives a larger frame closes the connection.
+	ErrFrameTooLarge = errors.New("transport: frame too large")
+
+	// ErrHandshake is returned by Call and Send when the peer refused the
+	// connection or failed to prove itself: wrong cluster key, certificate
+	// not signed by the cluster CA, incompatible protocol version, or
+	// TLS on one side only. The request was not sent.
+	ErrHandshake = errors.New("transport: handshake failed")
+
+	// ErrPeerUnreachable is returned by Call and Send when the peer could
+	// not be dialled, or when the connection broke or went silent before
+	// the answer arrived. In the second case the request may or may not
+	// have run on the peer.
+	ErrPeerUnreachable = errors.New("transport: peer unreachable")
+)
+
+// RemoteError is the error a peer's handler returned, as seen by Call.
+type RemoteError struct {
+	Addr    string // the address passed to Call
+	Method  string
+	Message string // the handler error's Error()
+}
+
+func (e *RemoteError) Error() string {
+	return fmt.Sprintf("transport: %s on %s: %s", e.Method, e.Addr, e.Message)
+}
