@@ -98,10 +98,14 @@ func newConn(t *Transport, raw, nc net.Conn, br *bufio.Reader, s session, addr s
 func (c *conn) close(err error) {
 	c.once.Do(func() {
 		c.err = err
-		close(c.done)
-		c.cancel()
-		_ = c.raw.Close()
+		// Out of the pool first, so that a call woken by done that
+		// calls again dials a new connection.
 		c.t.forget(c)
+		close(c.done)
+		// Close before cancelling, so that a handler woken by the
+		// cancellation cannot get an answer onto the wire.
+		_ = c.raw.Close()
+		c.cancel()
 		c.t.log.Debug("connection closed", "remote", c.addr, "dialed", c.dialer, "reason", err)
 	})
 }

@@ -71,7 +71,7 @@ type Stats struct {
 }
 
 type counters struct {
-	dials, accepts, handshakeFailures     atomic.Uint64
+	dials, accepts, handshakeFailures      atomic.Uint64
 	framesIn, framesOut, bytesIn, bytesOut atomic.Uint64
 	badFrames, lateAnswers                 atomic.Uint64
 }
@@ -251,8 +251,8 @@ func (t *Transport) acceptLoop() {
 	for {
 		raw, err := t.ln.Accept()
 		if err != nil {
-			if t.ctx.Err() != nil {
-				return
+			if errors.Is(err, net.ErrClosed) {
+				return // Shutdown
 			}
 			// As net/http does: errors such as EMFILE pass, so wait
 			// rather than spin.
@@ -434,14 +434,16 @@ func (t *Transport) Shutdown() error {
 	conns := slices.Collect(maps.Keys(t.mu.conns))
 	t.mu.Unlock()
 
-	t.cancel()
 	var err error
 	if cerr := t.ln.Close(); cerr != nil {
 		err = fmt.Errorf("transport: close listener: %w", cerr)
 	}
+	// Connections first, then the context, so that handlers see their
+	// context end only once no answer can be sent (see conn.close).
 	for _, c := range conns {
 		c.close(ErrClosed)
 	}
+	t.cancel()
 	t.wg.Wait()
 	return err
 }

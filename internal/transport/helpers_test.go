@@ -1,0 +1,234 @@
+package transport
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/binary"
+	"io"
+	"log/slog"
+	"math/big"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// newTransport starts a transport on 127.0.0.1 with short timings and a
+// logger that writes to the test's output, and shuts it down at cleanup.
+// opts change the config before New.
+func newTransport(tb testing.TB, h Handler, opts ...func(*Config)) *Transport {
+	tb.Helper()
+	cfg := Config{
+		BindAddr:    "127.0.0.1:0",
+		DialTimeout: 2 * time.Second,
+		Logger:      slog.New(slog.NewTextHandler(tb.Output(), &slog.HandlerOptions{Level: slog.LevelDebug})),
+	}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	tr, err := New(context.Background(), cfg, h)
+	require.NoError(tb, err)
+	tb.Cleanup(func() { _ = tr.Shutdown() })
+	return tr
+}
+
+// echo answers with the request body, or fails for method "fail".
+var echo = HandlerFunc(func(_ context.Context, _, method string, body []byte) ([]byte, error) {
+	if method == "fail" {
+		return nil, errFromHandler
+	}
+	return body, nil
+})
+
+var errFromHandler = &handlerError{"the handler says no"}
+
+type handlerError struct{ msg string }
+
+func (e *handlerError) Error() string { return e.msg }
+
+func withKeys(keys ...[]byte) func(*Config) {
+	return func(c *Config) { c.Keys = keys }
+}
+
+func withTLS(cfg *tls.Config) func(*Config) {
+	return func(c *Config) { c.TLS = cfg }
+}
+
+func key(b byte) []byte { return bytes.Repeat([]byte{b}, 32) }
+
+func testCtx(tb testing.TB) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	tb.Cleanup(cancel)
+	return ctx
+}
+
+// testCA is a throwaway certificate authority.
+type testCA struct {
+	cert *x509.Certificate
+	key  *ecdsa.PrivateKey
+	pool *x509.CertPool
+}
+
+func newCA(tb testing.TB) *testCA {
+	tb.Helper()
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	require.NoError(tb, err)
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: "troupe test CA"},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(time.Hour),
+		IsCA:                  true,
+		BasicConstraintsValid: true,
+		KeyUsage:              x509.KeyUsageCertSign,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &k.PublicKey, k)
+	require.NoError(tb, err)
+	cert, err := x509.ParseCertificate(der)
+	require.NoError(tb, err)
+	pool := x509.NewCertPool()
+	pool.AddCert(cert)
+	return &testCA{cert: cert, key: k, pool: pool}
+}
+
+// issue returns a certificate for 127.0.0.1 usable as server and client.
+func (ca *testCA) issue(tb testing.TB) tls.Certificate {
+	tb.Helper()
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	require.NoError(tb, err)
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(time.Now().UnixNano()),
+		Subject:      pkix.Name{CommonName: "troupe node"},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &k.PublicKey, ca.key)
+	require.NoError(tb, err)
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: k}
+}
+
+// tlsConfig returns a node's config: a certificate from ca, trusting ca.
+func (ca *testCA) tlsConfig(tb testing.TB) *tls.Config {
+	return &tls.Config{Certificates: []tls.Certificate{ca.issue(tb)}, RootCAs: ca.pool, ClientCAs: ca.pool}
+}
+
+// rawPeer dials addr with a plain TCP connection and, unless hello is
+// nil, sends it and reads the server's hello. It is closed at cleanup.
+func rawPeer(tb testing.TB, addr string, h *hello) (net.Conn, *bufio.Reader) {
+	tb.Helper()
+	c, err := net.Dial("tcp", addr)
+	require.NoError(tb, err)
+	tb.Cleanup(func() { _ = c.Close() })
+	require.NoError(tb, c.SetDeadline(time.Now().Add(10*time.Second)))
+	br := bufio.NewReader(c)
+	if h != nil {
+		b := h.marshal()
+		_, err = c.Write(b[:])
+		require.NoError(tb, err)
+		var theirs [helloSize]byte
+		_, err = io.ReadFull(br, theirs[:])
+		require.NoError(tb, err)
+		_, err = parseHello(theirs)
+		require.NoError(tb, err)
+	}
+	return c, br
+}
+
+func plainHello() *hello {
+	return &hello{version: protocolVersion, mode: modePlain, maxFrame: DefaultMaxFrameSize}
+}
+
+// encodeFrame returns f as a plaintext frame on the wire.
+func encodeFrame(f frame) []byte {
+	b := appendFrame(nil, f)
+	binary.BigEndian.PutUint32(b, uint32(len(b)-lengthSize))
+	return b
+}
+
+// recordingProxy forwards TCP connections to target and records the bytes
+// that pass in each direction.
+type recordingProxy struct {
+	ln     net.Listener
+	target string
+	wg     sync.WaitGroup
+
+	mu       sync.Mutex
+	toServer bytes.Buffer
+	toClient bytes.Buffer
+	conns    []net.Conn
+}
+
+func newRecordingProxy(tb testing.TB, target string) *recordingProxy {
+	tb.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(tb, err)
+	p := &recordingProxy{ln: ln, target: target}
+	p.wg.Go(p.acceptLoop)
+	tb.Cleanup(func() {
+		_ = ln.Close()
+		p.mu.Lock()
+		for _, c := range p.conns {
+			_ = c.Close()
+		}
+		p.mu.Unlock()
+		p.wg.Wait()
+	})
+	return p
+}
+
+func (p *recordingProxy) acceptLoop() {
+	for {
+		client, err := p.ln.Accept()
+		if err != nil {
+			return
+		}
+		server, err := net.Dial("tcp", p.target)
+		if err != nil {
+			_ = client.Close()
+			continue
+		}
+		p.mu.Lock()
+		p.conns = append(p.conns, client, server)
+		p.mu.Unlock()
+		pipe := func(dst, src net.Conn, rec *bytes.Buffer) {
+			_, _ = io.Copy(dst, io.TeeReader(src, lockedWriter{&p.mu, rec}))
+			_ = dst.Close()
+			_ = src.Close()
+		}
+		p.wg.Go(func() { pipe(server, client, &p.toServer) })
+		p.wg.Go(func() { pipe(client, server, &p.toClient) })
+	}
+}
+
+// recorded returns copies of what went to the server and to the client.
+func (p *recordingProxy) recorded() (toServer, toClient []byte) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return bytes.Clone(p.toServer.Bytes()), bytes.Clone(p.toClient.Bytes())
+}
+
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  io.Writer
+}
+
+func (w lockedWriter) Write(b []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.w.Write(b)
+}

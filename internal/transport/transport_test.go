@@ -1,0 +1,341 @@
+package transport
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/troupe-go/troupe/internal/faultnet"
+)
+
+// blocking returns a handler that signals started and then waits for
+// release or for its context to end. Other methods echo.
+func blocking(started chan<- string, release <-chan struct{}) Handler {
+	return HandlerFunc(func(ctx context.Context, _, method string, body []byte) ([]byte, error) {
+		if method != "block" {
+			return body, nil
+		}
+		started <- method
+		select {
+		case <-release:
+			return []byte("released"), nil
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	})
+}
+
+// callAsync runs Call on its own goroutine and delivers its error.
+func callAsync(ctx context.Context, tr *Transport, addr, method string) <-chan error {
+	res := make(chan error, 1)
+	go func() {
+		_, err := tr.Call(ctx, addr, method, nil)
+		res <- err
+	}()
+	return res
+}
+
+func waitErr(t *testing.T, res <-chan error, within time.Duration) error {
+	t.Helper()
+	select {
+	case err := <-res:
+		return err
+	case <-time.After(within):
+		t.Fatalf("call still running after %v", within)
+		return nil
+	}
+}
+
+func TestCallRoundTrip(t *testing.T) {
+	srv := newTransport(t, HandlerFunc(func(ctx context.Context, from, method string, body []byte) ([]byte, error) {
+		if method == "whoami" {
+			return []byte(from), nil
+		}
+		return echo(ctx, from, method, body)
+	}))
+	cli := newTransport(t, echo)
+	ctx := testCtx(t)
+
+	resp, err := cli.Call(ctx, srv.Addr(), "echo", []byte("hello"))
+	require.NoError(t, err)
+	require.Equal(t, "hello", string(resp))
+
+	resp, err = cli.Call(ctx, srv.Addr(), "echo", nil)
+	require.NoError(t, err)
+	require.Empty(t, resp)
+
+	resp, err = cli.Call(ctx, srv.Addr(), "whoami", nil)
+	require.NoError(t, err)
+	host, _, err := net.SplitHostPort(string(resp))
+	require.NoError(t, err)
+	require.Equal(t, "127.0.0.1", host)
+
+	_, err = cli.Call(ctx, srv.Addr(), "fail", nil)
+	var rerr *RemoteError
+	require.ErrorAs(t, err, &rerr)
+	require.Equal(t, RemoteError{Addr: srv.Addr(), Method: "fail", Message: errFromHandler.Error()}, *rerr)
+
+	_, err = cli.Call(ctx, srv.Addr(), string(make([]byte, maxMethodLen+1)), nil)
+	require.Error(t, err)
+
+	require.Equal(t, uint64(1), cli.Stats().Dials, "every call must reuse the one connection")
+}
+
+func TestConcurrentCallsShareOneConnection(t *testing.T) {
+	srv := newTransport(t, echo)
+	cli := newTransport(t, echo)
+	ctx := testCtx(t)
+
+	const callers, calls = 64, 50
+	errs := make(chan error, callers)
+	var wg sync.WaitGroup
+	for i := range callers {
+		wg.Go(func() {
+			for j := range calls {
+				want := fmt.Appendf(nil, "%d/%d", i, j)
+				got, err := cli.Call(ctx, srv.Addr(), "echo", want)
+				if err == nil && !bytes.Equal(got, want) {
+					err = fmt.Errorf("got %q, want %q", got, want)
+				}
+				if err != nil {
+					errs <- err
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		require.NoError(t, err)
+	}
+	require.Equal(t, uint64(1), cli.Stats().Dials)
+	require.Equal(t, uint64(1), srv.Stats().Accepts)
+	require.GreaterOrEqual(t, srv.Stats().FramesIn, uint64(callers*calls))
+}
+
+func TestSlowHandlerDoesNotBlockFastOne(t *testing.T) {
+	started := make(chan string, 1)
+	release := make(chan struct{})
+	srv := newTransport(t, blocking(started, release))
+	cli := newTransport(t, echo)
+	ctx := testCtx(t)
+
+	slow := callAsync(ctx, cli, srv.Addr(), "block")
+	<-started
+	fast, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	resp, err := cli.Call(fast, srv.Addr(), "echo", []byte("fast"))
+	require.NoError(t, err, "a slow handler must not hold up the connection")
+	require.Equal(t, "fast", string(resp))
+
+	close(release)
+	require.NoError(t, waitErr(t, slow, 5*time.Second))
+	require.Equal(t, uint64(1), cli.Stats().Dials)
+}
+
+func TestCallHonoursContext(t *testing.T) {
+	started := make(chan string, 10)
+	release := make(chan struct{})
+	srv := newTransport(t, blocking(started, release))
+	cli := newTransport(t, echo)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	res := callAsync(ctx, cli, srv.Addr(), "block")
+	<-started
+	cancel()
+	require.ErrorIs(t, waitErr(t, res, 2*time.Second), context.Canceled)
+
+	ctx, cancel = context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	begin := time.Now()
+	_, err := cli.Call(ctx, srv.Addr(), "block", nil)
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	require.Less(t, time.Since(begin), 2*time.Second)
+
+	// The abandoned calls' answers arrive later and are dropped; the
+	// connection goes on serving.
+	close(release)
+	require.Eventually(t, func() bool { return cli.Stats().LateAnswers >= 1 }, 5*time.Second, 5*time.Millisecond)
+	resp, err := cli.Call(testCtx(t), srv.Addr(), "block", nil)
+	require.NoError(t, err)
+	require.Equal(t, "released", string(resp))
+	require.Equal(t, uint64(1), cli.Stats().Dials)
+}
+
+func TestPeerShutdownFailsCallsAndRedialWorks(t *testing.T) {
+	started := make(chan string, 1)
+	srv := newTransport(t, blocking(started, nil))
+	addr := srv.Addr()
+	cli := newTransport(t, echo)
+	ctx := testCtx(t)
+
+	res := callAsync(ctx, cli, addr, "block")
+	<-started
+	require.NoError(t, srv.Shutdown())
+	require.ErrorIs(t, waitErr(t, res, 5*time.Second), ErrPeerUnreachable)
+
+	_, err := cli.Call(ctx, addr, "echo", nil)
+	require.ErrorIs(t, err, ErrPeerUnreachable, "nothing listens there now")
+
+	newTransport(t, echo, func(c *Config) { c.BindAddr = addr })
+	resp, err := cli.Call(ctx, addr, "echo", []byte("again"))
+	require.NoError(t, err)
+	require.Equal(t, "again", string(resp))
+	require.Equal(t, uint64(3), cli.Stats().Dials)
+}
+
+func TestPartitionFailsCallsAndHealRestoresThem(t *testing.T) {
+	network := faultnet.New()
+	started := make(chan string, 1)
+	a := newTransport(t, echo, func(c *Config) { c.Faults = network })
+	b := newTransport(t, blocking(started, nil), func(c *Config) {
+		c.BindAddr = "127.0.0.2:0"
+		c.Faults = network
+	})
+	ctx := testCtx(t)
+
+	_, err := a.Call(ctx, b.Addr(), "echo", nil)
+	require.NoError(t, err)
+	res := callAsync(ctx, a, b.Addr(), "block")
+	<-started
+
+	network.Block("127.0.0.1", "127.0.0.2")
+	require.ErrorIs(t, waitErr(t, res, 5*time.Second), ErrPeerUnreachable, "a cut fails the calls in flight")
+	begin := time.Now()
+	_, err = a.Call(ctx, b.Addr(), "echo", nil)
+	require.ErrorIs(t, err, ErrPeerUnreachable)
+	require.ErrorIs(t, err, faultnet.ErrPartitioned)
+	require.Less(t, time.Since(begin), time.Second)
+	require.Eventually(t, func() bool { return b.Stats().OpenConns == 0 }, 5*time.Second, 5*time.Millisecond)
+
+	network.Heal()
+	resp, err := a.Call(ctx, b.Addr(), "echo", []byte("healed"))
+	require.NoError(t, err)
+	require.Equal(t, "healed", string(resp))
+}
+
+// A peer that completes the handshake and then never answers, as a
+// vanished host would: calls without a deadline must still fail.
+func TestSilentPeerIsDeclaredDead(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	var wg sync.WaitGroup
+	t.Cleanup(func() {
+		_ = ln.Close()
+		wg.Wait()
+	})
+	wg.Go(func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		br := bufio.NewReader(c)
+		if _, err := handshake(br, c, false, *plainHello(), nil); err != nil {
+			return
+		}
+		_, _ = io.Copy(io.Discard, br)
+	})
+	cli := newTransport(t, echo, func(c *Config) { c.DialTimeout = 200 * time.Millisecond })
+
+	begin := time.Now()
+	_, err = cli.Call(context.Background(), ln.Addr().String(), "echo", nil)
+	require.ErrorIs(t, err, ErrPeerUnreachable)
+	require.Less(t, time.Since(begin), 5*time.Second)
+}
+
+func TestIdleConnectionsAreClosed(t *testing.T) {
+	srv := newTransport(t, echo)
+	cli := newTransport(t, echo, func(c *Config) { c.IdleTimeout = 50 * time.Millisecond })
+	ctx := testCtx(t)
+
+	_, err := cli.Call(ctx, srv.Addr(), "echo", nil)
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		return cli.Stats().OpenConns == 0 && srv.Stats().OpenConns == 0
+	}, 5*time.Second, 5*time.Millisecond)
+
+	_, err = cli.Call(ctx, srv.Addr(), "echo", nil)
+	require.NoError(t, err)
+	require.Equal(t, uint64(2), cli.Stats().Dials)
+}
+
+func TestFrameTooLarge(t *testing.T) {
+	small := func(c *Config) { c.MaxFrameSize = minFrameSize }
+	big := make([]byte, 2*minFrameSize)
+	srv := newTransport(t, HandlerFunc(func(_ context.Context, _, method string, body []byte) ([]byte, error) {
+		if method == "big" {
+			return big, nil
+		}
+		return body, nil
+	}), small)
+	cli := newTransport(t, echo, small)
+	ctx := testCtx(t)
+
+	_, err := cli.Call(ctx, srv.Addr(), "echo", big)
+	require.ErrorIs(t, err, ErrFrameTooLarge, "refused before sending")
+	require.ErrorIs(t, cli.Send(ctx, srv.Addr(), "echo", big), ErrFrameTooLarge)
+
+	_, err = cli.Call(ctx, srv.Addr(), "big", nil)
+	var rerr *RemoteError
+	require.ErrorAs(t, err, &rerr)
+	require.Contains(t, rerr.Message, ErrFrameTooLarge.Error())
+
+	_, err = cli.Call(ctx, srv.Addr(), "echo", []byte("fits"))
+	require.NoError(t, err)
+	require.Equal(t, uint64(1), cli.Stats().Dials)
+	require.Zero(t, srv.Stats().BadFrames)
+	require.Zero(t, cli.Stats().BadFrames)
+}
+
+func TestSend(t *testing.T) {
+	got := make(chan string, 1)
+	srv := newTransport(t, HandlerFunc(func(_ context.Context, _, method string, body []byte) ([]byte, error) {
+		got <- method + ":" + string(body)
+		return nil, errors.New("nobody hears this")
+	}))
+	cli := newTransport(t, echo)
+
+	require.NoError(t, cli.Send(testCtx(t), srv.Addr(), "note", []byte("hi")))
+	select {
+	case s := <-got:
+		require.Equal(t, "note:hi", s)
+	case <-time.After(5 * time.Second):
+		t.Fatal("the one-way request was not served")
+	}
+}
+
+func TestShutdown(t *testing.T) {
+	started := make(chan string, 1)
+	srv := newTransport(t, blocking(started, nil))
+	cli := newTransport(t, echo)
+
+	res := callAsync(context.Background(), cli, srv.Addr(), "block")
+	<-started
+	require.NoError(t, cli.Shutdown())
+	require.ErrorIs(t, waitErr(t, res, 5*time.Second), ErrClosed)
+	require.NoError(t, cli.Shutdown(), "a second Shutdown is harmless")
+
+	_, err := cli.Call(testCtx(t), srv.Addr(), "echo", nil)
+	require.ErrorIs(t, err, ErrClosed)
+	require.ErrorIs(t, cli.Send(testCtx(t), srv.Addr(), "echo", nil), ErrClosed)
+	// The server notices the caller went, and its handler's context ends.
+	require.Eventually(t, func() bool { return srv.Stats().OpenConns == 0 }, 5*time.Second, 5*time.Millisecond)
+}
+
+func TestNewRejectsBadInput(t *testing.T) {
+	_, err := New(context.Background(), Config{BindAddr: "127.0.0.1:0"}, nil)
+	require.Error(t, err)
+	_, err = New(context.Background(), Config{}, echo)
+	require.Error(t, err)
+}
