@@ -79,12 +79,13 @@ type Config struct {
 	// when TLS is set.
 	TLS *tls.Config
 
-	// Keys are the cluster keys, 16, 24 or 32 bytes each, as in
-	// memberlist's keyring. When TLS is nil and Keys is not empty,
-	// connections are authenticated and encrypted with them: the first
-	// key is used to dial, and an incoming peer may prove any of them, so
-	// that a key can be rotated in by adding it everywhere first, then
-	// making it primary, then removing the old one.
+	// Keys are the cluster keys, 16, 24 or 32 bytes each and at most 16,
+	// as in memberlist's keyring. When TLS is nil and Keys is not empty,
+	// connections are authenticated and encrypted with them. Two nodes
+	// connect when they share any key, the dialer's first (primary) key
+	// preferred, so a key can be rotated in and the old one out without
+	// a cut in traffic: add the new key everywhere, make it primary,
+	// then remove the old one.
 	//
 	// With neither TLS nor Keys, traffic is plaintext and anyone who can
 	// reach BindAddr can call the handler.
@@ -128,6 +129,9 @@ func (c Config) Validate() error {
 			return errors.New("transport: TLS needs both RootCAs and ClientCAs (usually the cluster CA) to verify peers")
 		}
 		return nil
+	}
+	if len(c.Keys) > maxKeys {
+		return fmt.Errorf("transport: %d Keys, at most %d", len(c.Keys), maxKeys)
 	}
 	for i, k := range c.Keys {
 		switch len(k) {

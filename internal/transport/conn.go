@@ -7,7 +7,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -232,7 +231,7 @@ func (c *conn) readFailed(err error) {
 	if c.closed() {
 		return // closed on purpose; the read error only echoes that
 	}
-	if errors.Is(err, errMalformed) || errors.Is(err, ErrFrameTooLarge) || errors.Is(err, io.ErrUnexpectedEOF) {
+	if errors.Is(err, errMalformed) || errors.Is(err, ErrFrameTooLarge) {
 		c.t.stats.badFrames.Add(1)
 		c.t.log.Warn("closing connection after a bad frame", "remote", c.addr, "err", err)
 	}

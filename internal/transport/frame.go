@@ -121,10 +121,10 @@ type frameReader struct {
 
 // read returns the next frame and its size on the wire. A clean EOF
 // between frames is io.EOF; anything wrong inside a frame wraps
-// errMalformed, ErrFrameTooLarge or io.ErrUnexpectedEOF.
+// errMalformed or ErrFrameTooLarge.
 func (r *frameReader) read() (frame, int, error) {
 	if _, err := io.ReadFull(r.r, r.hdr[:]); err != nil {
-		return frame{}, 0, err
+		return frame{}, 0, truncated(err)
 	}
 	n := int(binary.BigEndian.Uint32(r.hdr[:]))
 	limit := r.max
@@ -140,7 +140,7 @@ func (r *frameReader) read() (frame, int, error) {
 		if errors.Is(err, io.EOF) {
 			err = io.ErrUnexpectedEOF
 		}
-		return frame{}, 0, err
+		return frame{}, 0, truncated(err)
 	}
 	if r.open != nil {
 		var err error
@@ -151,6 +151,14 @@ func (r *frameReader) read() (frame, int, error) {
 	}
 	f, err := parseFrame(p)
 	return f, lengthSize + n, err
+}
+
+// truncated marks an end of stream inside a frame as malformed.
+func truncated(err error) error {
+	if errors.Is(err, io.ErrUnexpectedEOF) {
+		return fmt.Errorf("%w: truncated: %w", errMalformed, err)
+	}
+	return err
 }
 
 // putNonce writes the AES-GCM nonce of the seq'th frame in one direction

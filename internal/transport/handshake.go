@@ -9,6 +9,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
+	"slices"
 )
 
 // The handshake opens every connection, after the TLS handshake if any.
@@ -20,17 +21,20 @@ import (
 //	maxFrame  uint32  the sender's MaxFrameSize
 //	nonce     [32]byte fresh random bytes
 //
-// In cluster-key mode two more messages follow. The dialer sends
-// HMAC-SHA256(key, "client proof" || transcript) made with its primary
-// key, where the transcript is both hellos. The listener tries each of its
-// keys; if one matches it answers statusOK and its own HMAC with label
-// "server proof", which the dialer checks; otherwise it answers
-// statusRefused and closes. Both nonces enter every HMAC, so a recorded
-// handshake replayed to either side fails, and the distinct labels stop a
-// listener's proof from being reflected back as a dialer's. Then each side
-// derives one AES-256-GCM key per direction with HKDF-SHA256 from the
-// cluster key, salted with the transcript: fresh keys for every connection,
-// so frame counters can serve as nonces.
+// In cluster-key mode two more messages follow. The dialer sends a count
+// (uint8) and, for each of its keys, primary first,
+// HMAC-SHA256(key, "client proof" || transcript), where the transcript is
+// both hellos. The listener takes the first proof made with a key it
+// holds, so two nodes connect whenever they share any key, preferring the
+// dialer's primary: a rotation works in whatever order the nodes learn
+// the new key. It answers statusOK and its own HMAC with that key and
+// label "server proof", which the dialer checks; or statusRefused, and
+// closes. Both nonces enter every HMAC, so a recorded handshake replayed
+// to either side fails, and the distinct labels stop a listener's proof
+// from being reflected back as a dialer's. Then each side derives one
+// AES-256-GCM key per direction with HKDF-SHA256 from the shared key,
+// salted with the transcript: fresh keys for every connection, so frame
+// counters can serve as nonces.
 
 // Protocol versions. A node refuses peers older than minProtocolVersion;
 // a newer peer is expected to speak down to this node's version.
@@ -55,6 +59,7 @@ const (
 const (
 	helloSize = 4 + 1 + 1 + 4 + 32
 	proofSize = sha256.Size
+	maxKeys   = 16 // cluster keys a node may hold, so a key offer stays small
 
 	labelClientProof = "troupe transport v1 client proof"
 	labelServerProof = "troupe transport v1 server proof"
@@ -152,8 +157,11 @@ func handshake(r io.Reader, w io.Writer, dialer bool, local hello, keys [][]byte
 	}
 	var key []byte
 	if dialer {
-		key = keys[0]
-		if err := writeAll(w, proof(key, labelClientProof, transcript)); err != nil {
+		offer := []byte{byte(len(keys))}
+		for _, k := range keys {
+			offer = append(offer, proof(k, labelClientProof, transcript)...)
+		}
+		if err := writeAll(w, offer); err != nil {
 			return session{}, err
 		}
 		var reply [1 + proofSize]byte
@@ -161,19 +169,26 @@ func handshake(r io.Reader, w io.Writer, dialer bool, local hello, keys [][]byte
 			return session{}, err
 		}
 		if reply[0] != statusOK {
-			return session{}, fmt.Errorf("%w: peer refused this node's cluster key", ErrHandshake)
+			return session{}, fmt.Errorf("%w: peer holds none of this node's cluster keys", ErrHandshake)
 		}
-		if !hmac.Equal(reply[1:], proof(key, labelServerProof, transcript)) {
-			return session{}, fmt.Errorf("%w: peer did not prove the cluster key", ErrHandshake)
+		key = matchProof(reply[1:], keys, labelServerProof, transcript)
+		if key == nil {
+			return session{}, fmt.Errorf("%w: peer did not prove a cluster key", ErrHandshake)
 		}
 	} else {
-		var got [proofSize]byte
-		if err := readAll(r, got[:]); err != nil {
+		var n [1]byte
+		if err := readAll(r, n[:]); err != nil {
 			return session{}, err
 		}
-		for _, k := range keys {
-			if hmac.Equal(got[:], proof(k, labelClientProof, transcript)) {
-				key = k
+		if n[0] == 0 || n[0] > maxKeys {
+			return session{}, fmt.Errorf("%w: peer offered %d key proofs", ErrHandshake, n[0])
+		}
+		offer := make([]byte, int(n[0])*proofSize)
+		if err := readAll(r, offer); err != nil {
+			return session{}, err
+		}
+		for p := range slices.Chunk(offer, proofSize) {
+			if key = matchProof(p, keys, labelClientProof, transcript); key != nil {
 				break
 			}
 		}
@@ -203,6 +218,16 @@ func handshake(r io.Reader, w io.Writer, dialer bool, local hello, keys [][]byte
 		s.seal, s.open = s2c, c2s
 	}
 	return s, nil
+}
+
+// matchProof returns the key among keys that made p, or nil.
+func matchProof(p []byte, keys [][]byte, label string, transcript []byte) []byte {
+	for _, k := range keys {
+		if hmac.Equal(p, proof(k, label, transcript)) {
+			return k
+		}
+	}
+	return nil
 }
 
 func proof(key []byte, label string, transcript []byte) []byte {

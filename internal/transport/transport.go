@@ -241,7 +241,7 @@ func (t *Transport) connect(addr string) (*conn, error) {
 			return nil, ErrClosed
 		}
 		t.stats.handshakeFailures.Add(1)
-		return nil, fmt.Errorf("dial %s: %w", addr, err)
+		return nil, fmt.Errorf("%w (dialing %s)", err, addr)
 	}
 	return c, nil
 }
