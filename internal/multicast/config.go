@@ -47,6 +47,9 @@ const (
 	// queueLen bounds the announcements waiting for OnPeer. A full queue
 	// drops (and counts as Throttled) rather than blocking the receiver.
 	queueLen = 64
+	// recvBuffer is the receive socket buffer asked for, in bytes: about
+	// a thousand datagrams.
+	recvBuffer = 1 << 20
 )
 
 // ErrInvalidConfig is returned by Config.Validate and Start for a

@@ -139,6 +139,10 @@ func (d *Discoverer) open(ctx context.Context) (err error) {
 			_ = d.recv.Close()
 		}
 	}()
+	// Room for a burst of announcements (a cluster starting at once, or a
+	// flood) while the receive loop catches up. Best effort: the kernel
+	// caps it at net.core.rmem_max.
+	_ = d.recv.SetReadBuffer(recvBuffer)
 	// The kernel picks the interface by route when ifi is nil.
 	if err := ipv4.NewPacketConn(d.recv).JoinGroup(ifi, d.group); err != nil {
 		return fmt.Errorf("multicast: joining %s: %w", d.group, err)
