@@ -19,6 +19,10 @@ const (
 	DefaultIdleTimeout           = 2 * time.Minute
 )
 
+// minTimeout bounds DialTimeout and IdleTimeout from below: the janitor
+// checks connections at half the shorter of them.
+const minTimeout = 10 * time.Millisecond
+
 // Limits on Config.MaxFrameSize. The lower bound leaves room for the
 // frame header and a useful body; the upper bound keeps the length in a
 // uint32 and one frame's allocation sane.
@@ -49,7 +53,9 @@ type Config struct {
 
 	// MaxConcurrentRequests bounds the handlers running at once for one
 	// incoming connection. When it is reached the connection stops
-	// reading until a handler returns. Default 64.
+	// reading until a handler returns, pings included: if no handler
+	// returns within DialTimeout, the caller declares the connection
+	// dead. Default 64.
 	MaxConcurrentRequests int
 
 	// DialTimeout bounds connecting to a peer and the handshake, in both
@@ -118,8 +124,8 @@ func (c Config) Validate() error {
 	if c.MaxConcurrentRequests < 0 {
 		return fmt.Errorf("transport: MaxConcurrentRequests %d is negative", c.MaxConcurrentRequests)
 	}
-	if c.DialTimeout < 0 || c.IdleTimeout < 0 {
-		return errors.New("transport: DialTimeout and IdleTimeout must not be negative")
+	if c.DialTimeout < minTimeout || c.IdleTimeout < minTimeout {
+		return fmt.Errorf("transport: DialTimeout and IdleTimeout must be at least %v", minTimeout)
 	}
 	if c.TLS != nil {
 		if len(c.TLS.Certificates) == 0 && c.TLS.GetCertificate == nil {

@@ -24,6 +24,7 @@ func TestConfigValidate(t *testing.T) {
 		"frames too large":     {BindAddr: ":0", MaxFrameSize: 2 << 30},
 		"negative concurrency": {BindAddr: ":0", MaxConcurrentRequests: -1},
 		"negative timeout":     {BindAddr: ":0", DialTimeout: -time.Second},
+		"tiny timeout":         {BindAddr: ":0", IdleTimeout: time.Millisecond},
 		"key of 20 bytes":      {BindAddr: ":0", Keys: [][]byte{key(1), make([]byte, 20)}},
 		"too many keys":        {BindAddr: ":0", Keys: make([][]byte, maxKeys+1)},
 		"TLS without a cert":   {BindAddr: ":0", TLS: &tls.Config{RootCAs: ca.pool, ClientCAs: ca.pool}},

@@ -156,6 +156,9 @@ func (t *Transport) do(ctx context.Context, kind uint8, addr, method string, bod
 	if len(method) > maxMethodLen {
 		return nil, fmt.Errorf("transport: method name of %d bytes, limit %d", len(method), maxMethodLen)
 	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("transport: %s on %s: %w", method, addr, err)
+	}
 	for {
 		c, err := t.connTo(ctx, addr)
 		if err != nil {

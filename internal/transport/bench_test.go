@@ -1,0 +1,131 @@
+package transport
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"runtime"
+	"sync"
+	"testing"
+)
+
+// The benchmarks send a 1 KiB request and get a 16-byte answer, on one
+// persistent connection over loopback.
+const (
+	benchRequestSize = 1 << 10
+	benchAnswerSize  = 16
+)
+
+// BenchmarkPingPongRawTCP is the floor: the same exchange on a bare TCP
+// connection, without framing, multiplexing or goroutine hand-offs.
+func BenchmarkPingPongRawTCP(b *testing.B) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer ln.Close()
+	wg.Go(func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		req, answer := make([]byte, benchRequestSize), make([]byte, benchAnswerSize)
+		for {
+			if _, err := io.ReadFull(c, req); err != nil {
+				return
+			}
+			if _, err := c.Write(answer); err != nil {
+				return
+			}
+		}
+	})
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	req, answer := make([]byte, benchRequestSize), make([]byte, benchAnswerSize)
+	b.ReportAllocs()
+	b.SetBytes(benchRequestSize)
+	for b.Loop() {
+		if _, err := c.Write(req); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := io.ReadFull(c, answer); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkCall(b *testing.B) {
+	for _, m := range benchModes(b) {
+		b.Run(m.name, func(b *testing.B) {
+			addr, cli := benchPair(b, m.opts)
+			req := make([]byte, benchRequestSize)
+			ctx := context.Background()
+			b.ReportAllocs()
+			b.SetBytes(benchRequestSize)
+			for b.Loop() {
+				if _, err := cli.Call(ctx, addr, "bench", req); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkCallParallel runs 64 callers at once on the one connection,
+// which is where coalesced writes pay.
+func BenchmarkCallParallel(b *testing.B) {
+	for _, m := range benchModes(b) {
+		b.Run(m.name, func(b *testing.B) {
+			addr, cli := benchPair(b, m.opts)
+			ctx := context.Background()
+			b.ReportAllocs()
+			b.SetBytes(benchRequestSize)
+			b.SetParallelism(max(1, 64/runtime.GOMAXPROCS(0)))
+			b.RunParallel(func(pb *testing.PB) {
+				req := make([]byte, benchRequestSize)
+				for pb.Next() {
+					if _, err := cli.Call(ctx, addr, "bench", req); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+		})
+	}
+}
+
+type benchMode struct {
+	name string
+	opts func(*Config)
+}
+
+func benchModes(b *testing.B) []benchMode {
+	ca := newCA(b)
+	return []benchMode{
+		{"plain", func(*Config) {}},
+		{"key", withKeys(key(1))},
+		{"tls", func(c *Config) { c.TLS = ca.tlsConfig(b) }},
+	}
+}
+
+// benchPair starts a server answering 16 bytes and a client already
+// connected to it, and returns the server's address and the client.
+func benchPair(b *testing.B, opts func(*Config)) (string, *Transport) {
+	quiet := func(c *Config) { c.Logger = slog.New(slog.DiscardHandler) }
+	answer := make([]byte, benchAnswerSize)
+	srv := newTransport(b, HandlerFunc(func(context.Context, string, string, []byte) ([]byte, error) {
+		return answer, nil
+	}), quiet, opts)
+	cli := newTransport(b, echo, quiet, opts)
+	if _, err := cli.Call(context.Background(), srv.Addr(), "warm up", nil); err != nil {
+		b.Fatal(err)
+	}
+	return srv.Addr(), cli
+}
