@@ -26,7 +26,10 @@
 // time, each tagged with a request id so that answers may come back in any
 // order. A call gives up when its context ends; an answer that arrives
 // later is discarded. When a connection breaks, every call in flight on it
-// fails at once with ErrPeerUnreachable and the next call dials again.
+// fails at once with ErrPeerUnreachable and the next call dials again. A
+// connection that goes silent while calls wait on it is pinged, and
+// declared broken if the peer does not answer within Config.DialTimeout;
+// one that carries no call for Config.IdleTimeout is closed.
 // Send is the one-way form: it returns once the request is queued and no
 // answer comes back.
 //

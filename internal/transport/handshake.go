@@ -13,7 +13,8 @@ import (
 )
 
 // The handshake opens every connection, after the TLS handshake if any.
-// Each side sends a hello, the dialer first:
+// Each side sends a hello, the dialer first; the listener answers only a
+// hello that starts with the magic:
 //
 //	magic     "TRPE"
 //	version   uint8   protocol version of the sender
