@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"strings"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -19,7 +20,7 @@ import (
 // ErrNoPrivilege or ErrUnsupported; a failing test returns the exit error.
 func runChild(name string, args []string) (string, error) {
 	cmd := exec.Command(executable(), args...)
-	cmd.Env = append(os.Environ(), EnvChild+"="+name)
+	cmd.Env = append(os.Environ(), EnvChild+"="+name, childGORACE())
 	cmd.SysProcAttr = &syscall.SysProcAttr{
 		Cloneflags: syscall.CLONE_NEWNET,
 		// A child left behind by a killed parent would keep running the
@@ -37,6 +38,19 @@ func runChild(name string, args []string) (string, error) {
 		return "", fmt.Errorf("%w: %v", ErrUnsupported, err)
 	}
 	return string(out), err
+}
+
+// childGORACE returns the GORACE setting for the child. A race-enabled
+// binary sleeps a second at exit (atexit_sleep_ms=1000) so that late race
+// reports are printed; the child's goroutines are gone by then (goleak
+// checks that in our tests), and a second per namespace test adds up.
+// Options the user set are kept.
+func childGORACE() string {
+	v := os.Getenv("GORACE")
+	if !strings.Contains(v, "atexit_sleep_ms") {
+		v = strings.TrimSpace(v + " atexit_sleep_ms=0")
+	}
+	return "GORACE=" + v
 }
 
 // setupLoopback prepares a fresh namespace for multicast: lo up with
