@@ -67,9 +67,9 @@ type Config struct {
 
 	// IdleTimeout closes an outgoing connection that carried no call for
 	// this long; the next call dials again. Incoming connections are
-	// closed after twice this long without a frame, which reclaims
-	// connections whose peer vanished while the caller side, which closes
-	// first, never races a request against the close. Default 2m.
+	// closed after twice this long without a frame: that reclaims those
+	// whose dialer vanished, and leaves closing live ones to the dialer,
+	// which knows that no call is about to use them. Default 2m.
 	IdleTimeout time.Duration
 
 	// TLS, when set, makes every connection mutual TLS. The same config
