@@ -240,6 +240,7 @@ func (d *Discoverer) announceLoop(ctx context.Context) {
 	h := newHandle()
 	var lastTime int64 // newest timestamp sent; they must grow even if the clock steps back
 	var last time.Time // when the last announcement went out
+	var lastWarn time.Time
 	next := time.Now()
 	timer := time.NewTimer(0)
 	defer timer.Stop()
@@ -262,7 +263,18 @@ func (d *Discoverer) announceLoop(ctx context.Context) {
 
 		now := time.Now()
 		lastTime = max(now.UnixNano(), lastTime+1)
-		d.announce(h, lastTime)
+		if err := d.announce(h, lastTime); err != nil {
+			d.stats.sendErrors.Add(1)
+			// A bad address or a network that is down fails every
+			// period: say so once per warnEvery, not four times a second.
+			level := slog.LevelDebug
+			if now.Sub(lastWarn) >= warnEvery && !errors.Is(err, net.ErrClosed) {
+				lastWarn, level = now, slog.LevelWarn
+			}
+			d.log.Log(ctx, level, "not announcing", "err", err, "total", d.stats.sendErrors.Load())
+		} else {
+			d.stats.sent.Add(1)
+		}
 		last = now
 		next = now.Add(jitter(d.period()))
 		timer.Reset(time.Until(next))
@@ -284,7 +296,8 @@ func jitter(p time.Duration) time.Duration {
 	return p
 }
 
-func (d *Discoverer) announce(h *codec.MsgpackHandle, ts int64) {
+// announce sends one announcement with timestamp ts.
+func (d *Discoverer) announce(h *codec.MsgpackHandle, ts int64) error {
 	a := announcement{
 		Cluster: d.cfg.ClusterName,
 		Node:    d.cfg.NodeName,
@@ -292,25 +305,19 @@ func (d *Discoverer) announce(h *codec.MsgpackHandle, ts int64) {
 		Time:    ts,
 		Nonce:   rand.Uint64(),
 	}
+	// Checked here as receivers will: an announcement they would drop as
+	// Malformed is a configuration error to report on this node.
 	if err := a.check(); err != nil {
-		d.stats.sendErrors.Add(1)
-		d.log.Warn("not announcing: bad advertised address", "addr", a.Addr, "err", err)
-		return
+		return fmt.Errorf("advertised address: %w", err)
 	}
 	b, err := encodeAnnouncement(h, a, primaryKey(d.cfg.Keys()))
 	if err != nil {
-		d.stats.sendErrors.Add(1)
-		d.log.Warn("not announcing", "err", err)
-		return
+		return err
 	}
 	if _, err := d.send.WriteTo(b, d.group); err != nil {
-		d.stats.sendErrors.Add(1)
-		if !errors.Is(err, net.ErrClosed) {
-			d.log.Warn("sending announcement", "group", d.group.String(), "err", err)
-		}
-		return
+		return fmt.Errorf("sending to %s: %w", d.group, err)
 	}
-	d.stats.sent.Add(1)
+	return nil
 }
 
 // receiveLoop reads datagrams until the socket is closed, hands each to

@@ -493,3 +493,15 @@ func TestMulticastStopsOnCancel(t *testing.T) {
 	assert.NoError(t, d.Close())
 	assert.NoError(t, d.Close())
 }
+
+// TestMulticastBadAdvertiseAddress checks that an address that is not
+// host:port is counted and not sent, rather than announced for peers to
+// drop.
+func TestMulticastBadAdvertiseAddress(t *testing.T) {
+	if !netns.Run(t) {
+		return
+	}
+	a := startNode(t, 1, func(c *Config) { c.Advertise = func() string { return "no-port" } })
+	require.Eventually(t, func() bool { return a.Stats().SendErrors >= 3 }, waitFor, tick)
+	assert.Zero(t, a.Stats().Sent)
+}

@@ -147,6 +147,10 @@ func childArgs(t *testing.T, name string) []string {
 		left := time.Until(d)
 		left -= min(left/10, 5*time.Second)
 		args = append(args, "-test.timeout="+max(left, time.Second).String())
+	} else {
+		// No deadline here (-test.timeout=0): none in the child either,
+		// rather than the 10m that go test would add.
+		args = append(args, "-test.timeout=0")
 	}
 	if testing.Short() {
 		args = append(args, "-test.short")
