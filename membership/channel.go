@@ -64,6 +64,8 @@ func (h HandlerFuncs) MergeRemoteState(from string, state []byte, join bool) {
 const (
 	kindBroadcast byte = 1 // gossiped to all, relayed once by every receiver
 	kindDirect    byte = 2 // to one node over TCP
+	kindLeave     byte = 3 // "I am leaving", sent directly to every member
+	kindLeaveAck  byte = 4 // the answer to kindLeave
 )
 
 // stateVersion prefixes the push/pull share. Bump it only with a decoder
@@ -81,6 +83,10 @@ type directWire struct {
 	C string `codec:"c"`
 	F string `codec:"f"`
 	B []byte `codec:"b"`
+}
+
+type leaveWire struct {
+	N string `codec:"n"`
 }
 
 type stateWire struct {
@@ -236,7 +242,7 @@ func (b *broadcast) Invalidates(other memberlist.Broadcast) bool {
 	o, ok := other.(*broadcast)
 	return ok && b.key != "" && o.key == b.key
 }
-func (b *broadcast) Name() string { return b.key }
+func (b *broadcast) Name() string    { return b.key }
 func (b *broadcast) Message() []byte { return b.msg }
 func (b *broadcast) Finished()       {}
 

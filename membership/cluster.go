@@ -57,8 +57,8 @@ type Cluster struct {
 	// keyring is nil when the cluster is not encrypted. memberlist owns
 	// its locking; we keep the pointer for rotation and for upper layers.
 	keyring *memberlist.Keyring
-	disc  *discovery
-	stats counters
+	disc    *discovery
+	stats   counters
 
 	// ctx is cancelled by Leave and Shutdown; every goroutine of the
 	// Cluster watches it and is counted in wg.
@@ -68,6 +68,8 @@ type Cluster struct {
 
 	meta     atomic.Pointer[[]byte]
 	conflict atomic.Pointer[error] // set by the merge delegate on a name clash
+	// leaveAcks is set while Leave waits for acknowledgements.
+	leaveAcks atomic.Pointer[chan string]
 
 	// Lock order: mu, then a Subscription's mu. Nothing calls memberlist
 	// or user code while holding mu.
@@ -77,6 +79,7 @@ type Cluster struct {
 		meta     Meta
 		members  map[string]Member // live members, self included
 		lost     map[string]lostMember
+		leaving  map[string]bool // members that announced a graceful leave
 		subs     map[*Subscription]struct{}
 		channels map[string]*Channel
 	}
@@ -108,6 +111,7 @@ func New(ctx context.Context, cfg Config) (*Cluster, error) {
 	c.mu.meta = Meta{Role: r.Role, Group: r.Group, Weight: r.Weight, Tags: r.Tags}
 	c.mu.members = map[string]Member{}
 	c.mu.lost = map[string]lostMember{}
+	c.mu.leaving = map[string]bool{}
 	c.mu.subs = map[*Subscription]struct{}{}
 	c.mu.channels = map[string]*Channel{}
 
@@ -319,12 +323,113 @@ func (c *Cluster) Leave(ctx context.Context) error {
 	}
 	c.mu.state = ClusterLeaving
 	c.mu.Unlock()
+
+	c.announceLeave(ctx)
 	err := c.ml.Leave(timeoutOf(ctx, 5*time.Second))
 	c.stop(ClusterLeft)
 	if err != nil {
 		return fmt.Errorf("membership: leave: %w", err)
 	}
 	return nil
+}
+
+// announceLeave tells every live member, directly and before memberlist's
+// own leave message, that this node is leaving, and waits (bounded by ctx
+// and leaveAckTimeout) until each has acknowledged. memberlist reports a
+// leave and a crash through the same callback without saying which, and
+// its leave message is gossiped a few times at most, so in a small cluster
+// some members would never hear it and would later declare the node
+// failed. The acknowledgement matters: without it memberlist's UDP leave
+// message can overtake our TCP announcement.
+func (c *Cluster) announceLeave(ctx context.Context) {
+	msg, err := encodeMsg(kindLeave, leaveWire{N: c.name})
+	if err != nil {
+		c.log.Error("encode leave announcement", "err", err)
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, leaveAckTimeout)
+	defer cancel()
+	var peers []*memberlist.Node
+	for _, n := range c.ml.Members() {
+		if n.Name != c.name {
+			peers = append(peers, n)
+		}
+	}
+	acks := make(chan string, len(peers))
+	c.leaveAcks.Store(&acks)
+	defer c.leaveAcks.Store(nil)
+
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 16) // bounds the TCP connections opened at once
+	for _, n := range peers {
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			if err := c.ml.SendReliable(n, msg); err != nil {
+				c.log.Debug("leave announcement not delivered", "member", n.Name, "err", err)
+			}
+		}()
+	}
+	waiting := len(peers)
+	for waiting > 0 {
+		select {
+		case <-acks:
+			waiting--
+		case <-ctx.Done():
+			c.log.Debug("leaving without every acknowledgement", "missing", waiting)
+			waiting = 0
+		}
+	}
+	wg.Wait()
+}
+
+// leaveAckTimeout bounds how long Leave waits for members to acknowledge
+// the announcement; a member that does not answer in time will report a
+// failure instead of a leave, which is all that is lost.
+const leaveAckTimeout = 3 * time.Second
+
+// ackLeave answers a member's leave announcement. It runs on its own
+// goroutine because memberlist's message callbacks must not block.
+func (c *Cluster) ackLeave(name string) {
+	c.mu.Lock()
+	if _, ok := c.mu.members[name]; !ok || c.mu.state != ClusterRunning {
+		c.mu.Unlock()
+		return
+	}
+	c.mu.leaving[name] = true
+	c.wg.Add(1)
+	c.mu.Unlock()
+	c.log.Debug("member announced its leave", "member", name)
+	go func() {
+		defer c.wg.Done()
+		msg, err := encodeMsg(kindLeaveAck, leaveWire{N: c.name})
+		if err != nil {
+			return
+		}
+		if n := c.memberlistNode(name); n != nil {
+			if err := c.ml.SendReliable(n, msg); err != nil {
+				c.log.Debug("leave acknowledgement not delivered", "member", name, "err", err)
+			}
+		}
+	}()
+}
+
+// leaveAcked receives an acknowledgement while Leave waits for them.
+func (c *Cluster) leaveAcked(name string) {
+	if p := c.leaveAcks.Load(); p != nil {
+		select {
+		case *p <- name:
+		default: // more acks than peers: a duplicate, ignore it
+		}
+	}
 }
 
 // Shutdown stops the node at once, without telling anyone: the others
@@ -378,32 +483,40 @@ func (c *Cluster) memberlistNode(name string) *memberlist.Node {
 // apply records a member change and fans the event out. It runs inside
 // memberlist's event callbacks, so it only touches our own state and the
 // subscribers' queues, which never block.
+// A departure (gone == true) is a leave if the member announced one, and a
+// failure otherwise.
 func (c *Cluster) apply(t EventType, n *memberlist.Node) {
 	m := c.toMember(n)
-	switch t {
-	case EventLeave:
-		m.State = StateLeft
-	case EventFail:
-		m.State = StateFailed
-	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.mu.state >= ClusterLeft {
 		return
 	}
 	switch t {
-	case EventJoin, EventUpdate:
+	case EventJoin:
 		c.mu.members[m.Name] = m
 		delete(c.mu.lost, m.Name)
+		delete(c.mu.leaving, m.Name)
+	case EventUpdate:
+		c.mu.members[m.Name] = m
 	case EventLeave:
+		_, known := c.mu.members[m.Name]
 		delete(c.mu.members, m.Name)
-		delete(c.mu.lost, m.Name)
-	case EventFail:
-		delete(c.mu.members, m.Name)
-		if len(c.mu.lost) < maxLost {
-			c.mu.lost[m.Name] = lostMember{addr: m.Addr, at: time.Now()}
+		if !known {
+			return
+		}
+		if c.mu.leaving[m.Name] {
+			delete(c.mu.leaving, m.Name)
+			delete(c.mu.lost, m.Name)
+			m.State = StateLeft
+		} else {
+			t, m.State = EventFail, StateFailed
+			if len(c.mu.lost) < maxLost {
+				c.mu.lost[m.Name] = lostMember{addr: m.Addr, at: time.Now()}
+			}
 		}
 	}
+	c.log.Debug("member event", "type", t, "member", m.Name)
 	for s := range c.mu.subs {
 		s.push(Event{Type: t, Member: m})
 	}

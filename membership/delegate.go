@@ -61,6 +61,17 @@ func (d *delegate) NotifyMsg(buf []byte) {
 			return
 		}
 		c.deliver(m.C, m.F, m.B)
+	case kindLeave, kindLeaveAck:
+		var m leaveWire
+		if err := wire.Unmarshal(buf[1:], &m); err != nil {
+			c.stats.malformed.Add(1)
+			return
+		}
+		if buf[0] == kindLeave {
+			c.ackLeave(m.N)
+		} else {
+			c.leaveAcked(m.N)
+		}
 	default:
 		c.stats.malformed.Add(1)
 	}
@@ -134,13 +145,11 @@ func (d *delegate) MergeRemoteState(buf []byte, join bool) {
 
 func (d *delegate) NotifyJoin(n *memberlist.Node)   { d.c.apply(EventJoin, n) }
 func (d *delegate) NotifyUpdate(n *memberlist.Node) { d.c.apply(EventUpdate, n) }
-func (d *delegate) NotifyLeave(n *memberlist.Node) {
-	if n.State == memberlist.StateLeft {
-		d.c.apply(EventLeave, n)
-		return
-	}
-	d.c.apply(EventFail, n)
-}
+
+// NotifyLeave covers both a graceful leave and a failure: memberlist does
+// not say which (the Node's State field is not updated), so apply decides
+// from the leave announcement in the member's metadata.
+func (d *delegate) NotifyLeave(n *memberlist.Node) { d.c.apply(EventLeave, n) }
 
 // NotifyMerge refuses to merge with a cluster in which a live member
 // already has our name at another address. memberlist would otherwise

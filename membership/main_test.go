@@ -3,9 +3,8 @@ package membership_test
 import (
 	"testing"
 
-	"go.uber.org/goleak"
+	"github.com/troupe-go/troupe/internal/clustertest"
 )
 
-// Every test must leave no goroutine behind: Shutdown waits for all of
-// ours, and memberlist's own settle right after its Shutdown.
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+// Every test must leave no goroutine behind.
+func TestMain(m *testing.M) { clustertest.VerifyTestMain(m) }

@@ -78,9 +78,9 @@ func encodeMeta(m Meta) ([]byte, error) {
 	return b, nil
 }
 
-// decodeMeta never fails: a member whose metadata cannot be read (a newer
-// or broken peer) is still a member, with empty metadata and weight 0 so
-// that weighted balancing skips it.
+// decodeMeta reads a member's metadata. A member whose metadata cannot be
+// read (a broken peer) is still a member: the caller keeps it with empty
+// metadata and weight 0, so that weighted balancing skips it.
 func decodeMeta(b []byte) (Meta, error) {
 	var w metaWire
 	if len(b) == 0 {
