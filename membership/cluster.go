@@ -92,6 +92,13 @@ type lostMember struct {
 	at   time.Time
 }
 
+// minRetransmitMult is the floor of how many times (times log10 N) each
+// node transmits a channel broadcast. memberlist's Local profile uses 2,
+// with which a broadcast misses some node often enough that upper layers
+// would wait for anti-entropy (15 s) to see it; 4, the LAN value, makes
+// that rare at a small cost in bandwidth.
+const minRetransmitMult = 4
+
 // maxLost bounds how many failed members' addresses a node keeps retrying.
 const maxLost = 1024
 
@@ -139,7 +146,7 @@ func New(ctx context.Context, cfg Config) (*Cluster, error) {
 	}
 	c.queue = &memberlist.TransmitLimitedQueue{
 		NumNodes:       c.ml.NumMembers,
-		RetransmitMult: mlc.RetransmitMult,
+		RetransmitMult: max(mlc.RetransmitMult, minRetransmitMult),
 	}
 	c.disc = newDiscovery(c)
 	if err := c.disc.initialJoin(ctx); err != nil {

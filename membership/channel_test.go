@@ -1,0 +1,162 @@
+package membership_test
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/troupe-go/troupe/internal/clustertest"
+	"github.com/troupe-go/troupe/membership"
+)
+
+// inbox records what a channel handler receives.
+type inbox struct {
+	mu     sync.Mutex
+	msgs   map[string]string // msg -> from
+	merged map[string]string // peer -> state
+	state  string
+}
+
+func newInbox(state string) *inbox {
+	return &inbox{msgs: map[string]string{}, merged: map[string]string{}, state: state}
+}
+
+func (b *inbox) handler() membership.Handler {
+	return membership.HandlerFuncs{
+		Message: func(from string, msg []byte) {
+			b.mu.Lock()
+			b.msgs[string(msg)] = from
+			b.mu.Unlock()
+		},
+		State: func(bool) []byte { return []byte(b.state) },
+		Merge: func(from string, state []byte, _ bool) {
+			b.mu.Lock()
+			b.merged[from] = string(state)
+			b.mu.Unlock()
+		},
+	}
+}
+
+func (b *inbox) has(msg string) (from string, ok bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	from, ok = b.msgs[msg]
+	return from, ok
+}
+
+func (b *inbox) count() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return len(b.msgs)
+}
+
+// registerAll registers channel name on every node and returns each
+// node's channel and inbox.
+func registerAll(t *testing.T, tc *clustertest.Cluster, name string) ([]*membership.Channel, []*inbox) {
+	chans := make([]*membership.Channel, len(tc.Nodes))
+	boxes := make([]*inbox, len(tc.Nodes))
+	for i, n := range tc.Nodes {
+		boxes[i] = newInbox(fmt.Sprintf("state-of-%s", n.Name()))
+		ch, err := n.Channel(name, boxes[i].handler())
+		require.NoError(t, err)
+		t.Cleanup(ch.Close)
+		chans[i] = ch
+	}
+	return chans, boxes
+}
+
+// memberlist transmits a broadcast only from its sender; relaying makes
+// every broadcast reach every node.
+func TestChannelBroadcastReachesEveryNode(t *testing.T) {
+	const n, msgs = 8, 20
+	tc := clustertest.Start(t, n)
+	tc.WaitMembers(n)
+	chans, boxes := registerAll(t, tc, "test")
+	_, err := tc.Nodes[0].Channel("test", membership.HandlerFuncs{})
+	require.ErrorIs(t, err, membership.ErrChannelExists)
+
+	sender := chans[0]
+	for i := range msgs {
+		require.NoError(t, sender.Broadcast([]byte(fmt.Sprintf("m%d", i))))
+	}
+	if !assert.Eventually(t, func() bool {
+		for _, b := range boxes[1:] {
+			if b.count() < msgs {
+				return false
+			}
+		}
+		return true
+	}, clustertest.Timeout, 20*time.Millisecond) {
+		for i, b := range boxes {
+			t.Logf("node-%d received %d, stats %+v", i, b.count(), tc.Nodes[i].Stats())
+		}
+		t.FailNow()
+	}
+	from, _ := boxes[5].has("m7")
+	require.Equal(t, "node-0", from, "a relayed broadcast names its origin")
+	require.Zero(t, boxes[0].count(), "the sender does not hear its own broadcast")
+
+	big := make([]byte, sender.MaxBroadcast()+1)
+	require.ErrorIs(t, sender.Broadcast(big), membership.ErrMessageTooLarge)
+	require.NoError(t, sender.Broadcast(big[:sender.MaxBroadcast()]))
+	require.Eventually(t, func() bool { _, ok := boxes[7].has(string(big[:sender.MaxBroadcast()])); return ok },
+		clustertest.Timeout, 20*time.Millisecond, "the largest broadcast fits in a packet")
+}
+
+func TestChannelSendToOneNode(t *testing.T) {
+	tc := clustertest.Start(t, 3)
+	tc.WaitMembers(3)
+	chans, boxes := registerAll(t, tc, "direct")
+	ch := chans[0]
+	large := string(make([]byte, 64<<10)) // far over a gossip packet
+	require.NoError(t, ch.Send(context.Background(), "node-2", []byte(large)))
+	require.Eventually(t, func() bool { _, ok := boxes[2].has(large); return ok }, clustertest.Timeout, 10*time.Millisecond)
+	require.Zero(t, boxes[1].count())
+	require.ErrorIs(t, ch.Send(context.Background(), "node-9", []byte("x")), membership.ErrUnknownMember)
+}
+
+// Each channel gets its own share of memberlist's push/pull exchange; a
+// join runs one at once.
+func TestChannelStateExchange(t *testing.T) {
+	tc := clustertest.Start(t, 1)
+	box0 := newInbox("state-of-node-0")
+	_, err := tc.Nodes[0].Channel("anti-entropy", box0.handler())
+	require.NoError(t, err)
+
+	// Register before joining so the join's exchange carries the state.
+	cfg := clustertest.Config(t, tc.Name, 1, tc.Net)
+	cfg.WellKnown = []string{tc.Nodes[0].Addr()}
+	box1 := newInbox("state-of-node-1")
+	n1 := joinWithChannel(t, cfg, "anti-entropy", box1)
+	clustertest.WaitMembers(t, []*membership.Cluster{tc.Nodes[0], n1}, 2)
+	require.Eventually(t, func() bool {
+		box0.mu.Lock()
+		defer box0.mu.Unlock()
+		return box0.merged["node-1"] == "state-of-node-1"
+	}, clustertest.Timeout, 10*time.Millisecond)
+	require.Eventually(t, func() bool {
+		box1.mu.Lock()
+		defer box1.mu.Unlock()
+		return box1.merged["node-0"] == "state-of-node-0"
+	}, clustertest.Timeout, 10*time.Millisecond)
+}
+
+// joinWithChannel starts a node whose WellKnown is empty, registers the
+// channel, then joins, so that the join's state exchange includes it.
+func joinWithChannel(t *testing.T, cfg membership.Config, name string, box *inbox) *membership.Cluster {
+	wk := cfg.WellKnown
+	cfg.WellKnown = nil
+	n, err := membership.New(context.Background(), cfg)
+	require.NoError(t, err)
+	t.Cleanup(n.Shutdown)
+	_, err = n.Channel(name, box.handler())
+	require.NoError(t, err)
+	_, err = n.Join(context.Background(), wk...)
+	require.NoError(t, err)
+	return n
+}
