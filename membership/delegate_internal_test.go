@@ -1,0 +1,83 @@
+package membership
+
+import (
+	"log/slog"
+
+	"github.com/hashicorp/memberlist"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+// These tests feed the memberlist delegate directly: they are about
+// decoding and dispatch, not the network, so no cluster is started.
+
+func newTestCluster() *Cluster {
+	c := &Cluster{name: "self", dedup: newDedup()}
+	c.log = discardLogger()
+	c.mu.channels = map[string]*Channel{}
+	c.mu.members = map[string]Member{}
+	c.mu.leaving = map[string]bool{}
+	return c
+}
+
+func TestDelegateDropsAndCountsBadInput(t *testing.T) {
+	c := newTestCluster()
+	d := &delegate{c: c}
+	var got []string
+	c.mu.channels["ch"] = &Channel{name: "ch", cluster: c, handler: HandlerFuncs{
+		Message: func(from string, msg []byte) { got = append(got, from+":"+string(msg)) },
+	}}
+
+	for _, bad := range [][]byte{nil, {}, {99}, {kindBroadcast}, {kindBroadcast, 0xc1}, {kindDirect, 0x91, 0x01}, {kindLeave, 0xff}} {
+		d.NotifyMsg(bad)
+	}
+	require.Equal(t, uint64(7), c.stats.malformed.Load(), "every undecodable message is counted (an empty one too)")
+	require.Empty(t, got)
+
+	msg, err := encodeMsg(kindDirect, directWire{C: "nope", F: "peer", B: []byte("x")})
+	require.NoError(t, err)
+	d.NotifyMsg(msg)
+	require.Equal(t, uint64(1), c.stats.unknownChannel.Load())
+
+	msg, err = encodeMsg(kindDirect, directWire{C: "ch", F: "peer", B: []byte("hello")})
+	require.NoError(t, err)
+	d.NotifyMsg(msg)
+	require.Equal(t, []string{"peer:hello"}, got)
+
+	d.MergeRemoteState([]byte{stateVersion + 1, 0x80}, false)
+	d.MergeRemoteState([]byte{stateVersion, 0xc1}, false)
+	require.Equal(t, uint64(9), c.stats.malformed.Load())
+}
+
+func TestDedupIsBounded(t *testing.T) {
+	d := newDedup()
+	for i := range uint64(3 * dedupSize) {
+		require.False(t, d.seen(i))
+	}
+	require.Len(t, d.set, dedupSize)
+	require.True(t, d.seen(3*dedupSize-1), "recent ids are remembered")
+	require.False(t, d.seen(0), "the oldest are forgotten")
+}
+
+func FuzzDelegateNotifyMsg(f *testing.F) {
+	for _, kind := range []byte{kindBroadcast, kindDirect, kindLeave} {
+		msg, _ := encodeMsg(kind, broadcastWire{C: "ch", O: "o", I: 7, B: []byte("b")})
+		f.Add(msg)
+	}
+	f.Add([]byte{kindBroadcast, 0xdf, 0xff, 0xff, 0xff, 0xff})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		c := newTestCluster()
+		c.mu.channels["ch"] = &Channel{name: "ch", cluster: c, handler: HandlerFuncs{}}
+		c.queue = newTestQueue()
+		d := &delegate{c: c}
+		d.NotifyMsg(b)
+		d.MergeRemoteState(b, false)
+	})
+}
+
+func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
+
+func newTestQueue() *memberlist.TransmitLimitedQueue {
+	return &memberlist.TransmitLimitedQueue{NumNodes: func() int { return 1 }, RetransmitMult: 1}
+}
