@@ -84,28 +84,52 @@ func TestChannelBroadcastReachesEveryNode(t *testing.T) {
 	for i := range msgs {
 		require.NoError(t, sender.Broadcast([]byte(fmt.Sprintf("m%d", i))))
 	}
-	if !assert.Eventually(t, func() bool {
+	// Gossip is best effort: a node that no relayer happens to pick misses
+	// a broadcast until the layer above repairs it by state exchange. With
+	// relaying that is rare; without it (memberlist alone) a third of a
+	// cluster this size misses each message. Allow one node in eight.
+	complete := func() int {
+		n := 0
 		for _, b := range boxes[1:] {
-			if b.count() < msgs {
-				return false
+			if b.count() == msgs {
+				n++
 			}
 		}
-		return true
-	}, clustertest.Timeout, 20*time.Millisecond) {
+		return n
+	}
+	if !assert.Eventually(t, func() bool { return complete() >= n-2 }, clustertest.Timeout, 20*time.Millisecond) {
 		for i, b := range boxes {
 			t.Logf("node-%d received %d, stats %+v", i, b.count(), tc.Nodes[i].Stats())
 		}
 		t.FailNow()
 	}
-	from, _ := boxes[5].has("m7")
+	relayed := 0
+	for _, node := range tc.Nodes[1:] {
+		if node.Stats().Relayed > 0 {
+			relayed++
+		}
+	}
+	require.GreaterOrEqual(t, relayed, n-2, "receivers relay")
+	var from string
+	for _, b := range boxes[1:] {
+		if f, ok := b.has("m7"); ok {
+			from = f
+		}
+	}
 	require.Equal(t, "node-0", from, "a relayed broadcast names its origin")
 	require.Zero(t, boxes[0].count(), "the sender does not hear its own broadcast")
 
 	big := make([]byte, sender.MaxBroadcast()+1)
 	require.ErrorIs(t, sender.Broadcast(big), membership.ErrMessageTooLarge)
 	require.NoError(t, sender.Broadcast(big[:sender.MaxBroadcast()]))
-	require.Eventually(t, func() bool { _, ok := boxes[7].has(string(big[:sender.MaxBroadcast()])); return ok },
-		clustertest.Timeout, 20*time.Millisecond, "the largest broadcast fits in a packet")
+	require.Eventually(t, func() bool {
+		for _, b := range boxes[1:] {
+			if _, ok := b.has(string(big[:sender.MaxBroadcast()])); ok {
+				return true
+			}
+		}
+		return false
+	}, clustertest.Timeout, 20*time.Millisecond, "the largest broadcast fits in a packet")
 }
 
 func TestChannelSendToOneNode(t *testing.T) {
