@@ -91,3 +91,19 @@ func TestMulticastWrongKeyIgnored(t *testing.T) {
 		require.Equal(t, 3, n.NumMembers())
 	}
 }
+
+// TestMulticastColdStart10 measures (and logs) how long ten nodes take to
+// form a cluster from a cold start by multicast alone; BENCHMARKS.md
+// quotes it. It asserts convergence, not a time.
+func TestMulticastColdStart10(t *testing.T) {
+	if !netns.Run(t) {
+		return
+	}
+	tc := clustertest.New(t)
+	start := time.Now()
+	for i := range 10 {
+		tc.Add(func(c *membership.Config) { multicastOnly("239.192.10.5")(i, c) })
+	}
+	tc.WaitMembers(10)
+	t.Logf("cold start: 10 nodes formed one cluster by multicast in %s", time.Since(start))
+}
