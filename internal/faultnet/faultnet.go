@@ -27,7 +27,8 @@ import (
 	"sync/atomic"
 )
 
-// ErrPartitioned is returned by dials and writes that would cross a cut.
+// ErrPartitioned is what transports report for a dial that would cross a
+// cut (see Drop).
 var ErrPartitioned = errors.New("faultnet: hosts are partitioned")
 
 // Network holds the current cuts between hosts. It is safe for concurrent
@@ -144,20 +145,6 @@ func closeAll(conns []*Conn) {
 	for _, c := range conns {
 		_ = c.Conn.Close()
 	}
-}
-
-// Dial opens a TCP connection from local (a host or host:port, used only
-// to decide the cut) to addr, refusing it across a cut. The returned
-// connection is closed when a later cut separates the two hosts.
-func (n *Network) Dial(d *net.Dialer, local, addr string) (net.Conn, error) {
-	if n.Drop(local, addr) {
-		return nil, &net.OpError{Op: "dial", Net: "tcp", Err: ErrPartitioned}
-	}
-	c, err := d.Dial("tcp", addr)
-	if err != nil {
-		return nil, err
-	}
-	return n.Track(c, local, addr), nil
 }
 
 // Track wraps an established connection so that it is closed when a cut

@@ -43,8 +43,9 @@ func TestCutClosesTrackedConnections(t *testing.T) {
 	}()
 
 	n := New()
-	c, err := n.Dial(&net.Dialer{Timeout: time.Second}, "127.0.0.9", ln.Addr().String())
+	raw, err := net.DialTimeout("tcp", ln.Addr().String(), time.Second)
 	require.NoError(t, err)
+	c := n.Track(raw, "127.0.0.9", ln.Addr().String())
 	defer c.Close()
 	srv := <-accepted
 	defer srv.Close()
@@ -53,10 +54,11 @@ func TestCutClosesTrackedConnections(t *testing.T) {
 	_, err = c.Write([]byte("x"))
 	require.Error(t, err, "a cut must close connections that cross it")
 
-	_, err = n.Dial(&net.Dialer{Timeout: time.Second}, "127.0.0.9", ln.Addr().String())
-	require.ErrorIs(t, err, ErrPartitioned)
-	n.Heal()
-	c2, err := n.Dial(&net.Dialer{Timeout: time.Second}, "127.0.0.9", ln.Addr().String())
+	require.True(t, n.Drop("127.0.0.9", ln.Addr().String()), "new traffic across the cut is refused")
+	raw2, err := net.DialTimeout("tcp", ln.Addr().String(), time.Second)
 	require.NoError(t, err)
-	c2.Close()
+	_, err = n.Track(raw2, "127.0.0.9", ln.Addr().String()).Write([]byte("x"))
+	require.Error(t, err, "a connection tracked across a cut is closed at once")
+	n.Heal()
+	require.True(t, n.Allowed("127.0.0.9", ln.Addr().String()))
 }
