@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/troupe-go/troupe/internal/wire"
 )
 
 // These tests feed the memberlist delegate directly: they are about
@@ -80,4 +82,27 @@ func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
 
 func newTestQueue() *memberlist.TransmitLimitedQueue {
 	return &memberlist.TransmitLimitedQueue{NumNodes: func() int { return 1 }, RetransmitMult: 1}
+}
+
+// A keyed broadcast replaces a queued older one with the same key, so a
+// value that changes quickly is not gossiped in every version; relayed
+// and unkeyed broadcasts never replace anything.
+func TestBroadcastKeyedInvalidatesOlder(t *testing.T) {
+	c := newTestCluster()
+	c.queue = newTestQueue()
+	ch := &Channel{name: "ch", cluster: c, handler: HandlerFuncs{}}
+	require.NoError(t, ch.BroadcastKeyed("k", []byte("v1")))
+	require.NoError(t, ch.BroadcastKeyed("k", []byte("v2")))
+	require.NoError(t, ch.BroadcastKeyed("other", []byte("x")))
+	require.NoError(t, ch.Broadcast([]byte("plain")))
+	require.NoError(t, ch.Broadcast([]byte("plain")))
+	require.Equal(t, 4, c.queue.NumQueued(), "v1 was replaced by v2")
+
+	var got []string
+	for _, raw := range c.queue.GetBroadcasts(0, 64<<10) {
+		var m broadcastWire
+		require.NoError(t, wire.Unmarshal(raw[1:], &m))
+		got = append(got, string(m.B))
+	}
+	require.ElementsMatch(t, []string{"v2", "x", "plain", "plain"}, got)
 }
