@@ -265,9 +265,7 @@ func (c *Cluster) Subscribe() *Subscription {
 	s := newSubscription(initial)
 	if c.mu.state >= ClusterLeft {
 		c.mu.Unlock()
-		s.mu.closed = true
-		close(s.stop)
-		go s.run() // closes the channel at once
+		s.closeNow()
 		return s
 	}
 	c.mu.subs[s] = struct{}{}
@@ -362,7 +360,9 @@ func (c *Cluster) announceLeave(ctx context.Context) {
 			peers = append(peers, n)
 		}
 	}
-	acks := make(chan string, len(peers))
+	// An ack, or "" for a peer the announcement could not reach: room
+	// for both per peer, so that neither sender ever blocks.
+	acks := make(chan string, 2*len(peers))
 	c.leaveAcks.Store(&acks)
 	defer c.leaveAcks.Store(nil)
 
@@ -382,6 +382,7 @@ func (c *Cluster) announceLeave(ctx context.Context) {
 			defer func() { <-sem }()
 			if err := c.ml.SendReliable(n, msg); err != nil {
 				c.log.Debug("leave announcement not delivered", "member", n.Name, "err", err)
+				acks <- "" // nobody to wait for
 			}
 		}()
 	}

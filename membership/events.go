@@ -96,6 +96,16 @@ func (s *Subscription) Close() {
 	<-s.done
 }
 
+// closeNow finishes a subscription that never ran, for a Cluster that
+// has stopped.
+func (s *Subscription) closeNow() {
+	s.mu.closed = true
+	s.mu.queue = nil
+	close(s.stop)
+	close(s.c)
+	close(s.done)
+}
+
 // push never blocks: the caller holds the cluster's lock.
 func (s *Subscription) push(ev Event) {
 	s.mu.Lock()
