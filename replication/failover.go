@@ -1,0 +1,239 @@
+package replication
+
+import (
+	"context"
+	"errors"
+	"sync"
+)
+
+// failoverParallelism bounds the sessions one failover moves at a time.
+const failoverParallelism = 8
+
+// failover reacts to a peer whose sessions are gone: membership declared
+// it failed (failed true) or it left, or its session transport stopped.
+// Every copy we back for it is promoted; every session we serve whose
+// secondary it was gets a new secondary. When it failed, it may come back
+// with copies that diverged meanwhile (a partition, a pause), so the
+// sessions record it as contested until the two copies are compared.
+func (s *Sessions) failover(name string, failed bool) {
+	if !s.quorum() {
+		s.log.Warn("not taking sessions over: this node sees fewer than half of the recent session nodes", "peer", name)
+		return
+	}
+	var list []*entry
+	for _, e := range s.entries() {
+		st := e.state()
+		if (st.role == roleSecondary && st.primary == name) || (st.role == rolePrimary && st.secondary == name) {
+			list = append(list, e)
+		}
+	}
+	s.move(list)
+}
+
+// move promotes or re-homes each entry whose primary or secondary is
+// down, a few at a time.
+func (s *Sessions) move(list []*entry) {
+	sem := make(chan struct{}, failoverParallelism)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for _, e := range list {
+		if !e.moving.CompareAndSwap(false, true) {
+			continue // already under way
+		}
+		select {
+		case sem <- struct{}{}:
+		case <-s.ctx.Done():
+			e.moving.Store(false)
+			return
+		}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			defer e.moving.Store(false)
+			st := e.state()
+			switch st.role {
+			case roleSecondary:
+				if down, failed := s.down(st.primary); down {
+					s.promote(e, st.primary, failed)
+				}
+			case rolePrimary:
+				if down, failed := s.down(st.secondary); down && st.secondary != "" {
+					s.rehome(e, st.secondary, failed)
+				}
+			}
+		})
+	}
+}
+
+// promote makes our secondary copy the primary one after its primary is
+// gone: once the lease we granted it has run out, at the next epoch, with
+// a new secondary. It gives up if the old primary comes back first, and
+// commits nothing unless a new secondary took the copy or no other node
+// is alive: a node cut off from the rest cannot commit a takeover even
+// before it notices that it is alone.
+func (s *Sessions) promote(e *entry, oldPrimary string, failed bool) {
+	if err := e.lock(s.ctx); err != nil {
+		return
+	}
+	defer e.unlock()
+	st := e.state()
+	if st.role != roleSecondary || st.primary != oldPrimary {
+		return
+	}
+	if err := s.revoke(s.ctx, oldPrimary, true); err != nil {
+		if errors.Is(err, errPeerBack) {
+			s.log.Info("primary came back before promotion", "key", e.key, "primary", oldPrimary)
+		}
+		return
+	}
+	next := st
+	next.role = rolePrimary
+	next.primary = s.self
+	next.epoch++
+	next.members = s.liveCount()
+	if failed {
+		next.contested = withName(st.contested, oldPrimary)
+	}
+	ctx, cancel := context.WithTimeout(s.ctx, s.opts.CallTimeout)
+	defer cancel()
+	err := s.placeSecondary(ctx, e.key, &next, map[string]bool{oldPrimary: true})
+	switch {
+	case errors.Is(err, errStaleCopy), errors.Is(err, errGoneCopy):
+		s.drop(e)
+		return
+	case next.secondary == "" && s.liveCount() > 1:
+		// Other nodes are alive but none took a copy: we may be the one
+		// cut off. Commit nothing; the janitor tries again.
+		s.log.Debug("no secondary reachable, promotion postponed", "key", e.key, "err", err)
+		return
+	}
+	if s.publish(e, next) {
+		s.stats.promotions.Add(1)
+		s.log.Info("promoted a session", "key", e.key, "old_primary", oldPrimary, "epoch", next.epoch, "secondary", next.secondary)
+	}
+}
+
+// rehome gives a session we serve a new secondary in place of old, at
+// the next epoch. With contest, old may come back with a diverged copy.
+func (s *Sessions) rehome(e *entry, old string, contest bool) {
+	if err := e.lock(s.ctx); err != nil {
+		return
+	}
+	defer e.unlock()
+	st := e.state()
+	if st.role != rolePrimary || st.secondary != old {
+		return
+	}
+	next := st
+	next.epoch++
+	next.members = s.liveCount()
+	if contest && old != "" {
+		next.contested = withName(st.contested, old)
+	}
+	ctx, cancel := context.WithTimeout(s.ctx, s.opts.CallTimeout)
+	defer cancel()
+	exclude := map[string]bool{}
+	if old != "" {
+		exclude[old] = true
+	}
+	err := s.placeSecondary(ctx, e.key, &next, exclude)
+	switch {
+	case errors.Is(err, errStaleCopy), errors.Is(err, errGoneCopy):
+		s.dropStale(e, st)
+		return
+	case next.secondary == "" && (old == "" || s.liveCount() > 1):
+		// Nothing changes, or other nodes are alive but none took a
+		// copy: we may be the one cut off. The janitor tries again.
+		s.log.Debug("no secondary reachable, re-homing postponed", "key", e.key, "err", err)
+		return
+	}
+	if s.publish(e, next) {
+		s.stats.rehomes.Add(1)
+		s.log.Debug("new secondary", "key", e.key, "old", old, "new", next.secondary, "epoch", next.epoch)
+	}
+}
+
+// repair gives a secondary to sessions that have none.
+func (s *Sessions) repair(list []*entry) {
+	for _, e := range list {
+		if s.ctx.Err() != nil {
+			return
+		}
+		st := e.state()
+		if st.role != rolePrimary {
+			continue
+		}
+		if st.secondary == "" {
+			if !s.hasCandidate() {
+				return // none for anyone
+			}
+			s.rehome(e, "", false)
+		}
+	}
+}
+
+// resolveWith compares our copies contested with a peer that is back with
+// its copies, and drops ours where its copy wins.
+func (s *Sessions) resolveWith(name string, list []*entry) {
+	ctx, cancel := context.WithTimeout(s.ctx, s.opts.CallTimeout)
+	defer cancel()
+	items := make([]rankWire, 0, len(list))
+	states := make([]state, 0, len(list))
+	for _, e := range list {
+		st := e.state()
+		items = append(items, rankWire{Key: e.key, Epoch: st.epoch, Members: st.members, Primary: s.self})
+		states = append(states, st)
+	}
+	var r resolveReply
+	if _, err := s.call(ctx, name, methodResolve, resolveReq{From: s.self, Items: items}, &r); err != nil {
+		s.log.Debug("resolve failed", "peer", name, "err", err)
+		return
+	}
+	if len(r.St) != len(items) {
+		s.log.Warn("resolve: wrong number of answers", "peer", name, "want", len(items), "got", len(r.St))
+		return
+	}
+	for i, e := range list {
+		if err := e.lock(ctx); err != nil {
+			return
+		}
+		st := e.state()
+		if st.role == rolePrimary && st.epoch == states[i].epoch {
+			if r.St[i] == stOK {
+				st.contested = withoutName(st.contested, name)
+				s.publish(e, st)
+			} else {
+				s.dropStale(e, st)
+			}
+		}
+		e.unlock()
+	}
+}
+
+// resolveItem compares the caller's copy of a session with ours: the
+// higher rank wins; ours is dropped if it loses.
+func (s *Sessions) resolveItem(ctx context.Context, from string, it rankWire) status {
+	e := s.lookup(it.Key)
+	if e == nil {
+		return stOK
+	}
+	if err := e.lock(ctx); err != nil {
+		return stBusy
+	}
+	defer e.unlock()
+	st := e.state()
+	theirs := rank{it.Epoch, it.Members, from}
+	switch {
+	case st.role == roleNone:
+		return stOK
+	case st.primary == from && st.epoch == it.Epoch:
+		return stOK // its own lineage: we are its secondary
+	case st.rank().cmp(theirs) > 0:
+		return stStale
+	}
+	if st.role == rolePrimary {
+		s.dropStale(e, st)
+	} else {
+		s.drop(e)
+	}
+	return stOK
+}

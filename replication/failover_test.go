@@ -1,0 +1,277 @@
+package replication
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/troupe-go/troupe/internal/clustertest"
+)
+
+// TestFailoverSyncReplication kills the primary while a client saves in
+// a loop, then reads the session on another node: the value there is at
+// least the last one whose Save returned nil, and at most the one whose
+// Save was under way. Even rounds read on the secondary, which promotes
+// its own copy; odd rounds on the third node, which takes the session
+// from the secondary. Neither waits for failure detection: the lease
+// (testLease) is all they wait for.
+func TestFailoverSyncReplication(t *testing.T) {
+	rounds := 10
+	if testing.Short() {
+		rounds = 4
+	}
+	for round := range rounds {
+		t.Run(strconv.Itoa(round), func(t *testing.T) {
+			c := startSessions(t, 3, nil)
+			p := c.nodes[0]
+			h, err := p.s.Create(testCtx(t))
+			require.NoError(t, err)
+			r := h.Route()
+			secIdx, sec := c.byID(r.Secondary)
+			third := c.nodes[3-secIdx]
+
+			var acked, attempted atomic.Int64
+			stop := make(chan struct{})
+			var wg sync.WaitGroup
+			wg.Go(func() {
+				for i := int64(1); ; i++ {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					require.NoError(t, h.Set("n", []byte(strconv.FormatInt(i, 10))))
+					attempted.Store(i)
+					if err := p.s.Save(context.Background(), h); err != nil {
+						return // the primary is gone
+					}
+					acked.Store(i)
+				}
+			})
+			// Kill after a random number of acknowledged saves.
+			target := int64(1 + rand.IntN(200))
+			require.Eventually(t, func() bool { return acked.Load() >= target }, clustertest.Timeout, time.Millisecond)
+			c.crash(0)
+			close(stop)
+			wg.Wait()
+
+			reader := sec
+			if round%2 == 1 {
+				reader = third
+			}
+			h2, v := mustGet(t, reader, h.ID(), "n")
+			got, err := strconv.ParseInt(v, 10, 64)
+			require.NoError(t, err)
+			require.GreaterOrEqual(t, got, acked.Load(), "an acknowledged save was lost")
+			require.LessOrEqual(t, got, attempted.Load())
+			require.Equal(t, reader.s.NodeID(), h2.Route().Primary, "the reader is the new primary")
+			require.NotEqual(t, p.s.NodeID(), h2.Route().Secondary)
+			t.Logf("acked %d, attempted %d, read %d on %s", acked.Load(), attempted.Load(), got, reader.c.Name())
+
+			// The new primary keeps working: a save reaches its new secondary.
+			set(t, reader, h2, "n", "after")
+			if sid := h2.Route().Secondary; sid != "" {
+				_, s2 := c.byID(sid)
+				require.Equal(t, "after", string(s2.s.lookup(r.Key).state().attrs["n"]))
+			}
+		})
+	}
+}
+
+// TestFailoverSecondaryThenPrimary loses a secondary, lets the primary
+// give its sessions a new secondary (saves made meanwhile wait for it),
+// then loses the primary: every acknowledged value survives, and the
+// secondaries promote their copies without being asked.
+func TestFailoverSecondaryThenPrimary(t *testing.T) {
+	c := startSessions(t, 4, nil)
+	p := c.nodes[0]
+	const n = 12
+	handles := make([]*Session, n)
+	for i := range handles {
+		h, err := p.s.Create(testCtx(t))
+		require.NoError(t, err)
+		set(t, p, h, "v", "one")
+		handles[i] = h
+	}
+	victimIdx, _ := c.byID(handles[0].Route().Secondary)
+	victim := c.nodes[victimIdx].c.Name()
+	c.crash(victimIdx)
+
+	// Saves right after the crash wait until the failover has given the
+	// session a new secondary.
+	for _, h := range handles {
+		set(t, p, h, "v", "two")
+		st := h.e.state()
+		require.NotEqual(t, victim, st.secondary)
+		require.NotEmpty(t, st.secondary, "two nodes are left to be secondary")
+	}
+	require.NotZero(t, p.s.Stats().Rehomes)
+
+	ids := make([]string, n)
+	for i, h := range handles {
+		ids[i] = h.ID()
+	}
+	c.crash(0)
+	// Membership declares node 0 failed; its secondaries promote their
+	// copies and give them new secondaries, unasked.
+	require.Eventually(t, func() bool {
+		for _, h := range handles {
+			if pr, sc := c.holders(h.e.key); pr != 1 || sc != 1 {
+				return false
+			}
+		}
+		return true
+	}, clustertest.Timeout, 20*time.Millisecond)
+	var promoted uint64
+	for _, nd := range c.live() {
+		promoted += nd.s.Stats().Promotions
+	}
+	require.EqualValues(t, n, promoted)
+	for i, h := range handles {
+		_, sec := c.byID(h.Route().Secondary)
+		_, v := mustGet(t, sec, ids[i], "v")
+		require.Equal(t, "two", v)
+	}
+}
+
+// TestFailoverStalePrimaryAfterPartition cuts the primary off until the
+// rest of the cluster declares it failed and its secondary takes over,
+// changes the session there, and heals the cut: the old primary never
+// serves its old copy, and a Save through a handle from before the cut
+// fails with ErrStale.
+func TestFailoverStalePrimaryAfterPartition(t *testing.T) {
+	c := startSessions(t, 4, nil)
+	p := c.nodes[0]
+	h, err := p.s.Create(testCtx(t))
+	require.NoError(t, err)
+	set(t, p, h, "v", "before")
+	oldID := h.ID()
+	_, sec := c.byID(h.Route().Secondary)
+
+	c.tc.Net.Partition(c.tc.Hosts(0), c.tc.Hosts(1, 2, 3))
+	// The secondary promotes its copy once membership declares node 0 failed.
+	require.Eventually(t, func() bool {
+		e := sec.s.lookup(h.e.key)
+		return e != nil && e.state().role == rolePrimary
+	}, clustertest.Timeout, 20*time.Millisecond)
+	h2, v := mustGet(t, sec, oldID, "v")
+	require.Equal(t, "before", v)
+	set(t, sec, h2, "v", "after")
+	// Meanwhile node 0, alone, sees the others fail too. Without a
+	// quorum it takes nothing over, and it serves nothing it cannot
+	// confirm with the secondary: it neither re-homes the session nor
+	// serves it.
+	require.Eventually(t, func() bool { return p.c.NumMembers() == 1 }, clustertest.Timeout, 20*time.Millisecond)
+	require.Eventually(t, func() bool { return p.s.liveCount() == 1 }, clustertest.Timeout, 20*time.Millisecond)
+	t.Logf("before get: %+v fresh=%v", h.e.state(), p.s.fresh(h.e.state()))
+	short, cancel := context.WithTimeout(context.Background(), 3*testLease)
+	_, err = p.s.Get(short, oldID)
+	cancel()
+	require.ErrorIs(t, err, ErrUnavailable)
+	st := h.e.state()
+	require.Equal(t, rolePrimary, st.role)
+	require.Equal(t, sec.c.Name(), st.secondary, "no re-homing without a quorum")
+
+	c.tc.Net.Heal()
+	c.tc.WaitMembers(4)
+	c.waitPeers()
+	// The handle from before the cut cannot overwrite the newer copy.
+	require.NoError(t, h.Set("v", []byte("stale write")))
+	require.ErrorIs(t, p.s.Save(testCtx(t), h), ErrStale)
+	// Asked with the old route, node 0 serves the newer copy.
+	h3, v := mustGet(t, p, oldID, "v")
+	require.Equal(t, "after", v)
+	require.Equal(t, p.s.NodeID(), h3.Route().Primary)
+	require.Eventually(t, func() bool {
+		pr, sc := c.holders(h.e.key)
+		return pr == 1 && sc == 1
+	}, clustertest.Timeout, 20*time.Millisecond)
+}
+
+// TestFailoverThirdNodeTakesOver: a request on a node that holds no copy
+// moves the session there; afterwards there is exactly one primary, the
+// old primary's handles are stale, and the route names the new primary.
+func TestFailoverThirdNodeTakesOver(t *testing.T) {
+	c := startSessions(t, 3, nil)
+	p := c.nodes[0]
+	h, err := p.s.Create(testCtx(t))
+	require.NoError(t, err)
+	set(t, p, h, "v", "one")
+	secIdx, _ := c.byID(h.Route().Secondary)
+	third := c.nodes[3-secIdx]
+
+	h2, v := mustGet(t, third, h.ID(), "v")
+	require.Equal(t, "one", v)
+	require.Equal(t, third.s.NodeID(), h2.Route().Primary)
+	require.NotEmpty(t, h2.Route().Secondary)
+	pr, _ := c.holders(h.e.key)
+	require.Equal(t, 1, pr, "exactly one primary right after the takeover")
+	require.Eventually(t, func() bool {
+		pr, sc := c.holders(h.e.key)
+		return pr == 1 && sc == 1
+	}, clustertest.Timeout, 10*time.Millisecond)
+
+	require.NoError(t, h.Set("v", []byte("stale")))
+	require.ErrorIs(t, p.s.Save(testCtx(t), h), ErrStale)
+	set(t, third, h2, "v", "two")
+
+	// Requests racing on every node, with the old and the new route: at
+	// the end one primary holds the last saved value.
+	var wg sync.WaitGroup
+	var saved atomic.Int64
+	for i, nd := range c.nodes {
+		for j, id := range []string{h.ID(), h2.ID()} {
+			wg.Go(func() {
+				for k := range 5 {
+					hh, err := nd.s.Get(testCtx(t), id)
+					if err != nil {
+						continue
+					}
+					_ = hh.Set(fmt.Sprintf("w%d-%d", i, j), []byte(strconv.Itoa(k)))
+					if nd.s.Save(testCtx(t), hh) == nil {
+						saved.Add(1)
+					}
+				}
+			})
+		}
+	}
+	wg.Wait()
+	require.NotZero(t, saved.Load())
+	require.Eventually(t, func() bool {
+		pr, sc := c.holders(h.e.key)
+		return pr == 1 && sc == 1
+	}, clustertest.Timeout, 10*time.Millisecond)
+	_, v = mustGet(t, c.nodes[0], h2.ID(), "v")
+	require.Equal(t, "two", v)
+}
+
+// TestFailoverLeave: a node that leaves hands its sessions to their
+// secondaries at once, without waiting for failure detection.
+func TestFailoverLeave(t *testing.T) {
+	c := startSessions(t, 3, nil)
+	p := c.nodes[0]
+	h, err := p.s.Create(testCtx(t))
+	require.NoError(t, err)
+	set(t, p, h, "v", "kept")
+	start := time.Now()
+	require.NoError(t, p.s.Leave(testCtx(t)))
+	require.Eventually(t, func() bool {
+		pr, sc := c.holders(h.e.key)
+		return pr == 1 && sc == 1
+	}, clustertest.Timeout, 10*time.Millisecond)
+	t.Logf("promoted %v after Leave", time.Since(start))
+	_, sec := c.byID(h.Route().Secondary)
+	_, v := mustGet(t, sec, h.ID(), "v")
+	require.Equal(t, "kept", v)
+	require.ErrorIs(t, p.s.Save(testCtx(t), h), ErrClosed)
+	_, err = p.s.Get(testCtx(t), h.ID())
+	require.True(t, errors.Is(err, ErrClosed))
+}

@@ -1,0 +1,198 @@
+package replication
+
+import (
+	"crypto/tls"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"time"
+
+	"github.com/troupe-go/troupe/internal/faultnet"
+)
+
+// Mode says when Save returns.
+type Mode int
+
+const (
+	// ModeSync (the default) returns from Save once the secondary has
+	// applied the change: no acknowledged write is lost when one node
+	// fails.
+	ModeSync Mode = iota
+	// ModeAsync returns from Save once the change is applied on the
+	// primary and queued for the secondary. A crash of the primary loses
+	// what was still queued; Save blocks while the queue is full.
+	ModeAsync
+)
+
+func (m Mode) String() string {
+	switch m {
+	case ModeSync:
+		return "sync"
+	case ModeAsync:
+		return "async"
+	}
+	return "Mode(" + strconv.Itoa(int(m)) + ")"
+}
+
+// Defaults applied to zero Options fields.
+const (
+	DefaultIdleTimeout    = 30 * time.Minute
+	DefaultMaxSessionSize = 1 << 20
+	DefaultAsyncQueue     = 1024
+	DefaultLeaseTerm      = time.Second
+	DefaultCallTimeout    = 5 * time.Second
+	DefaultQuorumWindow   = time.Minute
+)
+
+// Limits enforced by Validate.
+const (
+	minTimeout        = 10 * time.Millisecond
+	minSessionSize    = 1 << 10
+	maxSessionSize    = 256 << 20
+	frameOverhead     = 64 << 10 // room for keys, route and message fields around a full copy
+	defaultFrameFloor = 4 << 20
+)
+
+// TagKey is the member tag under which a node publishes the address of
+// its session transport. Peers without it do not hold sessions.
+const TagKey = "troupe.sessions"
+
+// Options configure Sessions. The zero value is usable: every zero field
+// takes the default written beside it. NewSessions works on a copy.
+type Options struct {
+	// BindAddr is the "ip:port" the session transport listens on.
+	// Default: the cluster member's advertised IP with port 0 (a free
+	// port). The bound address is published in the member's tags under
+	// TagKey, so it must be reachable by peers: binding an unspecified
+	// address (0.0.0.0) publishes the member's advertised IP instead.
+	BindAddr string
+
+	// TLS makes the session transport mutual TLS (see internal/transport:
+	// both RootCAs and ClientCAs are required). When nil and the cluster
+	// has secret keys, connections are authenticated and encrypted with
+	// the cluster keys; with neither, traffic is plaintext.
+	TLS *tls.Config
+
+	// Mode is ModeSync (default) or ModeAsync.
+	Mode Mode
+
+	// AsyncQueue bounds, in ModeAsync, how many changes may wait for one
+	// secondary node. Save blocks (within its context) while the queue
+	// is full. Default 1024.
+	AsyncQueue int
+
+	// IdleTimeout removes a session that was neither read nor saved for
+	// this long, on its primary and on its secondary alike. A secondary
+	// keeps its copy up to one janitor tick (IdleTimeout/8, at most 5 s)
+	// longer, so that it never drops a session its primary still holds.
+	// Default 30 min.
+	IdleTimeout time.Duration
+
+	// MaxSessionSize bounds a session's attributes: the sum of the
+	// lengths of keys and values, in bytes. Set, SetValue and Save refuse
+	// to go beyond it with ErrTooLarge. Default 1 MiB.
+	MaxSessionSize int
+
+	// LeaseTerm is how long a primary may serve a session after its
+	// secondary last answered it, without asking again. A secondary does
+	// not take over a primary's sessions until the last lease it granted
+	// has run out, so a paused or cut-off primary stops serving before
+	// anyone else starts. It must be well below the cluster's failure
+	// detection time; after a quiet spell longer than LeaseTerm the first
+	// Get costs one round trip to the secondary. Default 1 s.
+	LeaseTerm time.Duration
+
+	// QuorumWindow guards against the minority side of a partition
+	// taking sessions over. A node promotes or re-homes the sessions of
+	// a failed peer only while it sees at least half of the session nodes
+	// that were alive within the last QuorumWindow (itself included):
+	// a node cut off from most of the cluster keeps its sessions as they
+	// were, and serves none whose secondary it cannot reach, until the cut
+	// heals. If more than half of the nodes crash at once, the survivors
+	// wait this long before taking their sessions over. Default 1 min.
+	QuorumWindow time.Duration
+
+	// CallTimeout bounds each request to a peer that runs in the
+	// background (failover copies, touches, drops), and requests made
+	// for a caller whose context has no deadline. Default 5 s.
+	CallTimeout time.Duration
+
+	// Logger receives failovers and takeovers at Info, problems with
+	// peers at Warn. Default: discard.
+	Logger *slog.Logger
+
+	// Faults, when set, routes the session transport through a fault
+	// injection network so that tests can partition nodes. Leave nil in
+	// production.
+	Faults *faultnet.Network
+}
+
+// Validate reports the first problem with o, after applying defaults. It
+// does not modify o.
+func (o Options) Validate() error {
+	o = o.withDefaults()
+	if o.BindAddr != "" {
+		if _, _, err := net.SplitHostPort(o.BindAddr); err != nil {
+			return fmt.Errorf("%w: BindAddr %q: %v", ErrInvalidOptions, o.BindAddr, err)
+		}
+	}
+	switch o.Mode {
+	case ModeSync, ModeAsync:
+	default:
+		return fmt.Errorf("%w: unknown Mode %d", ErrInvalidOptions, o.Mode)
+	}
+	if o.AsyncQueue < 1 {
+		return fmt.Errorf("%w: AsyncQueue %d must be at least 1", ErrInvalidOptions, o.AsyncQueue)
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{{"IdleTimeout", o.IdleTimeout}, {"LeaseTerm", o.LeaseTerm}, {"CallTimeout", o.CallTimeout}, {"QuorumWindow", o.QuorumWindow}} {
+		if d.v < minTimeout {
+			return fmt.Errorf("%w: %s %v is below %v", ErrInvalidOptions, d.name, d.v, minTimeout)
+		}
+	}
+	if o.MaxSessionSize < minSessionSize || o.MaxSessionSize > maxSessionSize {
+		return fmt.Errorf("%w: MaxSessionSize %d is outside [%d, %d]", ErrInvalidOptions, o.MaxSessionSize, minSessionSize, maxSessionSize)
+	}
+	if o.TLS != nil {
+		if len(o.TLS.Certificates) == 0 && o.TLS.GetCertificate == nil {
+			return fmt.Errorf("%w: TLS needs Certificates or GetCertificate", ErrInvalidOptions)
+		}
+		if o.TLS.RootCAs == nil || o.TLS.ClientCAs == nil {
+			return fmt.Errorf("%w: TLS needs both RootCAs and ClientCAs (usually the cluster CA)", ErrInvalidOptions)
+		}
+	}
+	return nil
+}
+
+func (o Options) withDefaults() Options {
+	if o.AsyncQueue == 0 {
+		o.AsyncQueue = DefaultAsyncQueue
+	}
+	if o.IdleTimeout == 0 {
+		o.IdleTimeout = DefaultIdleTimeout
+	}
+	if o.MaxSessionSize == 0 {
+		o.MaxSessionSize = DefaultMaxSessionSize
+	}
+	if o.LeaseTerm == 0 {
+		o.LeaseTerm = DefaultLeaseTerm
+	}
+	if o.CallTimeout == 0 {
+		o.CallTimeout = DefaultCallTimeout
+	}
+	if o.QuorumWindow == 0 {
+		o.QuorumWindow = DefaultQuorumWindow
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	return o
+}
+
+// tick is the janitor's period: expiry, touches and repairs.
+func (o Options) tick() time.Duration {
+	return min(max(o.IdleTimeout/8, minTimeout), 5*time.Second)
+}

@@ -1,0 +1,185 @@
+package replication
+
+import "strings"
+
+// Methods of the session protocol between nodes, carried by
+// internal/transport. Append only: they are on the wire.
+const (
+	methodApply      = "sess.apply"      // primary → secondary: a change, or a full copy
+	methodBatch      = "sess.batch"      // primary → secondary, async mode: several applies in order
+	methodVerify     = "sess.verify"     // primary → secondary: do you still back my copy?
+	methodTouch      = "sess.touch"      // primary → secondary: these sessions were used
+	methodDrop       = "sess.drop"       // forget your copy: invalidated, expired or moved
+	methodTake       = "sess.take"       // hand your copy over: I become the primary
+	methodResolve    = "sess.resolve"    // after a partition heals: whose copy wins
+	methodInvalidate = "sess.invalidate" // invalidate a session on behalf of another node
+	methodPing       = "sess.ping"       // is your session transport up?
+)
+
+// status is a peer's answer about one session. Append only.
+type status uint8
+
+const (
+	stOK      status = iota // applied, verified, found, or: your copy wins
+	stGap                   // apply: I miss earlier changes, send a full copy
+	stStale                 // your copy is outdated: drop it
+	stGone                  // the session was invalidated
+	stUnknown               // I hold no copy
+	stBusy                  // take: I cannot vouch for my copy now, ask another node
+)
+
+func (s status) String() string {
+	switch s {
+	case stOK:
+		return "ok"
+	case stGap:
+		return "gap"
+	case stStale:
+		return "stale"
+	case stGone:
+		return "gone"
+	case stUnknown:
+		return "unknown"
+	case stBusy:
+		return "busy"
+	}
+	return "status?"
+}
+
+// Every request names its sender (a node name; the transport has
+// authenticated the connection with the cluster key or certificate), and
+// every reply carries the replier's lease generation for that sender and
+// how many secondary copies it holds, which placement uses.
+
+// applyReq sends a change (Full false: the attributes set and deleted
+// since version Base) or the whole session (Full true) to the secondary.
+type applyReq struct {
+	From      string            `codec:"f"`
+	Key       string            `codec:"k"`
+	Epoch     uint64            `codec:"e"`
+	Members   int               `codec:"m"`
+	Base      uint64            `codec:"b,omitempty"`
+	Version   uint64            `codec:"v"`
+	Full      bool              `codec:"u,omitempty"`
+	Set       map[string][]byte `codec:"s,omitempty"`
+	Del       []string          `codec:"d,omitempty"`
+	Contested []string          `codec:"c,omitempty"` // full copies only
+}
+
+type reply struct {
+	St status `codec:"s"`
+	G  uint64 `codec:"g"` // the replier's lease generation for the caller
+	N  int    `codec:"n"` // secondary copies the replier holds
+}
+
+type batchReq struct {
+	From  string     `codec:"f"`
+	Items []applyReq `codec:"i"`
+}
+
+type batchReply struct {
+	St []status `codec:"s"`
+	G  uint64   `codec:"g"`
+	N  int      `codec:"n"`
+}
+
+// verifyReq asks the secondary whether it still holds the caller's copy
+// at this epoch as its secondary.
+type verifyReq struct {
+	From    string `codec:"f"`
+	Key     string `codec:"k"`
+	Epoch   uint64 `codec:"e"`
+	Members int    `codec:"m"`
+}
+
+type touchReq struct {
+	From string   `codec:"f"`
+	Keys []string `codec:"k"`
+}
+
+// dropReq removes the receiver's copy if it ranks at most (Epoch,
+// Members, Primary); Gone removes it whatever its rank and remembers the
+// key as invalidated.
+type dropReq struct {
+	From    string `codec:"f"`
+	Key     string `codec:"k"`
+	Epoch   uint64 `codec:"e"`
+	Members int    `codec:"m"`
+	Primary string `codec:"p"`
+	Gone    bool   `codec:"x,omitempty"`
+}
+
+// takeReq asks for a session: the caller becomes its primary.
+// Unreachable lists the nodes the caller could not reach, so that the
+// receiver does not try them again.
+type takeReq struct {
+	From        string   `codec:"f"`
+	Key         string   `codec:"k"`
+	Unreachable []string `codec:"x,omitempty"`
+}
+
+// takeReply hands a session over. The replier has demoted its copy to a
+// secondary copy of the caller's at (Epoch, Members), the caller's new
+// lineage; the caller installs its primary copy at exactly that rank.
+// Secondary is the secondary of the replier's copy when it was the
+// primary, so that the caller can tell it to drop its outdated copy; Kept
+// is the node that demoted its copy (the replier, or the primary it asked
+// on the caller's behalf).
+type takeReply struct {
+	St        status            `codec:"s"`
+	Epoch     uint64            `codec:"e"`
+	Members   int               `codec:"m"`
+	Secondary string            `codec:"q,omitempty"`
+	Kept      string            `codec:"k,omitempty"` // the node keeping a copy in the caller's lineage
+	Version   uint64            `codec:"v"`
+	Attrs     map[string][]byte `codec:"a"`
+	Contested []string          `codec:"c,omitempty"`
+}
+
+type rankWire struct {
+	Key     string `codec:"k"`
+	Epoch   uint64 `codec:"e"`
+	Members int    `codec:"m"`
+	Primary string `codec:"p"`
+}
+
+type resolveReq struct {
+	From  string     `codec:"f"`
+	Items []rankWire `codec:"i"`
+}
+
+type resolveReply struct {
+	St []status `codec:"s"` // per item: stOK (the caller's copy wins) or stStale
+}
+
+type invalidateReq struct {
+	From string `codec:"f"`
+	Key  string `codec:"k"`
+}
+
+// rank orders two copies of one session that may have diverged: the one
+// with the higher epoch wins; at equal epochs the one whose owner saw
+// more live members when it took the epoch (the larger side of a
+// partition); then the primary with the smaller name. Copies in the same
+// lineage (same epoch and primary) rank equal.
+type rank struct {
+	epoch   uint64
+	members int
+	primary string
+}
+
+func (a rank) cmp(b rank) int {
+	switch {
+	case a.epoch != b.epoch:
+		if a.epoch < b.epoch {
+			return -1
+		}
+		return 1
+	case a.members != b.members:
+		if a.members < b.members {
+			return -1
+		}
+		return 1
+	}
+	return -strings.Compare(a.primary, b.primary)
+}

@@ -1,0 +1,433 @@
+package replication
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+
+	"github.com/troupe-go/troupe/internal/wire"
+)
+
+// serve is the transport handler: it answers peers' requests. Malformed
+// requests get an error (the peer sees a *transport.RemoteError); a
+// request never panics or blocks the node beyond its own session's lock.
+func (s *Sessions) serve(ctx context.Context, _, method string, body []byte) ([]byte, error) {
+	if s.isClosed() {
+		return nil, ErrClosed
+	}
+	switch method {
+	case methodApply:
+		var req applyReq
+		if err := decode(body, &req, req.From, req.Key); err != nil {
+			return nil, err
+		}
+		if err := validApply(&req); err != nil {
+			return nil, err
+		}
+		s.grant(req.From)
+		st, g := s.applyOne(ctx, &req)
+		return wire.Marshal(reply{St: st, G: g, N: int(s.nSecond.Load())})
+	case methodBatch:
+		var req batchReq
+		if err := wire.Unmarshal(body, &req); err != nil {
+			return nil, err
+		}
+		if req.From == "" {
+			return nil, errors.New("replication: batch without sender")
+		}
+		s.grant(req.From)
+		out := batchReply{St: make([]status, len(req.Items))}
+		for i := range req.Items {
+			it := &req.Items[i]
+			it.From = req.From
+			if err := validApply(it); err != nil {
+				return nil, err
+			}
+			out.St[i], _ = s.applyOne(ctx, it)
+		}
+		out.G, out.N = s.grantGen(req.From), int(s.nSecond.Load())
+		return wire.Marshal(out)
+	case methodVerify:
+		var req verifyReq
+		if err := wire.Unmarshal(body, &req); err != nil {
+			return nil, err
+		}
+		if err := validReq(req.From, req.Key); err != nil {
+			return nil, err
+		}
+		s.grant(req.From)
+		st, g := s.verifyOne(ctx, &req)
+		return wire.Marshal(reply{St: st, G: g, N: int(s.nSecond.Load())})
+	case methodTouch:
+		var req touchReq
+		if err := wire.Unmarshal(body, &req); err != nil {
+			return nil, err
+		}
+		if req.From == "" {
+			return nil, errors.New("replication: touch without sender")
+		}
+		s.grant(req.From)
+		now := s.now()
+		for _, k := range req.Keys {
+			if e := s.lookup(k); e != nil {
+				if st := e.state(); st.role == roleSecondary && st.primary == req.From {
+					e.last.Store(now)
+				}
+			}
+		}
+		return wire.Marshal(reply{St: stOK, G: s.grantGen(req.From), N: int(s.nSecond.Load())})
+	case methodDrop:
+		var req dropReq
+		if err := wire.Unmarshal(body, &req); err != nil {
+			return nil, err
+		}
+		if err := validReq(req.From, req.Key); err != nil {
+			return nil, err
+		}
+		s.dropOne(ctx, &req)
+		return nil, nil
+	case methodTake:
+		var req takeReq
+		if err := wire.Unmarshal(body, &req); err != nil {
+			return nil, err
+		}
+		if err := validReq(req.From, req.Key); err != nil {
+			return nil, err
+		}
+		return wire.Marshal(s.takeOne(ctx, &req))
+	case methodResolve:
+		var req resolveReq
+		if err := wire.Unmarshal(body, &req); err != nil {
+			return nil, err
+		}
+		if req.From == "" {
+			return nil, errors.New("replication: resolve without sender")
+		}
+		out := resolveReply{St: make([]status, len(req.Items))}
+		for i, it := range req.Items {
+			if !validKey(it.Key) {
+				return nil, fmt.Errorf("%w: resolve item %d", ErrInvalidID, i)
+			}
+			out.St[i] = s.resolveItem(ctx, req.From, it)
+		}
+		return wire.Marshal(out)
+	case methodInvalidate:
+		var req invalidateReq
+		if err := wire.Unmarshal(body, &req); err != nil {
+			return nil, err
+		}
+		if err := validReq(req.From, req.Key); err != nil {
+			return nil, err
+		}
+		s.invalidateOne(ctx, req.From, req.Key)
+		return nil, nil
+	case methodPing:
+		return nil, nil
+	}
+	return nil, fmt.Errorf("replication: unknown method %q", method)
+}
+
+func decode(body []byte, v any, _ ...string) error { return wire.Unmarshal(body, v) }
+
+func validReq(from, key string) error {
+	if from == "" {
+		return errors.New("replication: request without sender")
+	}
+	if !validKey(key) {
+		return fmt.Errorf("%w: key %q", ErrInvalidID, key)
+	}
+	return nil
+}
+
+func validApply(r *applyReq) error {
+	if err := validReq(r.From, r.Key); err != nil {
+		return err
+	}
+	if r.Epoch == 0 {
+		return errors.New("replication: apply with epoch 0")
+	}
+	return nil
+}
+
+// applyOne applies a change or a full copy to this node's secondary copy
+// and returns the outcome with the lease generation for the sender, read
+// under the copy's lock so that it cannot be newer than a takeover of this
+// very copy.
+func (s *Sessions) applyOne(ctx context.Context, req *applyReq) (status, uint64) {
+	for range 3 {
+		if s.tomb.has(req.Key) {
+			return stGone, s.grantGen(req.From)
+		}
+		e := s.lookup(req.Key)
+		if e == nil {
+			if !req.Full {
+				return stGap, s.grantGen(req.From)
+			}
+			var err error
+			if e, err = s.insert(newEntry(req.Key, s.now())); err != nil {
+				return stBusy, s.grantGen(req.From)
+			}
+		}
+		if err := e.lock(ctx); err != nil {
+			return stBusy, s.grantGen(req.From)
+		}
+		st, ok, g := s.applyLocked(e, req)
+		e.unlock()
+		if ok {
+			return st, g
+		}
+		// The entry was dropped while we waited for it: look again.
+	}
+	return stBusy, s.grantGen(req.From)
+}
+
+func (s *Sessions) applyLocked(e *entry, req *applyReq) (status, bool, uint64) {
+	g := s.grantGen(req.From)
+	e.mu.Lock()
+	st, dead := e.st, e.dead
+	e.mu.Unlock()
+	if dead {
+		return 0, false, g
+	}
+	theirs := rank{req.Epoch, req.Members, req.From}
+	same := st.role == roleSecondary && st.primary == req.From && st.epoch == req.Epoch
+	if st.role != roleNone && !same {
+		if st.rank().cmp(theirs) > 0 {
+			return stStale, true, g
+		}
+		if !req.Full {
+			return stGap, true, g
+		}
+	}
+	if st.role == roleNone && !req.Full {
+		return stGap, true, g
+	}
+	var next state
+	if req.Full {
+		attrs := req.Set
+		if attrs == nil {
+			attrs = map[string][]byte{}
+		}
+		next = state{
+			role: roleSecondary, epoch: req.Epoch, members: req.Members, version: req.Version,
+			attrs: attrs, size: attrsSize(attrs), primary: req.From, contested: req.Contested,
+		}
+		if st.role == rolePrimary {
+			// A copy that ranks higher than ours exists: ours is demoted.
+			s.stats.staleDrops.Add(1)
+			s.log.Info("demoted a session copy to secondary", "key", e.key, "new_primary", req.From)
+			if st.secondary != "" && st.secondary != req.From {
+				s.wg.Go(func() { s.sendDrop(st.secondary, e.key, st.rank(), false) })
+			}
+		}
+	} else {
+		if st.version >= req.Version {
+			return stOK, true, g // a repeat
+		}
+		if st.version != req.Base {
+			return stGap, true, g
+		}
+		next = st
+		next.attrs = applyChanges(st.attrs, req.Set, req.Del)
+		next.size = attrsSize(next.attrs)
+		next.version = req.Version
+	}
+	if !s.publish(e, next) {
+		return 0, false, g
+	}
+	e.last.Store(s.now())
+	return stOK, true, g
+}
+
+// verifyOne answers whether this node still holds the sender's copy at
+// its epoch as the secondary.
+func (s *Sessions) verifyOne(ctx context.Context, req *verifyReq) (status, uint64) {
+	e := s.lookup(req.Key)
+	if e == nil {
+		if s.tomb.has(req.Key) {
+			return stGone, s.grantGen(req.From)
+		}
+		return stUnknown, s.grantGen(req.From)
+	}
+	if err := e.lock(ctx); err != nil {
+		return stBusy, s.grantGen(req.From)
+	}
+	defer e.unlock()
+	g := s.grantGen(req.From)
+	st := e.state()
+	switch {
+	case st.role == roleSecondary && st.primary == req.From && st.epoch == req.Epoch:
+		e.last.Store(s.now())
+		return stOK, g
+	case st.role != roleNone && st.rank().cmp(rank{req.Epoch, req.Members, req.From}) > 0:
+		return stStale, g
+	}
+	return stUnknown, g
+}
+
+// dropOne removes a secondary copy that ranks no higher than the
+// request's, or, for an invalidation, any copy.
+func (s *Sessions) dropOne(_ context.Context, req *dropReq) {
+	if req.Gone {
+		s.tomb.add(req.Key, s.tombTTL())
+	}
+	e := s.lookup(req.Key)
+	if e == nil {
+		return
+	}
+	st := e.state()
+	if req.Gone {
+		s.drop(e)
+		s.stats.invalidated.Add(1)
+		if st.role == rolePrimary && st.secondary != "" && st.secondary != req.From {
+			s.wg.Go(func() { s.sendDrop(st.secondary, req.Key, st.rank(), true) })
+		}
+		return
+	}
+	if st.role == roleSecondary && st.rank().cmp(rank{req.Epoch, req.Members, req.Primary}) <= 0 {
+		s.drop(e)
+	}
+}
+
+func (s *Sessions) invalidateOne(ctx context.Context, from, key string) {
+	s.tomb.add(key, s.tombTTL())
+	e := s.lookup(key)
+	if e == nil {
+		return
+	}
+	st := e.state()
+	s.drop(e)
+	s.stats.invalidated.Add(1)
+	partner := st.secondary
+	if st.role == roleSecondary {
+		partner = st.primary
+	}
+	if partner != "" && partner != from && partner != s.self {
+		ctx, cancel := context.WithTimeout(ctx, s.opts.CallTimeout)
+		defer cancel()
+		req := dropReq{From: s.self, Key: key, Gone: true}
+		if _, err := s.call(ctx, partner, methodDrop, req, nil); err != nil {
+			s.log.Debug("invalidation not forwarded", "peer", partner, "err", err)
+		}
+	}
+}
+
+// takeOne hands a session over to the caller, which becomes its primary.
+// This node's copy becomes a secondary copy of the caller's, at the next
+// epoch, until the caller confirms or drops it: if the answer is lost,
+// the session is still here.
+func (s *Sessions) takeOne(ctx context.Context, req *takeReq) takeReply {
+	if s.tomb.has(req.Key) {
+		return takeReply{St: stGone}
+	}
+	e := s.lookup(req.Key)
+	if e == nil {
+		return takeReply{St: stUnknown}
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.opts.CallTimeout)
+	defer cancel()
+	switch st := e.state(); st.role {
+	case rolePrimary:
+		if _, err := s.check(ctx, e, true, false); err != nil {
+			if errors.Is(err, errGoneCopy) {
+				return takeReply{St: stGone}
+			}
+			if _, ok := errors.AsType[*droppedError](err); ok {
+				return takeReply{St: stUnknown}
+			}
+			return takeReply{St: stBusy}
+		}
+		return s.handOver(ctx, e, req.From, rolePrimary, "", false)
+	case roleSecondary:
+		p := st.primary
+		contest := p != req.From
+		if contest && s.isAlive(p) && !slices.Contains(req.Unreachable, p) {
+			// The primary is the one to hand it over; ask it to, on
+			// the caller's behalf, and pass its answer on.
+			var r takeReply
+			_, err := s.call(ctx, p, methodTake, takeReq{From: req.From, Key: req.Key, Unreachable: req.Unreachable}, &r)
+			if err == nil {
+				switch r.St {
+				case stOK:
+					return s.relay(e, p, &r)
+				case stGone:
+					s.drop(e)
+					s.tomb.add(req.Key, s.tombTTL())
+					return r
+				case stBusy:
+					return r
+				}
+				contest = false // the primary no longer holds it
+			} else if ctx.Err() != nil {
+				return takeReply{St: stBusy}
+			}
+		}
+		return s.handOver(ctx, e, req.From, roleSecondary, p, contest)
+	}
+	return takeReply{St: stUnknown}
+}
+
+// handOver gives e's state to newPrimary and keeps e as a secondary copy
+// of newPrimary's at the next epoch. For a secondary copy whose primary
+// may still serve it (contest), the lease we granted that primary runs
+// out first.
+func (s *Sessions) handOver(ctx context.Context, e *entry, newPrimary string, want role, oldPrimary string, contest bool) takeReply {
+	if err := e.lock(ctx); err != nil {
+		return takeReply{St: stBusy}
+	}
+	defer e.unlock()
+	st := e.state()
+	if st.role != want || (want == roleSecondary && st.primary != oldPrimary) {
+		return takeReply{St: stBusy}
+	}
+	if want == roleSecondary {
+		if contest && (!s.gone(ctx, oldPrimary) || !s.quorum()) {
+			return takeReply{St: stBusy}
+		}
+		if err := s.revoke(ctx, oldPrimary, false); err != nil {
+			return takeReply{St: stBusy}
+		}
+	}
+	out := takeReply{
+		St:        stOK,
+		Epoch:     st.epoch + 1,
+		Members:   s.liveCount(),
+		Version:   st.version,
+		Attrs:     st.attrs,
+		Contested: st.contested,
+		Kept:      s.self,
+	}
+	if want == rolePrimary {
+		out.Secondary = st.secondary
+	}
+	if contest {
+		out.Contested = withName(out.Contested, oldPrimary)
+	}
+	if out.Secondary == newPrimary {
+		out.Secondary = ""
+	}
+	next := st
+	next.role = roleSecondary
+	next.primary = newPrimary
+	next.secondary = ""
+	next.epoch = out.Epoch
+	next.members = out.Members
+	next.contested = out.Contested
+	if s.publish(e, next) {
+		s.log.Info("handed a session over", "key", e.key, "to", newPrimary, "epoch", out.Epoch)
+	}
+	return out
+}
+
+// relay passes on what the primary handed over to the caller. The
+// primary kept a copy in the caller's lineage (r.Kept), which the caller
+// drops unless it makes the primary its secondary; our own copy is no
+// longer needed.
+func (s *Sessions) relay(e *entry, primary string, r *takeReply) takeReply {
+	s.drop(e)
+	if r.Secondary == s.self {
+		r.Secondary = "" // that was us: dropped
+	}
+	return *r
+}

@@ -1,0 +1,178 @@
+package replication
+
+import (
+	"context"
+	"maps"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+type role uint8
+
+const (
+	roleNone      role = iota // dropped: no longer in the table
+	rolePrimary               // this node serves the session
+	roleSecondary             // this node backs another node's copy
+)
+
+// entry is one session held by this node, as primary or secondary.
+//
+// Locks: wl serializes everything that changes the session (saves,
+// applies, route changes, hand-overs) and may be held across network
+// calls; it is a channel so that waiting for it honours a context. mu
+// guards st and is held only to copy or replace it. Never take wl while
+// holding mu.
+type entry struct {
+	key  string
+	wl   chan struct{}
+	last atomic.Int64 // last access, nanoseconds since Sessions.start
+	used atomic.Bool  // accessed since the last touch sent to the secondary
+	// moving is set while a failover job for the entry is scheduled, so
+	// that the janitor does not schedule another.
+	moving atomic.Bool
+
+	mu   sync.Mutex
+	st   state
+	dead bool // dropped: out of the table for good
+}
+
+// state is an entry's replicated state. Its maps and slices are never
+// modified once published: changes build new ones.
+type state struct {
+	role      role
+	epoch     uint64
+	members   int
+	version   uint64
+	attrs     map[string][]byte
+	size      int
+	primary   string   // node name of the primary (this node when rolePrimary)
+	secondary string   // primary only: node name of the secondary, "" for none
+	contested []string // nodes that may hold a diverged copy; see resolve
+	// verifiedGen is the lease generation of the secondary when it last
+	// confirmed this copy; a different current generation means the
+	// secondary took over some of our sessions, maybe this one.
+	verifiedGen uint64
+}
+
+func (st *state) rank() rank { return rank{st.epoch, st.members, st.primary} }
+
+func newEntry(key string, now int64) *entry {
+	e := &entry{key: key, wl: make(chan struct{}, 1)}
+	e.last.Store(now)
+	return e
+}
+
+// lock takes the write lock, or fails when ctx ends first.
+func (e *entry) lock(ctx context.Context) error {
+	select {
+	case e.wl <- struct{}{}:
+		return nil
+	default:
+	}
+	select {
+	case e.wl <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return context.Cause(ctx)
+	}
+}
+
+func (e *entry) unlock() { <-e.wl }
+
+func (e *entry) state() state {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.st
+}
+
+// attrsSize is what MaxSessionSize limits.
+func attrsSize(m map[string][]byte) int {
+	n := 0
+	for k, v := range m {
+		n += len(k) + len(v)
+	}
+	return n
+}
+
+// applyChanges returns a new attribute map: base with set and del applied.
+func applyChanges(base map[string][]byte, set map[string][]byte, del []string) map[string][]byte {
+	out := make(map[string][]byte, len(base)+len(set))
+	maps.Copy(out, base)
+	for _, k := range del {
+		delete(out, k)
+	}
+	maps.Copy(out, set)
+	return out
+}
+
+func withName(list []string, name string) []string {
+	if name == "" || slices.Contains(list, name) {
+		return list
+	}
+	return append(slices.Clone(list), name)
+}
+
+func withoutName(list []string, name string) []string {
+	if !slices.Contains(list, name) {
+		return list
+	}
+	out := make([]string, 0, len(list)-1)
+	for _, n := range list {
+		if n != name {
+			out = append(out, n)
+		}
+	}
+	if len(out) == 0 {
+		return nil
+	}
+	return out
+}
+
+// tombstones remember invalidated keys for a while, so that a copy left
+// on an unreachable node is not brought back by a later take.
+type tombstones struct {
+	mu    sync.Mutex
+	until map[string]time.Time
+	order []string // insertion order, for the size bound
+}
+
+const maxTombstones = 1 << 16
+
+func (t *tombstones) add(key string, until time.Time) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.until == nil {
+		t.until = map[string]time.Time{}
+	}
+	if _, ok := t.until[key]; !ok {
+		t.order = append(t.order, key)
+	}
+	t.until[key] = until
+	for len(t.order) > maxTombstones {
+		delete(t.until, t.order[0])
+		t.order = t.order[1:]
+	}
+}
+
+func (t *tombstones) has(key string) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	_, ok := t.until[key]
+	return ok
+}
+
+func (t *tombstones) sweep(now time.Time) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	keep := t.order[:0]
+	for _, k := range t.order {
+		if now.After(t.until[k]) {
+			delete(t.until, k)
+			continue
+		}
+		keep = append(keep, k)
+	}
+	t.order = keep
+}
