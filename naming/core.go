@@ -867,6 +867,7 @@ func (c *core) requestOwner(name string) {
 	c.nextReq++
 	c.fetches[name] = &fetch{req: c.nextReq, deadline: now.Add(c.opts.FetchTimeout)}
 	c.stats.fetches.Add(1)
+	c.log.Debug("fetch owner", "owner", name, "inc", inc, "since", since)
 	c.direct(name, msgFetchOwner, fetchOwnerMsg{Req: c.nextReq, I: inc, Since: since})
 }
 
@@ -1028,6 +1029,7 @@ func (c *core) onFetchClust(from string, m *fetchClustMsg) {
 
 func (c *core) memberEvent(ev membership.Event) {
 	m := ev.Member
+	c.log.Debug("member event", "type", ev.Type, "member", m.Name)
 	c.membersDirty = true
 	if m.Name == c.self {
 		c.live[m.Name] = m
@@ -1037,8 +1039,12 @@ func (c *core) memberEvent(ev membership.Event) {
 	case membership.EventJoin, membership.EventUpdate:
 		c.live[m.Name] = m
 		if _, back := c.departed[m.Name]; back && ev.Type == membership.EventJoin {
+			// A member returns (a healed partition, a restart): fetch its
+			// bindings, and compare digests, which repairs the
+			// cluster-scoped records both sides changed meanwhile.
 			delete(c.departed, m.Name)
 			c.requestOwner(m.Name)
+			c.askDigest(m.Name)
 		} else if o := c.owners[m.Name]; ev.Type == membership.EventJoin && o != nil && o.ver < o.max {
 			c.requestOwner(m.Name)
 		}
@@ -1069,6 +1075,9 @@ func (c *core) tick() {
 	for name, f := range c.fetches {
 		if now.After(f.deadline) {
 			delete(c.fetches, name)
+			if _, ok := c.live[name]; ok {
+				c.requestOwner(name) // a lost request or answer: ask again
+			}
 		}
 	}
 	if now.Sub(c.lastGC) < gcInterval {

@@ -618,9 +618,7 @@ func (t *Tree) send(m outMsg) {
 			return
 		default:
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), t.opts.FetchTimeout)
-		err := t.ch.Send(ctx, m.to, p)
-		cancel()
+		err := t.sendRetry(m.to, p)
 		if err != nil {
 			t.stats.sendErrors.Add(1)
 			t.log.Debug("send", "to", m.to, "err", err)
@@ -628,6 +626,29 @@ func (t *Tree) send(m outMsg) {
 		}
 		t.stats.bytesOut.Add(uint64(len(p)))
 	}
+}
+
+// sendRetry sends one direct message. A peer that this node's member
+// list does not show alive yet (it just came back: a healed partition)
+// gets a few more tries over about two seconds.
+func (t *Tree) sendRetry(to string, p []byte) error {
+	var err error
+	for attempt := range 4 {
+		if attempt > 0 {
+			select {
+			case <-t.quit:
+				return err
+			case <-time.After(time.Duration(attempt) * 250 * time.Millisecond):
+			}
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), t.opts.FetchTimeout)
+		err = t.ch.Send(ctx, to, p)
+		cancel()
+		if !errors.Is(err, membership.ErrUnknownMember) {
+			return err
+		}
+	}
+	return err
 }
 
 func recWireSize(r *recWire) int { return len(r.N) + len(r.X) + 48 }

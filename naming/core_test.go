@@ -1,0 +1,200 @@
+package naming
+
+import (
+	"fmt"
+	"log/slog"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/troupe-go/troupe/membership"
+)
+
+// net is a deterministic in-memory network of cores: messages are
+// delivered when the test says so, and links can be cut.
+type net struct {
+	t     *testing.T
+	now   time.Time
+	cores map[string]*core
+	stats map[string]*counters
+	queue []packet
+	cut   map[[2]string]bool
+}
+
+type packet struct {
+	from, to string
+	raw      []byte
+	state    bool
+}
+
+func newNet(t *testing.T, names ...string) *net {
+	n := &net{t: t, now: time.Unix(1_800_000_000, 0), cores: map[string]*core{}, stats: map[string]*counters{}, cut: map[[2]string]bool{}}
+	for _, name := range names {
+		n.start(name)
+	}
+	for _, a := range names {
+		for _, b := range names {
+			n.cores[a].memberEvent(membership.Event{Type: membership.EventJoin, Member: membership.Member{Name: b}})
+		}
+	}
+	return n
+}
+
+func (n *net) clock() time.Time { return n.now }
+
+func (n *net) start(name string) *core {
+	opts, err := Options{Logger: slog.New(slog.DiscardHandler)}.withDefaults()
+	require.NoError(n.t, err)
+	st := &counters{}
+	c := newCore(name, uint64(n.now.UnixNano())+uint64(len(n.cores)), opts, n.clock, st, 1100)
+	n.cores[name], n.stats[name] = c, st
+	return c
+}
+
+// collect moves every core's outgoing messages into the queue.
+func (n *net) collect() {
+	names := n.names()
+	for _, name := range names {
+		c := n.cores[name]
+		c.flush()
+		for _, m := range c.out {
+			var raws [][]byte
+			switch {
+			case m.raw != nil:
+				raws = [][]byte{m.raw}
+			case m.owner != nil:
+				raws = chunkOwner(m.owner)
+			case m.clust != nil:
+				raws = chunkClust(m.clust)
+			}
+			targets := []string{m.to}
+			if m.to == "" {
+				targets = slices.DeleteFunc(slices.Clone(names), func(x string) bool { return x == name })
+			}
+			for _, to := range targets {
+				for _, raw := range raws {
+					n.queue = append(n.queue, packet{from: name, to: to, raw: raw})
+				}
+			}
+		}
+		c.out = nil
+	}
+}
+
+func (n *net) names() []string {
+	var out []string
+	for k := range n.cores {
+		out = append(out, k)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// run delivers messages until none are left.
+func (n *net) run() {
+	for range 1000 {
+		n.collect()
+		if len(n.queue) == 0 {
+			return
+		}
+		q := n.queue
+		n.queue = nil
+		for _, p := range q {
+			n.deliver(p)
+		}
+	}
+	n.t.Fatal("messages kept flowing")
+}
+
+func (n *net) deliver(p packet) {
+	c := n.cores[p.to]
+	if c == nil || n.cut[[2]string{p.from, p.to}] {
+		return
+	}
+	typ, v, err := decodeMsg(p.raw, c.opts.MaxValueSize)
+	require.NoError(n.t, err)
+	if p.state {
+		c.mergeDigest(p.from, v.(*digestMsg))
+		return
+	}
+	c.handle(p.from, typ, v)
+}
+
+// pushPull exchanges digests between a and b, as memberlist does.
+func (n *net) pushPull(a, b string) {
+	for _, x := range [][2]string{{a, b}, {b, a}} {
+		raw, err := encodeMsg(msgDigest, n.cores[x[0]].digest())
+		require.NoError(n.t, err)
+		n.queue = append(n.queue, packet{from: x[0], to: x[1], raw: raw, state: true})
+	}
+	n.run()
+}
+
+func (n *net) advance(d time.Duration) {
+	n.now = n.now.Add(d)
+	for _, name := range n.names() {
+		n.cores[name].tick()
+	}
+}
+
+func (n *net) lookup(node, name string) string {
+	c := n.cores[node]
+	c.flush()
+	e, ok := c.root.Get([]byte(name))
+	if !ok {
+		return ""
+	}
+	s := ""
+	for _, o := range e.b.Offers {
+		s += o.Node + "=" + string(o.Value) + " "
+	}
+	return s[:len(s)-1]
+}
+
+func (n *net) bind(node string, kind opKind, name, value string, opts ...BindOption) error {
+	bo, err := bindOpts(opts)
+	require.NoError(n.t, err)
+	var v []byte
+	if value != "" {
+		v = []byte(value)
+	}
+	return n.cores[node].local(kind, name, v, bo)
+}
+
+func coreDigest(c *core) string {
+	c.flush()
+	s := ""
+	it := c.root.Root().Iterator()
+	for {
+		k, e, ok := it.Next()
+		if !ok {
+			return s
+		}
+		s += string(k) + ":"
+		for _, o := range e.b.Offers {
+			s += o.Node + "=" + string(o.Value) + ","
+		}
+		s += "\n"
+	}
+}
+
+func TestCoreClusterScopedLastWriterWinsAcrossPartition(t *testing.T) {
+	n := newNet(t, "a", "b")
+	require.NoError(t, n.bind("a", opBind, "x", "first", WithScope(ClusterScope)))
+	n.run()
+	require.Equal(t, "a=first", n.lookup("b", "x"))
+	n.cut[[2]string{"a", "b"}], n.cut[[2]string{"b", "a"}] = true, true
+	require.NoError(t, n.bind("b", opUnbind, "x", ""))
+	n.advance(time.Millisecond)
+	require.NoError(t, n.bind("a", opRebind, "x", "second", WithScope(ClusterScope)))
+	n.run()
+	clear(n.cut)
+	n.pushPull("a", "b")
+	assert.Equal(t, "a=second", n.lookup("b", "x"))
+	assert.Equal(t, "a=second", n.lookup("a", "x"))
+}
+
+var _ = fmt.Sprint
