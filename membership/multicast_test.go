@@ -93,17 +93,33 @@ func TestMulticastWrongKeyIgnored(t *testing.T) {
 }
 
 // TestMulticastColdStart10 measures (and logs) how long ten nodes take to
-// form a cluster from a cold start by multicast alone; BENCHMARKS.md
-// quotes it. It asserts convergence, not a time.
+// form a cluster from a cold start by multicast alone, and, as the
+// reference in the same run, ten nodes that join a well-known member (the
+// first node); BENCHMARKS.md quotes both. It asserts convergence, not a
+// time.
 func TestMulticastColdStart10(t *testing.T) {
 	if !netns.Run(t) {
 		return
 	}
-	tc := clustertest.New(t)
-	start := time.Now()
-	for i := range 10 {
-		tc.Add(func(c *membership.Config) { multicastOnly("239.192.10.5")(i, c) })
+	coldStart := func(multicast bool) time.Duration {
+		tc := clustertest.New(t)
+		start := time.Now()
+		for i := range 10 {
+			tc.Add(func(c *membership.Config) {
+				if multicast {
+					multicastOnly("239.192.10.5")(i, c)
+				} else if i > 0 {
+					c.WellKnown = []string{tc.Nodes[0].Addr()}
+				}
+			})
+		}
+		tc.WaitMembers(10)
+		d := time.Since(start)
+		for _, n := range tc.Nodes {
+			n.Shutdown()
+		}
+		return d
 	}
-	tc.WaitMembers(10)
-	t.Logf("cold start: 10 nodes formed one cluster by multicast in %s", time.Since(start))
+	mcast, wka := coldStart(true), coldStart(false)
+	t.Logf("cold start of 10 nodes: multicast %s, well-known member %s, ratio %.2f", mcast, wka, mcast.Seconds()/wka.Seconds())
 }
