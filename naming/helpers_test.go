@@ -98,6 +98,9 @@ func eventually(t testing.TB, trees []*Tree, what string, cond func(*Tree) bool)
 			return
 		}
 		if time.Now().After(deadline) {
+			for _, tr := range trees {
+				t.Logf("%s %s (%d names):\n%s", tr.self, treeDigest(tr), tr.Len(), dump(tr))
+			}
 			t.Fatalf("%s: not reached within %s on %s", what, waitTimeout, strings.Join(bad, ","))
 		}
 		time.Sleep(10 * time.Millisecond) // polling interval, not a wait for a condition
