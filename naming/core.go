@@ -58,6 +58,7 @@ type core struct {
 	root       *iradix.Tree[*entry]
 
 	events        []Event
+	changed       []indexChange // entries changed since the Tree last published its index
 	out           []outMsg
 	digestDirty   bool
 	membersDirty  bool
@@ -564,6 +565,7 @@ func (c *core) recompute(name string) {
 			c.txn.Insert([]byte(name), nw)
 			ev.Type = EventRebound
 		}
+		c.changed = append(c.changed, indexChange{name: idx.name, e: nw})
 		c.events = append(c.events, ev)
 	}
 	idx.cur = nw

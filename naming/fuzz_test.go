@@ -82,8 +82,8 @@ func TestBadMessagesCounted(t *testing.T) {
 	h := handler{tr}
 	h.HandleMessage("x", nil)
 	h.HandleMessage("x", []byte{protocolVersion})
-	h.HandleMessage("x", []byte{9, 1, 2})                      // another protocol version
-	h.HandleMessage("x", []byte{protocolVersion, 200, 0x80})    // unknown type
+	h.HandleMessage("x", []byte{9, 1, 2})                        // another protocol version
+	h.HandleMessage("x", []byte{protocolVersion, 200, 0x80})     // unknown type
 	h.HandleMessage("x", []byte{protocolVersion, 1, 0xff, 0x00}) // garbage body
 	big, err := encodeMsg(msgChange, changeMsg{I: 1, R: recWire{N: "a", V: 1, X: make([]byte, DefaultMaxValueSize+1)}})
 	require.NoError(t, err)
@@ -92,7 +92,7 @@ func TestBadMessagesCounted(t *testing.T) {
 	require.NoError(t, err)
 	h.HandleMessage("x", bad)
 	h.MergeRemoteState("x", []byte("junk"), false) // foreign: not our version byte
-	for _, m := range sampleMessages(t) { // well-formed, but from nobody we know
+	for _, m := range sampleMessages(t) {          // well-formed, but from nobody we know
 		h.HandleMessage("stranger", m)
 	}
 	eventually(t, tc.trees, "counted", func(tr *Tree) bool {

@@ -49,6 +49,7 @@ type Tree struct {
 
 	// Published by the loop, read lock-free by everyone.
 	root    atomic.Pointer[iradix.Tree[*entry]]
+	index   index
 	members atomic.Pointer[map[string]membership.Member]
 	digest  atomic.Pointer[[]byte]
 	records atomic.Int64
@@ -195,7 +196,7 @@ func (t *Tree) Lookup(name string) (Binding, error) {
 	if err != nil {
 		return Binding{}, err
 	}
-	e, ok := t.root.Load().Root().Get(keyOf(n))
+	e, ok := t.index.get(n)
 	if !ok {
 		return Binding{}, ErrNotFound
 	}
@@ -519,6 +520,9 @@ func (t *Tree) publish() {
 	if root := c.flush(); root != nil {
 		t.root.Store(root)
 	}
+	t.index.apply(c.changed)
+	clear(c.changed)
+	c.changed = c.changed[:0]
 	if c.membersDirty {
 		c.membersDirty = false
 		m := make(map[string]membership.Member, len(c.live))

@@ -23,16 +23,16 @@ func TestNormalizeName(t *testing.T) {
 		assert.Equal(t, want, got)
 	}
 	for in, why := range map[string]string{
-		"":                            "empty name",
-		"/":                           "empty name",
-		"a//b":                        "empty segment",
-		"a/./b":                       `"." segment`,
-		"a/../b":                      `".." segment`,
-		"a b":                         "character ' '",
-		"a/é":                         "character",
-		"a\x00":                       "character",
-		strings.Repeat("a", 600):      "bytes, the limit is 512",
-		strings.Repeat("a", 129):      "the limit is 128",
+		"":                             "empty name",
+		"/":                            "empty name",
+		"a//b":                         "empty segment",
+		"a/./b":                        `"." segment`,
+		"a/../b":                       `".." segment`,
+		"a b":                          "character ' '",
+		"a/é":                          "character",
+		"a\x00":                        "character",
+		strings.Repeat("a", 600):       "bytes, the limit is 512",
+		strings.Repeat("a", 129):       "the limit is 128",
 		strings.Repeat("a/", 33) + "b": "more than 32 segments",
 	} {
 		_, err := NormalizeName(in)
