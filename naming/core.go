@@ -82,6 +82,7 @@ type rec struct {
 type crec struct {
 	name    string
 	writer  string
+	creator string // with born, identifies the lineage: one Bind and its Rebinds
 	born    uint64
 	ts      uint64
 	deleted bool
@@ -378,7 +379,7 @@ func (c *core) applyCrec(w *crecWire) bool {
 		c.stats.rejected.Add(1)
 		return false
 	}
-	r := &crec{name: c.index(w.N).name, writer: w.W, born: w.B, ts: w.T, deleted: w.D, value: w.X}
+	r := &crec{name: c.index(w.N).name, writer: w.W, creator: w.O, born: w.B, ts: w.T, deleted: w.D, value: w.X}
 	if old != nil {
 		c.bhash[bk] ^= crecHash(old)
 		c.chash ^= crecHash(old)
@@ -394,7 +395,7 @@ func (c *core) applyCrec(w *crecWire) bool {
 	c.index(w.N).c = r
 	// Our live binding replaced by a concurrent Bind of another lineage:
 	// this node lost the race and is told.
-	if old != nil && !old.deleted && !w.D && old.writer == c.self && w.W != c.self && w.B != old.born {
+	if old != nil && !old.deleted && !w.D && old.writer == c.self && w.W != c.self && (w.B != old.born || w.O != old.creator) {
 		c.stats.conflicts.Add(1)
 		c.events = append(c.events, Event{Type: EventConflict, Name: w.N,
 			Binding: c.clusterBinding(r),
@@ -578,7 +579,7 @@ func (c *core) recompute(name string) {
 	if lostClust != nil {
 		c.stats.conflicts.Add(1)
 		c.events = append(c.events, Event{Type: EventConflict, Name: name, Binding: nw.binding(), Old: c.clusterBinding(lostClust)})
-		c.clusterWrite(name, nil, lostClust.born, true)
+		c.clusterWrite(name, nil, lostClust, true)
 	}
 	if len(idx.recs) == 0 && idx.c == nil && idx.cur == nil {
 		delete(c.names, name)
@@ -611,7 +612,7 @@ func (c *core) local(kind opKind, name string, value []byte, bo bindOptions) err
 		case mine != nil:
 			c.localDelete(mine)
 		case cl != nil:
-			c.clusterWrite(name, nil, cl.born, true)
+			c.clusterWrite(name, nil, cl, true)
 		default:
 			return fmt.Errorf("%w: %q is not bound by this node", ErrNotFound, name)
 		}
@@ -634,11 +635,7 @@ func (c *core) local(kind opKind, name string, value []byte, bo bindOptions) err
 		if !c.room(n, size) {
 			return c.tooLarge()
 		}
-		born := uint64(0)
-		if cl != nil {
-			born = cl.born
-		}
-		c.clusterWrite(name, value, born, false)
+		c.clusterWrite(name, value, cl, false)
 		return nil
 	}
 	switch {
@@ -697,12 +694,13 @@ func (c *core) localDelete(r *rec) {
 
 // clusterWrite writes (or with deleted, tombstones) a cluster-scoped
 // record; born 0 starts a new lineage.
-func (c *core) clusterWrite(name string, value []byte, born uint64, deleted bool) {
+func (c *core) clusterWrite(name string, value []byte, lineage *crec, deleted bool) {
 	ts := c.clock.Now()
-	if born == 0 {
-		born = ts
+	born, creator := ts, c.self
+	if lineage != nil {
+		born, creator = lineage.born, lineage.creator
 	}
-	w := crecWire{N: name, W: c.self, B: born, T: ts, X: value, D: deleted}
+	w := crecWire{N: name, W: c.self, O: creator, B: born, T: ts, X: value, D: deleted}
 	c.applyCrec(&w)
 	raw, err := encodeMsg(msgClust, clustMsg{R: w})
 	if err == nil && len(raw) > c.maxBroadcast {
@@ -1009,7 +1007,7 @@ func (c *core) mergeDigest(from string, d *digestMsg) {
 func (c *core) onFetchClust(from string, m *fetchClustMsg) {
 	resp := &clustDataMsg{}
 	add := func(r *crec) {
-		resp.Recs = append(resp.Recs, crecWire{N: r.name, W: r.writer, B: r.born, T: r.ts, X: r.value, D: r.deleted})
+		resp.Recs = append(resp.Recs, crecWire{N: r.name, W: r.writer, O: r.creator, B: r.born, T: r.ts, X: r.value, D: r.deleted})
 	}
 	for _, b := range m.Buckets {
 		for _, r := range c.cbucket[b] {

@@ -138,8 +138,9 @@ func New(cluster *membership.Cluster, opts Options) (*Tree, error) {
 	t.core = newCore(t.self, inc, o, time.Now, &t.stats, ch.MaxBroadcast())
 	t.core.log = t.log
 	t.root.Store(t.core.root)
-	empty := map[string]membership.Member{}
-	t.members.Store(&empty)
+	self := map[string]membership.Member{t.self: cluster.LocalMember()}
+	t.core.live[t.self] = self[t.self]
+	t.members.Store(&self)
 	t.publishDigest()
 	t.sub = cluster.Subscribe()
 

@@ -215,3 +215,32 @@ func TestCoreTombstoneCollection(t *testing.T) {
 	assert.False(t, n.cores["a"].applyCrec(&old))
 	assert.Equal(t, "", n.lookup("a", "c"))
 }
+
+// Two concurrent Binds of one cluster-scoped name in the same
+// millisecond: the higher (timestamp, writer) wins on both, and the other
+// writer is told even though both lineages have the same timestamp.
+func TestCoreClusterScopedConcurrentBindsSameMillisecond(t *testing.T) {
+	n := newNet(t, "a", "b")
+	require.NoError(t, n.bind("a", opBind, "cfg/x", "a", WithScope(ClusterScope)))
+	require.NoError(t, n.bind("b", opBind, "cfg/x", "b", WithScope(ClusterScope)))
+	n.run()
+	assert.Equal(t, "b=b", n.lookup("a", "cfg/x"))
+	assert.Equal(t, "b=b", n.lookup("b", "cfg/x"))
+	var conflicts []string
+	for _, name := range []string{"a", "b"} {
+		for _, ev := range n.cores[name].events {
+			if ev.Type == EventConflict {
+				conflicts = append(conflicts, name)
+			}
+		}
+	}
+	assert.Equal(t, []string{"a"}, conflicts)
+	// A Rebind of the same lineage by another node is not a conflict.
+	require.NoError(t, n.bind("a", opRebind, "cfg/x", "a2", WithScope(ClusterScope)))
+	n.cores["b"].events = nil
+	n.run()
+	for _, ev := range n.cores["b"].events {
+		assert.NotEqual(t, EventConflict, ev.Type)
+	}
+	assert.Equal(t, "a=a2", n.lookup("b", "cfg/x"))
+}

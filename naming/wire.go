@@ -51,6 +51,7 @@ const flagClusterable uint8 = 1
 type crecWire struct {
 	N   string `codec:"n"`
 	W   string `codec:"w"` // writer
+	O   string `codec:"o"` // the node whose Bind started the lineage
 	B   uint64 `codec:"b"` // HLC of the lineage's first bind
 	T   uint64 `codec:"t"` // HLC of this write
 	X   []byte `codec:"x,omitempty"`
