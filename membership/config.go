@@ -13,6 +13,7 @@ import (
 	"unicode"
 
 	"github.com/troupe-go/troupe/internal/faultnet"
+	"github.com/troupe-go/troupe/internal/multicast"
 )
 
 // DefaultPort is the TCP and UDP port a node binds when Config.BindAddr
@@ -21,8 +22,8 @@ const DefaultPort = 7946
 
 // Defaults for multicast discovery; see MulticastConfig.
 const (
-	DefaultMulticastGroup = "239.192.0.1"
-	DefaultMulticastPort  = 7947
+	DefaultMulticastGroup = multicast.DefaultGroup
+	DefaultMulticastPort  = multicast.DefaultPort
 )
 
 // Profile selects a timing preset for failure detection, gossip and
@@ -178,15 +179,12 @@ type Config struct {
 // Limits enforced by Validate.
 const (
 	// MetaMaxSize is memberlist's limit on a member's encoded metadata.
-	MetaMaxSize      = 512
-	maxClusterName   = 128
-	maxNodeName      = 128
-	defaultWeight    = 100
-	maxWeight        = 1_000_000
-	defaultBindHost  = "127.0.0.1"
-	defaultMcastTTL  = 1
-	defaultMcastFast = 250 * time.Millisecond
-	defaultMcastSlow = 5 * time.Second
+	MetaMaxSize     = 512
+	maxClusterName  = 128
+	maxNodeName     = 128
+	defaultWeight   = 100
+	maxWeight       = 1_000_000
+	defaultBindHost = "127.0.0.1"
 )
 
 // Validate reports every problem with c at once, each wrapping
@@ -283,33 +281,11 @@ func (c Config) withDefaults() (resolved, error) {
 	}
 
 	if c.Multicast != nil {
+		// The discoverer owns the multicast defaults and checks; validate
+		// them now so that New fails before binding anything.
 		m := *c.Multicast
-		if m.Group == "" {
-			m.Group = DefaultMulticastGroup
-		}
-		if ip, err := netip.ParseAddr(m.Group); err != nil || !ip.Is4() || !ip.IsMulticast() {
-			bad("Multicast.Group %q is not an IPv4 multicast address (224.0.0.0/4)", m.Group)
-		}
-		if m.Port == 0 {
-			m.Port = DefaultMulticastPort
-		}
-		if m.Port < 0 || m.Port > 65535 {
-			bad("Multicast.Port %d is not a port", m.Port)
-		}
-		if m.TTL == 0 {
-			m.TTL = defaultMcastTTL
-		}
-		if m.TTL < 0 || m.TTL > 255 {
-			bad("Multicast.TTL %d is outside 1..255", m.TTL)
-		}
-		if m.Interval == 0 {
-			m.Interval = defaultMcastFast
-		}
-		if m.SlowInterval == 0 {
-			m.SlowInterval = defaultMcastSlow
-		}
-		if m.Interval < 0 || m.SlowInterval < m.Interval {
-			bad("Multicast intervals must be positive with SlowInterval >= Interval")
+		if err := r.multicastConfig(&m, nil).Validate(); err != nil {
+			bad("Multicast: %v", err)
 		}
 		r.Multicast = &m
 	}

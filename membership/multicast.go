@@ -1,10 +1,6 @@
 package membership
 
-import (
-	"net/netip"
-
-	"github.com/troupe-go/troupe/internal/multicast"
-)
+import "github.com/troupe-go/troupe/internal/multicast"
 
 // MulticastStats counts multicast announcements sent, heard, and dropped
 // by reason.
@@ -15,35 +11,44 @@ type MulticastStats = multicast.Stats
 // goroutine, which is never the one reading datagrams, so a slow join
 // never stops the node from hearing the group.
 func startMulticast(c *Cluster) (multicaster, error) {
-	m := c.cfg.Multicast
-	local := ""
-	if ip := c.cfg.bind.Addr(); ip.Is4() && !ip.IsUnspecified() {
-		local = ip.String()
-	} else if adv := c.cfg.advertise.Addr(); adv.Is4() && adv != (netip.Addr{}) {
-		local = adv.String()
-	}
-	return multicast.Start(c.ctx, multicast.Config{
+	return multicast.Start(c.ctx, c.cfg.multicastConfig(c.cfg.Multicast, c))
+}
+
+// multicastConfig maps the public MulticastConfig onto the discoverer's.
+// With c nil it has placeholder callbacks, for validation only.
+func (r resolved) multicastConfig(m *MulticastConfig, c *Cluster) multicast.Config {
+	cfg := multicast.Config{
 		Group:        m.Group,
 		Port:         m.Port,
 		Interface:    m.Interface,
 		TTL:          m.TTL,
 		Interval:     m.Interval,
 		SlowInterval: m.SlowInterval,
-		ClusterName:  c.cfg.ClusterName,
-		NodeName:     c.name,
-		Advertise:    func() string { return c.addr },
-		Keys:         c.Keys,
-		Joined:       func() bool { return c.NumMembers() > 1 },
-		Known: func(node string) bool {
-			_, ok := c.Member(node)
-			return ok
-		},
-		OnPeer: func(node, addr string) {
-			c.log.Debug("heard a peer on the multicast group", "peer", node, "addr", addr)
-			_, _ = c.disc.join(c.ctx, []string{addr})
-		},
-		Faults:    c.cfg.Faults,
-		LocalHost: local,
-		Logger:    c.log.With("component", "multicast"),
-	})
+		ClusterName:  r.ClusterName,
+		NodeName:     r.NodeName,
+		Advertise:    func() string { return r.advertise.String() },
+		OnPeer:       func(string, string) {},
+		Faults:       r.Faults,
+	}
+	if ip := r.bind.Addr(); ip.Is4() && !ip.IsUnspecified() {
+		cfg.LocalHost = ip.String()
+	} else if adv := r.advertise.Addr(); adv.Is4() {
+		cfg.LocalHost = adv.String()
+	}
+	if c == nil {
+		return cfg
+	}
+	cfg.Advertise = func() string { return c.addr }
+	cfg.Keys = c.Keys
+	cfg.Joined = func() bool { return c.NumMembers() > 1 }
+	cfg.Known = func(node string) bool {
+		_, ok := c.Member(node)
+		return ok
+	}
+	cfg.OnPeer = func(node, addr string) {
+		c.log.Debug("heard a peer on the multicast group", "peer", node, "addr", addr)
+		_, _ = c.disc.join(c.ctx, []string{addr})
+	}
+	cfg.Logger = c.log.With("component", "multicast")
+	return cfg
 }
