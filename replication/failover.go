@@ -216,7 +216,7 @@ func (s *Sessions) resolveItem(ctx context.Context, from string, it rankWire) st
 	if e == nil {
 		return stOK
 	}
-	if err := e.lock(ctx); err != nil {
+	if err := e.lockWithin(ctx, s.handlerWait()); err != nil {
 		return stBusy
 	}
 	defer e.unlock()
@@ -235,5 +235,6 @@ func (s *Sessions) resolveItem(ctx context.Context, from string, it rankWire) st
 	} else {
 		s.drop(e)
 	}
+	s.movedTo(it.Key, from)
 	return stOK
 }

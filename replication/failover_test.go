@@ -190,10 +190,7 @@ func TestFailoverStalePrimaryAfterPartition(t *testing.T) {
 	h3, v := mustGet(t, p, oldID, "v")
 	require.Equal(t, "after", v)
 	require.Equal(t, p.s.NodeID(), h3.Route().Primary)
-	require.Eventually(t, func() bool {
-		pr, sc := c.holders(h.e.key)
-		return pr == 1 && sc == 1
-	}, clustertest.Timeout, 20*time.Millisecond)
+	c.waitOneCopyEach(h.e.key)
 }
 
 // TestFailoverThirdNodeTakesOver: a request on a node that holds no copy
@@ -214,10 +211,7 @@ func TestFailoverThirdNodeTakesOver(t *testing.T) {
 	require.NotEmpty(t, h2.Route().Secondary)
 	pr, _ := c.holders(h.e.key)
 	require.Equal(t, 1, pr, "exactly one primary right after the takeover")
-	require.Eventually(t, func() bool {
-		pr, sc := c.holders(h.e.key)
-		return pr == 1 && sc == 1
-	}, clustertest.Timeout, 10*time.Millisecond)
+	c.waitOneCopyEach(h.e.key)
 
 	require.NoError(t, h.Set("v", []byte("stale")))
 	require.ErrorIs(t, p.s.Save(testCtx(t), h), ErrStale)
@@ -231,8 +225,10 @@ func TestFailoverThirdNodeTakesOver(t *testing.T) {
 		for j, id := range []string{h.ID(), h2.ID()} {
 			wg.Go(func() {
 				for k := range 5 {
+					t0 := time.Now()
 					hh, err := nd.s.Get(testCtx(t), id)
 					if err != nil {
+						t.Logf("%s: Get after %v: %v", nd.c.Name(), time.Since(t0), err)
 						continue
 					}
 					_ = hh.Set(fmt.Sprintf("w%d-%d", i, j), []byte(strconv.Itoa(k)))
@@ -243,12 +239,11 @@ func TestFailoverThirdNodeTakesOver(t *testing.T) {
 			})
 		}
 	}
+	start := time.Now()
 	wg.Wait()
+	t.Logf("racing requests took %v, %d saves", time.Since(start), saved.Load())
 	require.NotZero(t, saved.Load())
-	require.Eventually(t, func() bool {
-		pr, sc := c.holders(h.e.key)
-		return pr == 1 && sc == 1
-	}, clustertest.Timeout, 10*time.Millisecond)
+	c.waitOneCopyEach(h.e.key)
 	_, v = mustGet(t, c.nodes[0], h2.ID(), "v")
 	require.Equal(t, "two", v)
 }
@@ -263,10 +258,7 @@ func TestFailoverLeave(t *testing.T) {
 	set(t, p, h, "v", "kept")
 	start := time.Now()
 	require.NoError(t, p.s.Leave(testCtx(t)))
-	require.Eventually(t, func() bool {
-		pr, sc := c.holders(h.e.key)
-		return pr == 1 && sc == 1
-	}, clustertest.Timeout, 10*time.Millisecond)
+	c.waitOneCopyEach(h.e.key)
 	t.Logf("promoted %v after Leave", time.Since(start))
 	_, sec := c.byID(h.Route().Secondary)
 	_, v := mustGet(t, sec, h.ID(), "v")

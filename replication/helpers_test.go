@@ -145,6 +145,35 @@ func (c *testCluster) holders(key string) (primaries, secondaries int) {
 	return primaries, secondaries
 }
 
+// describe lists who holds key, for failure messages.
+func (c *testCluster) describe(key string) string {
+	out := ""
+	for _, n := range c.live() {
+		if e := n.s.lookup(key); e != nil {
+			st := e.state()
+			out += fmt.Sprintf("\n%s: role=%d epoch=%d members=%d version=%d primary=%s secondary=%s contested=%v", n.c.Name(), st.role, st.epoch, st.members, st.version, st.primary, st.secondary, st.contested)
+		}
+	}
+	return out
+}
+
+// waitOneCopyEach waits until key has exactly one primary and one
+// secondary copy.
+func (c *testCluster) waitOneCopyEach(key string) {
+	c.t.Helper()
+	deadline := time.Now().Add(clustertest.Timeout)
+	for {
+		pr, sc := c.holders(key)
+		if pr == 1 && sc == 1 {
+			return
+		}
+		if time.Now().After(deadline) {
+			c.t.Fatalf("want one primary and one secondary copy of %s:%s", key, c.describe(key))
+		}
+		time.Sleep(10 * time.Millisecond) // polling
+	}
+}
+
 func testCtx(t testing.TB) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), clustertest.Timeout)
 	t.Cleanup(cancel)

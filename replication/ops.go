@@ -155,14 +155,27 @@ func (s *Sessions) Get(ctx context.Context, id string) (*Session, error) {
 	ctx, cancel := s.callCtx(ctx)
 	defer cancel()
 	var hint []string
-	for range maxGetRounds {
+	backoff := minBackoff
+	for round := range maxGetRounds {
+		if round > 0 {
+			// Another node is moving the session right now: give it a
+			// moment.
+			t := time.NewTimer(backoff)
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+				t.Stop()
+				return nil, unavailable("get "+rid.Key, context.Cause(ctx))
+			}
+			backoff = min(2*backoff, maxBackoff)
+		}
 		e := s.lookup(rid.Key)
 		if e == nil {
 			if s.tomb.has(rid.Key) {
 				return nil, fmt.Errorf("%w: %s was invalidated", ErrNotFound, rid.Key)
 			}
 			h, err := s.acquire(ctx, rid, nil, hint)
-			if errors.Is(err, errRetry) {
+			if errors.Is(err, errRetry) || errors.Is(err, errBusy) {
 				continue
 			}
 			return h, err
@@ -187,20 +200,20 @@ func (s *Sessions) Get(ctx context.Context, id string) (*Session, error) {
 			return nil, err
 		case roleSecondary:
 			h, err := s.acquire(ctx, rid, e, hint)
-			if errors.Is(err, errRetry) {
+			if errors.Is(err, errRetry) || errors.Is(err, errBusy) {
 				continue
 			}
 			return h, err
 		default:
 			// Being installed by an acquisition, or dropped just now.
 			h, err := s.acquire(ctx, rid, nil, hint)
-			if errors.Is(err, errRetry) {
+			if errors.Is(err, errRetry) || errors.Is(err, errBusy) {
 				continue
 			}
 			return h, err
 		}
 	}
-	return nil, fmt.Errorf("%w: session %s keeps moving", ErrUnavailable, rid.Key)
+	return nil, fmt.Errorf("%w: session %s keeps moving, or its holders cannot vouch for it now", ErrUnavailable, rid.Key)
 }
 
 // check makes sure that e, a primary copy, may be served: copies
@@ -221,8 +234,17 @@ func (s *Sessions) check(ctx context.Context, e *entry, lease, wait bool) (state
 	}
 	backoff := minBackoff
 	for {
-		if err := e.lock(ctx); err != nil {
-			return st, unavailable("session busy", err)
+		lockErr := error(nil)
+		if wait {
+			lockErr = e.lock(ctx)
+		} else {
+			lockErr = e.lockWithin(ctx, s.handlerWait())
+		}
+		if lockErr != nil {
+			if !wait {
+				return st, errBusy
+			}
+			return st, unavailable("session busy", lockErr)
 		}
 		changes := s.changes()
 		st, err, unreachable := s.checkLocked(ctx, e, lease)
@@ -296,6 +318,8 @@ func (s *Sessions) checkLocked(ctx context.Context, e *entry, lease bool) (st st
 			return st, &droppedError{}, false
 		}
 		return st, nil, false
+	case stBusy:
+		return st, errBusy, true
 	case stGone:
 		s.drop(e)
 		s.tomb.add(e.key, s.tombTTL())
@@ -378,13 +402,15 @@ func (s *Sessions) acquire(ctx context.Context, rid ID, local *entry, hint []str
 	seen := map[string]bool{s.self: true}
 	var unreachable []string
 	answers := map[string]status{}
-	for _, src := range sources {
+	incs := map[string]uint64{}
+	for i := 0; i < len(sources); i++ {
+		src := sources[i]
 		if seen[src] {
 			continue
 		}
 		seen[src] = true
 		var r takeReply
-		_, err := s.call(ctx, src, methodTake, takeReq{From: s.self, Key: key, Unreachable: unreachable}, &r)
+		_, err := s.call(ctx, src, methodTake, takeReq{From: s.self, Inc: s.inc, Key: key, Unreachable: unreachable}, &r)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil, unavailable("take "+key+" from "+src, err)
@@ -392,7 +418,7 @@ func (s *Sessions) acquire(ctx context.Context, rid ID, local *entry, hint []str
 			unreachable = append(unreachable, src)
 			continue
 		}
-		answers[src] = r.St
+		answers[src], incs[src] = r.St, r.Inc
 		switch r.St {
 		case stOK:
 			return s.install(ctx, key, local, &r, src)
@@ -402,6 +428,10 @@ func (s *Sessions) acquire(ctx context.Context, rid ID, local *entry, hint []str
 			}
 			s.tomb.add(key, s.tombTTL())
 			return nil, fmt.Errorf("%w: %s was invalidated", ErrNotFound, key)
+		case stUnknown:
+			if r.Moved != "" && len(sources) < 16 {
+				sources = append(sources, r.Moved) // follow the session
+			}
 		}
 	}
 	if local != nil {
@@ -410,13 +440,21 @@ func (s *Sessions) acquire(ctx context.Context, rid ID, local *entry, hint []str
 		switch st, asked := answers[localPrimary]; {
 		case !asked:
 			return s.promoteLocal(ctx, local, localPrimary, true)
-		case st == stUnknown:
+		case st == stUnknown && incs[localPrimary] != local.state().primaryInc:
+			// The primary restarted and lost its copy: ours is the one.
 			return s.promoteLocal(ctx, local, localPrimary, false)
+		case st == stUnknown:
+			// The primary that gave us this copy moved on from it: it is
+			// an orphan, not the session.
+			s.drop(local)
+			if len(answers) > 0 {
+				return nil, errRetry
+			}
 		}
 	}
 	for _, st := range answers {
 		if st == stBusy {
-			return nil, fmt.Errorf("%w: %s: its holder cannot vouch for it now", ErrUnavailable, key)
+			return nil, errBusy // Get tries again shortly
 		}
 	}
 	if len(unreachable) > 0 {
@@ -495,11 +533,15 @@ func (s *Sessions) promoteLocal(ctx context.Context, e *entry, oldPrimary string
 	if st.role != roleSecondary || st.primary != oldPrimary {
 		return nil, errRetry
 	}
-	if contest && (!s.gone(ctx, oldPrimary) || !s.quorum()) {
-		return nil, fmt.Errorf("%w: %s: its primary %s is unreachable but not known to be gone", ErrUnavailable, e.key, oldPrimary)
-	}
-	if err := s.revoke(ctx, oldPrimary, false); err != nil {
-		return nil, unavailable("waiting for the lease of "+oldPrimary, err)
+	if contest {
+		// The primary may still serve its copy: only if it is gone for
+		// sure, and once the lease we granted it has run out.
+		if !s.gone(ctx, oldPrimary) || !s.quorum() {
+			return nil, fmt.Errorf("%w: %s: its primary %s is unreachable but not known to be gone", ErrUnavailable, e.key, oldPrimary)
+		}
+		if err := s.revoke(ctx, oldPrimary, false); err != nil {
+			return nil, unavailable("waiting for the lease of "+oldPrimary, err)
+		}
 	}
 	next := st
 	next.role = rolePrimary
@@ -618,7 +660,7 @@ func (s *Sessions) saveLocked(ctx context.Context, e *entry, set map[string][]by
 		return next, nil, false
 	}
 	req := &applyReq{
-		From: s.self, Key: e.key, Epoch: st.epoch, Members: st.members,
+		From: s.self, Inc: s.inc, Key: e.key, Epoch: st.epoch, Members: st.members,
 		Base: st.version, Version: next.version, Set: set, Del: del,
 	}
 	if s.opts.Mode == ModeAsync {
@@ -652,6 +694,8 @@ func (s *Sessions) saveLocked(ctx context.Context, e *entry, set map[string][]by
 		}
 		s.stats.saves.Add(1)
 		return next, nil, false
+	case stBusy:
+		return st, errBusy, true
 	case stGone:
 		s.drop(e)
 		s.tomb.add(e.key, s.tombTTL())

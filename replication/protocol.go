@@ -14,6 +14,7 @@ const (
 	methodResolve    = "sess.resolve"    // after a partition heals: whose copy wins
 	methodInvalidate = "sess.invalidate" // invalidate a session on behalf of another node
 	methodPing       = "sess.ping"       // is your session transport up?
+	methodConfirm    = "sess.confirm"    // secondary → primary: am I still your secondary for these?
 )
 
 // status is a peer's answer about one session. Append only.
@@ -55,6 +56,7 @@ func (s status) String() string {
 // since version Base) or the whole session (Full true) to the secondary.
 type applyReq struct {
 	From      string            `codec:"f"`
+	Inc       uint64            `codec:"i"` // the sender's incarnation: random per Sessions
 	Key       string            `codec:"k"`
 	Epoch     uint64            `codec:"e"`
 	Members   int               `codec:"m"`
@@ -114,6 +116,7 @@ type dropReq struct {
 // receiver does not try them again.
 type takeReq struct {
 	From        string   `codec:"f"`
+	Inc         uint64   `codec:"i"`
 	Key         string   `codec:"k"`
 	Unreachable []string `codec:"x,omitempty"`
 }
@@ -130,7 +133,9 @@ type takeReply struct {
 	Epoch     uint64            `codec:"e"`
 	Members   int               `codec:"m"`
 	Secondary string            `codec:"q,omitempty"`
-	Kept      string            `codec:"k,omitempty"` // the node keeping a copy in the caller's lineage
+	Kept      string            `codec:"k,omitempty"`  // the node keeping a copy in the caller's lineage
+	Moved     string            `codec:"mv,omitempty"` // stUnknown: where the session went, if known
+	Inc       uint64            `codec:"i"`            // the replier's incarnation
 	Version   uint64            `codec:"v"`
 	Attrs     map[string][]byte `codec:"a"`
 	Contested []string          `codec:"c,omitempty"`
@@ -150,6 +155,22 @@ type resolveReq struct {
 
 type resolveReply struct {
 	St []status `codec:"s"` // per item: stOK (the caller's copy wins) or stStale
+}
+
+// confirmReq asks a primary whether the sender is still the secondary of
+// these copies, at these epochs.
+type confirmReq struct {
+	From  string     `codec:"f"`
+	Items []rankWire `codec:"i"` // Key and Epoch only
+}
+
+// confirmReply answers per item: stOK (yes), stStale (the primary's copy
+// moved on: drop yours), stGone, or stUnknown (no copy here; I is the
+// replier's incarnation, so that a copy made by an earlier incarnation,
+// which lost it in a restart, is kept).
+type confirmReply struct {
+	St []status `codec:"s"`
+	I  uint64   `codec:"i"`
 }
 
 type invalidateReq struct {

@@ -73,6 +73,7 @@ func (s *Sessions) serve(ctx context.Context, _, method string, body []byte) ([]
 			if e := s.lookup(k); e != nil {
 				if st := e.state(); st.role == roleSecondary && st.primary == req.From {
 					e.last.Store(now)
+					e.confirmed.Store(now)
 				}
 			}
 		}
@@ -95,7 +96,9 @@ func (s *Sessions) serve(ctx context.Context, _, method string, body []byte) ([]
 		if err := validReq(req.From, req.Key); err != nil {
 			return nil, err
 		}
-		return wire.Marshal(s.takeOne(ctx, &req))
+		r := s.takeOne(ctx, &req)
+		r.Inc = s.inc
+		return wire.Marshal(r)
 	case methodResolve:
 		var req resolveReq
 		if err := wire.Unmarshal(body, &req); err != nil {
@@ -124,6 +127,19 @@ func (s *Sessions) serve(ctx context.Context, _, method string, body []byte) ([]
 		return nil, nil
 	case methodPing:
 		return nil, nil
+	case methodConfirm:
+		var req confirmReq
+		if err := wire.Unmarshal(body, &req); err != nil {
+			return nil, err
+		}
+		if req.From == "" {
+			return nil, errors.New("replication: confirm without sender")
+		}
+		out := confirmReply{St: make([]status, len(req.Items)), I: s.inc}
+		for i, it := range req.Items {
+			out.St[i] = s.confirmItem(req.From, it)
+		}
+		return wire.Marshal(out)
 	}
 	return nil, fmt.Errorf("replication: unknown method %q", method)
 }
@@ -169,7 +185,7 @@ func (s *Sessions) applyOne(ctx context.Context, req *applyReq) (status, uint64)
 				return stBusy, s.grantGen(req.From)
 			}
 		}
-		if err := e.lock(ctx); err != nil {
+		if err := e.lockWithin(ctx, s.handlerWait()); err != nil {
 			return stBusy, s.grantGen(req.From)
 		}
 		st, ok, g := s.applyLocked(e, req)
@@ -212,6 +228,7 @@ func (s *Sessions) applyLocked(e *entry, req *applyReq) (status, bool, uint64) {
 		next = state{
 			role: roleSecondary, epoch: req.Epoch, members: req.Members, version: req.Version,
 			attrs: attrs, size: attrsSize(attrs), primary: req.From, contested: req.Contested,
+			primaryInc: req.Inc,
 		}
 		if st.role == rolePrimary {
 			// A copy that ranks higher than ours exists: ours is demoted.
@@ -237,7 +254,25 @@ func (s *Sessions) applyLocked(e *entry, req *applyReq) (status, bool, uint64) {
 		return 0, false, g
 	}
 	e.last.Store(s.now())
+	e.confirmed.Store(s.now())
 	return stOK, true, g
+}
+
+// confirmItem answers whether from is the secondary of our copy of a
+// session at that epoch.
+func (s *Sessions) confirmItem(from string, it rankWire) status {
+	e := s.lookup(it.Key)
+	if e == nil {
+		if s.tomb.has(it.Key) {
+			return stGone
+		}
+		return stUnknown
+	}
+	st := e.state()
+	if st.role == rolePrimary && st.secondary == from && st.epoch == it.Epoch {
+		return stOK
+	}
+	return stStale
 }
 
 // verifyOne answers whether this node still holds the sender's copy at
@@ -250,7 +285,7 @@ func (s *Sessions) verifyOne(ctx context.Context, req *verifyReq) (status, uint6
 		}
 		return stUnknown, s.grantGen(req.From)
 	}
-	if err := e.lock(ctx); err != nil {
+	if err := e.lockWithin(ctx, s.handlerWait()); err != nil {
 		return stBusy, s.grantGen(req.From)
 	}
 	defer e.unlock()
@@ -259,6 +294,7 @@ func (s *Sessions) verifyOne(ctx context.Context, req *verifyReq) (status, uint6
 	switch {
 	case st.role == roleSecondary && st.primary == req.From && st.epoch == req.Epoch:
 		e.last.Store(s.now())
+		e.confirmed.Store(s.now())
 		return stOK, g
 	case st.role != roleNone && st.rank().cmp(rank{req.Epoch, req.Members, req.From}) > 0:
 		return stStale, g
@@ -287,6 +323,7 @@ func (s *Sessions) dropOne(_ context.Context, req *dropReq) {
 	}
 	if st.role == roleSecondary && st.rank().cmp(rank{req.Epoch, req.Members, req.Primary}) <= 0 {
 		s.drop(e)
+		s.movedTo(req.Key, req.From)
 	}
 }
 
@@ -323,7 +360,8 @@ func (s *Sessions) takeOne(ctx context.Context, req *takeReq) takeReply {
 	}
 	e := s.lookup(req.Key)
 	if e == nil {
-		return takeReply{St: stUnknown}
+		moved, _ := s.moved.get(req.Key)
+		return takeReply{St: stUnknown, Moved: moved}
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.opts.CallTimeout)
 	defer cancel()
@@ -338,7 +376,7 @@ func (s *Sessions) takeOne(ctx context.Context, req *takeReq) takeReply {
 			}
 			return takeReply{St: stBusy}
 		}
-		return s.handOver(ctx, e, req.From, rolePrimary, "", false)
+		return s.handOver(ctx, e, req.From, req.Inc, rolePrimary, "", false)
 	case roleSecondary:
 		p := st.primary
 		contest := p != req.From
@@ -346,7 +384,7 @@ func (s *Sessions) takeOne(ctx context.Context, req *takeReq) takeReply {
 			// The primary is the one to hand it over; ask it to, on
 			// the caller's behalf, and pass its answer on.
 			var r takeReply
-			_, err := s.call(ctx, p, methodTake, takeReq{From: req.From, Key: req.Key, Unreachable: req.Unreachable}, &r)
+			_, err := s.call(ctx, p, methodTake, takeReq{From: req.From, Inc: req.Inc, Key: req.Key, Unreachable: req.Unreachable}, &r)
 			if err == nil {
 				switch r.St {
 				case stOK:
@@ -363,7 +401,7 @@ func (s *Sessions) takeOne(ctx context.Context, req *takeReq) takeReply {
 				return takeReply{St: stBusy}
 			}
 		}
-		return s.handOver(ctx, e, req.From, roleSecondary, p, contest)
+		return s.handOver(ctx, e, req.From, req.Inc, roleSecondary, p, contest)
 	}
 	return takeReply{St: stUnknown}
 }
@@ -372,8 +410,8 @@ func (s *Sessions) takeOne(ctx context.Context, req *takeReq) takeReply {
 // of newPrimary's at the next epoch. For a secondary copy whose primary
 // may still serve it (contest), the lease we granted that primary runs
 // out first.
-func (s *Sessions) handOver(ctx context.Context, e *entry, newPrimary string, want role, oldPrimary string, contest bool) takeReply {
-	if err := e.lock(ctx); err != nil {
+func (s *Sessions) handOver(ctx context.Context, e *entry, newPrimary string, newInc uint64, want role, oldPrimary string, contest bool) takeReply {
+	if err := e.lockWithin(ctx, s.handlerWait()); err != nil {
 		return takeReply{St: stBusy}
 	}
 	defer e.unlock()
@@ -381,8 +419,10 @@ func (s *Sessions) handOver(ctx context.Context, e *entry, newPrimary string, wa
 	if st.role != want || (want == roleSecondary && st.primary != oldPrimary) {
 		return takeReply{St: stBusy}
 	}
-	if want == roleSecondary {
-		if contest && (!s.gone(ctx, oldPrimary) || !s.quorum()) {
+	if want == roleSecondary && contest {
+		// The primary may still serve its copy: only if it is gone for
+		// sure, and once the lease we granted it has run out.
+		if !s.gone(ctx, oldPrimary) || !s.quorum() {
 			return takeReply{St: stBusy}
 		}
 		if err := s.revoke(ctx, oldPrimary, false); err != nil {
@@ -410,10 +450,12 @@ func (s *Sessions) handOver(ctx context.Context, e *entry, newPrimary string, wa
 	next := st
 	next.role = roleSecondary
 	next.primary = newPrimary
+	next.primaryInc = newInc
 	next.secondary = ""
 	next.epoch = out.Epoch
 	next.members = out.Members
 	next.contested = out.Contested
+	s.movedTo(e.key, newPrimary)
 	if s.publish(e, next) {
 		s.log.Info("handed a session over", "key", e.key, "to", newPrimary, "epoch", out.Epoch)
 	}
@@ -426,6 +468,7 @@ func (s *Sessions) handOver(ctx context.Context, e *entry, newPrimary string, wa
 // longer needed.
 func (s *Sessions) relay(e *entry, primary string, r *takeReply) takeReply {
 	s.drop(e)
+	s.movedTo(e.key, primary)
 	if r.Secondary == s.self {
 		r.Secondary = "" // that was us: dropped
 	}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -29,6 +30,7 @@ type Sessions struct {
 	tr      *transport.Transport
 	self    string // node name
 	selfID  string // NodeID(self)
+	inc     uint64 // incarnation: random, tells a restarted peer from the one before
 	addr    string // published transport address
 	start   time.Time
 
@@ -38,7 +40,8 @@ type Sessions struct {
 	sub    *membership.Subscription
 	kick   chan struct{} // wakes the janitor early
 
-	tomb     tombstones
+	tomb     keyTable // invalidated keys
+	moved    keyTable // key -> the node a session moved to
 	nPrimary atomic.Int64
 	nSecond  atomic.Int64
 	stats    counters
@@ -131,6 +134,7 @@ func NewSessions(ctx context.Context, cluster *membership.Cluster, opts Options)
 		selfID:  NodeID(cluster.Name()),
 		start:   time.Now(),
 		kick:    make(chan struct{}, 1),
+		inc:     rand.Uint64() | 1,
 	}
 	s.log = o.Logger.With("node", s.self)
 	s.mu.entries = map[string]*entry{}
@@ -246,6 +250,17 @@ func (s *Sessions) isClosed() bool {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	return s.mu.closed
+}
+
+// handlerWait bounds how long a request from a peer waits for a
+// session's lock.
+func (s *Sessions) handlerWait() time.Duration { return max(s.opts.LeaseTerm/2, minTimeout) }
+
+// movedTo remembers that key's session went to name.
+func (s *Sessions) movedTo(key, name string) {
+	if name != "" && name != s.self {
+		s.moved.put(key, name, s.tombTTL())
+	}
 }
 
 // now is the monotonic clock entries record their last access with.
@@ -670,7 +685,7 @@ func (s *Sessions) apply(ctx context.Context, name string, req *applyReq) (reply
 func (s *Sessions) fullCopy(key string, st *state) *applyReq {
 	s.stats.fullCopies.Add(1)
 	return &applyReq{
-		From: s.self, Key: key, Epoch: st.epoch, Members: st.members,
+		From: s.self, Inc: s.inc, Key: key, Epoch: st.epoch, Members: st.members,
 		Version: st.version, Full: true, Set: st.attrs, Contested: st.contested,
 	}
 }
@@ -789,6 +804,8 @@ func (s *Sessions) sweep(tick time.Duration) {
 	grace := int64(2 * tick)
 	touches := map[string][]string{}
 	contested := map[string][]*entry{}
+	confirms := map[string][]*entry{}
+	confirmAge := int64(4 * tick)
 	var repairs, moves []*entry
 	for _, e := range s.entries() {
 		st := e.state()
@@ -818,10 +835,13 @@ func (s *Sessions) sweep(tick time.Duration) {
 			}
 			if down, _ := s.down(st.primary); down {
 				moves = append(moves, e)
+			} else if now-e.confirmed.Load() > confirmAge && s.isAlive(st.primary) {
+				confirms[st.primary] = append(confirms[st.primary], e)
 			}
 		}
 	}
 	s.tomb.sweep(time.Now())
+	s.moved.sweep(time.Now())
 	s.prunePeers()
 	for name, keys := range touches {
 		s.wg.Go(func() { s.sendTouch(name, keys) })
@@ -835,6 +855,9 @@ func (s *Sessions) sweep(tick time.Duration) {
 	}
 	for name, list := range contested {
 		s.wg.Go(func() { s.resolveWith(name, list) })
+	}
+	for name, list := range confirms {
+		s.wg.Go(func() { s.confirmWith(name, list) })
 	}
 }
 
@@ -853,6 +876,52 @@ func (s *Sessions) expire(e *entry, st state) {
 	s.stats.expired.Add(1)
 	if st.secondary != "" {
 		s.wg.Go(func() { s.sendDrop(st.secondary, e.key, st.rank(), false) })
+	}
+}
+
+// confirmWith asks a primary whether our secondary copies of its
+// sessions are current, and drops those it has moved on from: copies
+// left behind when a takeover's answer was lost or a drop did not arrive.
+func (s *Sessions) confirmWith(name string, list []*entry) {
+	ctx, cancel := context.WithTimeout(s.ctx, s.opts.CallTimeout)
+	defer cancel()
+	req := confirmReq{From: s.self, Items: make([]rankWire, len(list))}
+	states := make([]state, len(list))
+	for i, e := range list {
+		states[i] = e.state()
+		req.Items[i] = rankWire{Key: e.key, Epoch: states[i].epoch}
+	}
+	var r confirmReply
+	if _, err := s.call(ctx, name, methodConfirm, req, &r); err != nil || len(r.St) != len(list) {
+		s.log.Debug("confirm failed", "peer", name, "err", err)
+		return
+	}
+	now := s.now()
+	for i, e := range list {
+		st := states[i]
+		switch r.St[i] {
+		case stOK:
+			e.confirmed.Store(now)
+			continue
+		case stUnknown:
+			if st.primaryInc != r.I {
+				continue // made by an earlier incarnation: ours may be the only copy left
+			}
+		case stGone:
+			s.tomb.add(e.key, s.tombTTL())
+		case stStale:
+		default:
+			continue
+		}
+		// Drop only if nothing changed meanwhile.
+		e.mu.Lock()
+		same := !e.dead && e.st.role == roleSecondary && e.st.epoch == st.epoch && e.st.primary == name
+		e.mu.Unlock()
+		if same {
+			s.log.Debug("dropped an orphaned secondary copy", "key", e.key, "primary", name, "answer", r.St[i])
+			s.drop(e)
+			s.movedTo(e.key, name)
+		}
 	}
 }
 

@@ -32,6 +32,9 @@ type entry struct {
 	// moving is set while a failover job for the entry is scheduled, so
 	// that the janitor does not schedule another.
 	moving atomic.Bool
+	// confirmed is when the primary last showed that this secondary copy
+	// is current (nanoseconds since Sessions.start).
+	confirmed atomic.Int64
 
 	mu   sync.Mutex
 	st   state
@@ -41,15 +44,16 @@ type entry struct {
 // state is an entry's replicated state. Its maps and slices are never
 // modified once published: changes build new ones.
 type state struct {
-	role      role
-	epoch     uint64
-	members   int
-	version   uint64
-	attrs     map[string][]byte
-	size      int
-	primary   string   // node name of the primary (this node when rolePrimary)
-	secondary string   // primary only: node name of the secondary, "" for none
-	contested []string // nodes that may hold a diverged copy; see resolve
+	role       role
+	epoch      uint64
+	members    int
+	version    uint64
+	attrs      map[string][]byte
+	size       int
+	primary    string   // node name of the primary (this node when rolePrimary)
+	primaryInc uint64   // secondary only: the incarnation of the primary that sent the copy, 0 if unknown
+	secondary  string   // primary only: node name of the secondary, "" for none
+	contested  []string // nodes that may hold a diverged copy; see resolve
 	// verifiedGen is the lease generation of the secondary when it last
 	// confirmed this copy; a different current generation means the
 	// secondary took over some of our sessions, maybe this one.
@@ -61,6 +65,7 @@ func (st *state) rank() rank { return rank{st.epoch, st.members, st.primary} }
 func newEntry(key string, now int64) *entry {
 	e := &entry{key: key, wl: make(chan struct{}, 1)}
 	e.last.Store(now)
+	e.confirmed.Store(now)
 	return e
 }
 
@@ -74,6 +79,27 @@ func (e *entry) lock(ctx context.Context) error {
 	select {
 	case e.wl <- struct{}{}:
 		return nil
+	case <-ctx.Done():
+		return context.Cause(ctx)
+	}
+}
+
+// lockWithin is lock bounded by d: handlers use it, so that two nodes
+// each holding a session's lock while calling the other (two takeovers
+// racing) fail fast with a busy answer instead of waiting each other out.
+func (e *entry) lockWithin(ctx context.Context, d time.Duration) error {
+	select {
+	case e.wl <- struct{}{}:
+		return nil
+	default:
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case e.wl <- struct{}{}:
+		return nil
+	case <-t.C:
+		return errBusy
 	case <-ctx.Done():
 		return context.Cause(ctx)
 	}
@@ -130,45 +156,59 @@ func withoutName(list []string, name string) []string {
 	return out
 }
 
-// tombstones remember invalidated keys for a while, so that a copy left
-// on an unreachable node is not brought back by a later take.
-type tombstones struct {
+// keyTable remembers keys for a while, with a value: invalidated keys
+// (tombstones), so that a copy left on an unreachable node is not
+// brought back by a later take; and where sessions moved to (forwarding
+// pointers), so that a request with an outdated route still finds them.
+type keyTable struct {
 	mu    sync.Mutex
-	until map[string]time.Time
+	until map[string]keyEntry
 	order []string // insertion order, for the size bound
 }
 
-const maxTombstones = 1 << 16
+type keyEntry struct {
+	until time.Time
+	value string
+}
 
-func (t *tombstones) add(key string, until time.Time) {
+const maxKeyTable = 1 << 16
+
+func (t *keyTable) add(key string, until time.Time) { t.put(key, "", until) }
+
+func (t *keyTable) put(key, value string, until time.Time) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.until == nil {
-		t.until = map[string]time.Time{}
+		t.until = map[string]keyEntry{}
 	}
 	if _, ok := t.until[key]; !ok {
 		t.order = append(t.order, key)
 	}
-	t.until[key] = until
-	for len(t.order) > maxTombstones {
+	t.until[key] = keyEntry{until, value}
+	for len(t.order) > maxKeyTable {
 		delete(t.until, t.order[0])
 		t.order = t.order[1:]
 	}
 }
 
-func (t *tombstones) has(key string) bool {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	_, ok := t.until[key]
+func (t *keyTable) has(key string) bool {
+	_, ok := t.get(key)
 	return ok
 }
 
-func (t *tombstones) sweep(now time.Time) {
+func (t *keyTable) get(key string) (string, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	e, ok := t.until[key]
+	return e.value, ok
+}
+
+func (t *keyTable) sweep(now time.Time) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	keep := t.order[:0]
 	for _, k := range t.order {
-		if now.After(t.until[k]) {
+		if e, ok := t.until[k]; !ok || now.After(e.until) {
 			delete(t.until, k)
 			continue
 		}

@@ -1,0 +1,144 @@
+// Package replication keeps stateful objects alive across node failures:
+// replicated sessions, as WebLogic keeps HTTP sessions and stateful
+// session beans, each with a primary copy on one node and a secondary
+// copy on another.
+//
+// # Start
+//
+// NewSessions starts this node's share of the store on a
+// *membership.Cluster. It starts a session transport (persistent,
+// multiplexed node-to-node connections; mutual TLS with Options.TLS,
+// otherwise authenticated and encrypted with the cluster keys), publishes
+// its address in the member's tags under TagKey, and subscribes to member
+// events. Every node that holds sessions does the same; nodes find each
+// other's transports in the member list.
+//
+//	sessions, err := replication.NewSessions(ctx, cluster, replication.Options{})
+//	if err != nil {
+//		return err
+//	}
+//	defer sessions.Shutdown()
+//
+// # Run
+//
+// A request creates a session, or gets it by the id its client sent, sets
+// and reads attributes on the handle, and saves it. Save sends only the
+// attributes that changed, with the session's next version; in ModeSync
+// (the default) it returns once the secondary has applied them.
+//
+//	s, err := sessions.Create(ctx)                  // this node is the primary
+//	s.Set("user", []byte("ana"))
+//	err = sessions.Save(ctx, s)                     // the secondary has it now
+//	cookie := s.ID()                                // "<key>!<primary>!<secondary>"
+//	...
+//	s, err = sessions.Get(ctx, cookie)              // on any node
+//	user, _ := s.Get("user")
+//
+// Sessions.Middleware does this for net/http: cookie in, session in the
+// request context (FromRequest), saved when the handler is done and
+// before the response leaves, cookie rewritten when the route changes.
+//
+// The id carries the route, as WebLogic's session cookie does, so a load
+// balancer with no state can send a request to the primary and, if it is
+// gone, to the secondary. Node ids in routes are NodeID(name): stable
+// across restarts of a node with the same name.
+//
+// # Placement
+//
+// The secondary is another node outside the primary's replication group
+// (membership.Config.Group) when there is one, otherwise any other node;
+// among the candidates, the one holding the fewest secondary copies (as
+// each reports in its replies), ties spread by a hash of the session key.
+// A node alone has no secondary to give: the route says "none", and the
+// janitor adds a secondary when a node joins.
+//
+// # Versions and gaps
+//
+// Every Save that changes something gives the session its next version
+// and sends the secondary the changed attributes with the version they
+// apply to. The secondary applies them only on top of exactly that
+// version; a repeat is acknowledged and ignored; a gap (it missed a
+// change, or lost its copy in a restart) is answered with a request for a
+// full copy, which the primary sends within the same Save. In ModeAsync,
+// changes wait in a bounded queue per secondary and travel in batches.
+//
+// # Epochs, leases and stale copies
+//
+// Each copy has an epoch, bumped whenever the session's route changes
+// (a new primary or a new secondary). Two copies of one session compare
+// by rank: higher epoch first; then the copy whose owner saw more live
+// session nodes when it took the epoch; then the smaller primary name. A
+// secondary refuses changes and full copies from a lower-ranked copy,
+// answering "stale", and the sender drops its copy: an old primary never
+// overwrites a newer copy.
+//
+// To make sure an old primary also never serves an outdated copy, a
+// primary serves only under a lease from the session's secondary: every
+// answer the secondary gives extends it to LeaseTerm after the request
+// was sent (less a tenth for clock rate differences), and carries the
+// secondary's lease generation for that primary. A secondary takes over a
+// primary's session only after the last lease it granted that primary has
+// run out, and it bumps the generation first. A primary whose lease ran
+// out, or that sees a new generation, asks the secondary about the
+// session before serving it; the secondary answers that it took the
+// session over, and the primary drops its copy and fetches the current
+// one like any other node. So a primary that was paused, or cut off, and
+// comes back stops serving before anyone else starts, and after its
+// return it serves only what the secondary confirms.
+//
+// The rule for a node that was declared failed and comes back is
+// therefore: it keeps its copies, but serves one only after the
+// secondary confirms it, under the lease, at the same epoch; one that
+// lost is dropped at the first request, at the first Save (the secondary
+// answers "stale"), or by the janitor when the peer that holds the newer
+// copy resolves the copies it marked contested with the returning node
+// (copies whose route changed because a peer failed remember that peer,
+// and the two compare ranks once it is back). Secondary copies confirm
+// with their primary from time to time and drop themselves when the
+// primary has moved on, so that no outdated copy can be promoted later.
+//
+// # Failover
+//
+// When membership declares a primary failed (or it leaves, or its session
+// transport disappears from its tags), its secondary promotes its copy at
+// the next epoch and gives it a new secondary; when a secondary fails,
+// the primary gives the session a new secondary. A Get on a node that
+// holds no copy asks the route's primary to hand the session over (or,
+// if the primary is gone, the secondary): that node becomes the primary
+// at the next epoch and the old holder keeps a secondary copy in the new
+// lineage until the new primary confirms or drops it, so there is one
+// primary at a time and an answer lost on the way loses nothing. A Get on
+// the secondary whose primary does not answer promotes the secondary's
+// copy at once, without waiting for failure detection, if the primary's
+// session port refuses connections (the process is gone); a primary that
+// is merely unreachable may be serving on the other side of a cut, so
+// then the Get waits for membership to decide.
+//
+// A node takes over the sessions of failed peers only while it sees at
+// least half of the session nodes alive within the last QuorumWindow, and
+// commits a takeover only once a new secondary accepted a copy (or no
+// other node is alive). So in a partition the minority side takes nothing
+// over: its primaries stop serving the sessions whose secondaries are on
+// the other side (Get and Save return ErrUnavailable) while the majority
+// side promotes them, and after the heal the minority's copies lose. When
+// the sides are even (two and two, one and one) both sides take over, and
+// when the partition heals the higher-ranked copy wins and changes made
+// to the other one during the partition are lost. Changes acknowledged
+// before a single node fails are never lost (ModeSync), and a client
+// always reads its last acknowledged write.
+//
+// # Expiry and invalidation
+//
+// A session neither read nor saved for Options.IdleTimeout is dropped by
+// the janitor on its primary; the primary tells the secondary which
+// sessions were used, and the secondary drops its copy on its own clock,
+// a little later. Invalidate removes every copy and remembers the key
+// long enough that no leftover copy can come back.
+//
+// # Stop
+//
+// Shutdown stops at once, as a crash would: peers fail over when
+// membership reports the node failed. Leave first removes the transport
+// address from the node's tags, so that peers promote and re-home its
+// sessions at once, then shuts down. Neither stops the Cluster.
+package replication

@@ -1,0 +1,155 @@
+package replication
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"math/big"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/troupe-go/troupe/internal/clustertest"
+	"github.com/troupe-go/troupe/internal/transport"
+	"github.com/troupe-go/troupe/internal/wire"
+	"github.com/troupe-go/troupe/membership"
+)
+
+// rogue starts a transport that is not a cluster member and returns a
+// function that sends a harmless request to addr with it.
+func rogue(t *testing.T, cfg transport.Config) func(addr string) error {
+	t.Helper()
+	cfg.BindAddr = clustertest.Host(9) + ":0"
+	tr, err := transport.New(testCtx(t), cfg, transport.HandlerFunc(func(context.Context, string, string, []byte) ([]byte, error) { return nil, nil }))
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = tr.Shutdown() })
+	body, err := wire.Marshal(takeReq{From: "rogue", Key: newKey()})
+	require.NoError(t, err)
+	return func(addr string) error {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_, err := tr.Call(ctx, addr, methodTake, body)
+		return err
+	}
+}
+
+// TestClusterKeyRefusesStrangers: with a cluster key, the session
+// transport uses it, sessions replicate, and a peer with another key or
+// none is refused.
+func TestClusterKeyRefusesStrangers(t *testing.T) {
+	k1, k2 := bytes.Repeat([]byte{1}, 32), bytes.Repeat([]byte{2}, 32)
+	c := startSessions(t, 2, nil, func(_ int, cfg *membership.Config) { cfg.SecretKeys = [][]byte{k1} })
+	a := c.nodes[0]
+	h, err := a.s.Create(testCtx(t))
+	require.NoError(t, err)
+	set(t, a, h, "v", "secret")
+	_, sec := c.byID(h.Route().Secondary)
+	require.Equal(t, "secret", string(sec.s.lookup(h.e.key).state().attrs["v"]))
+
+	require.ErrorIs(t, rogue(t, transport.Config{Keys: [][]byte{k2}})(a.s.Addr()), transport.ErrHandshake)
+	require.ErrorIs(t, rogue(t, transport.Config{})(a.s.Addr()), transport.ErrHandshake)
+	require.NoError(t, rogue(t, transport.Config{Keys: [][]byte{k1}})(a.s.Addr()), "the right key is accepted")
+}
+
+// TestTLSRefusesStrangers: with Options.TLS, sessions replicate over
+// mutual TLS, and a peer with a certificate from another CA, or none, is
+// refused.
+func TestTLSRefusesStrangers(t *testing.T) {
+	ca, other := newTestCA(t), newTestCA(t)
+	c := startSessions(t, 2, func(_ int, o *Options) { o.TLS = ca.config(t) })
+	a := c.nodes[0]
+	h, err := a.s.Create(testCtx(t))
+	require.NoError(t, err)
+	set(t, a, h, "v", "over tls")
+	_, sec := c.byID(h.Route().Secondary)
+	require.Equal(t, "over tls", string(sec.s.lookup(h.e.key).state().attrs["v"]))
+
+	require.ErrorIs(t, rogue(t, transport.Config{TLS: other.config(t)})(a.s.Addr()), transport.ErrHandshake)
+	require.ErrorIs(t, rogue(t, transport.Config{})(a.s.Addr()), transport.ErrHandshake)
+	require.NoError(t, rogue(t, transport.Config{TLS: ca.config(t)})(a.s.Addr()), "a certificate from the cluster CA is accepted")
+}
+
+func TestOptionsValidate(t *testing.T) {
+	require.NoError(t, Options{}.Validate())
+	for name, o := range map[string]Options{
+		"bind":      {BindAddr: "no port"},
+		"mode":      {Mode: 7},
+		"queue":     {AsyncQueue: -1},
+		"idle":      {IdleTimeout: time.Millisecond},
+		"lease":     {LeaseTerm: -time.Second},
+		"size":      {MaxSessionSize: 10},
+		"huge":      {MaxSessionSize: 1 << 30},
+		"tls":       {TLS: &tls.Config{}},
+		"tls pools": {TLS: &tls.Config{Certificates: []tls.Certificate{{}}}},
+	} {
+		require.ErrorIs(t, o.Validate(), ErrInvalidOptions, name)
+	}
+	_, err := NewSessions(context.Background(), nil, Options{})
+	require.ErrorIs(t, err, ErrInvalidOptions)
+	require.Equal(t, "sync", ModeSync.String())
+	require.Equal(t, "async", ModeAsync.String())
+}
+
+// testCA is a throwaway certificate authority.
+type testCA struct {
+	cert *x509.Certificate
+	key  *ecdsa.PrivateKey
+	pool *x509.CertPool
+}
+
+func newTestCA(t *testing.T) *testCA {
+	t.Helper()
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	require.NoError(t, err)
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: "troupe test CA"},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(time.Hour),
+		IsCA:                  true,
+		BasicConstraintsValid: true,
+		KeyUsage:              x509.KeyUsageCertSign,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &k.PublicKey, k)
+	require.NoError(t, err)
+	cert, err := x509.ParseCertificate(der)
+	require.NoError(t, err)
+	pool := x509.NewCertPool()
+	pool.AddCert(cert)
+	return &testCA{cert: cert, key: k, pool: pool}
+}
+
+// config returns a node's TLS config: a certificate from ca valid for
+// every test host, trusting ca.
+func (ca *testCA) config(t *testing.T) *tls.Config {
+	t.Helper()
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	require.NoError(t, err)
+	var ips []net.IP
+	for i := range 16 {
+		ips = append(ips, net.ParseIP(clustertest.Host(i)))
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(time.Now().UnixNano()),
+		Subject:      pkix.Name{CommonName: "troupe node"},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+		IPAddresses:  ips,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &k.PublicKey, ca.key)
+	require.NoError(t, err)
+	return &tls.Config{
+		Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: k}},
+		RootCAs:      ca.pool,
+		ClientCAs:    ca.pool,
+	}
+}
