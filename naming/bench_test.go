@@ -260,10 +260,10 @@ func propagation(t *testing.T, n int) {
 	// Naming: a watcher per node reports when each name appears.
 	seen := map[string]int{}
 	ndone := map[string]chan struct{}{}
+	var wg sync.WaitGroup
+	t.Cleanup(wg.Wait) // cleanups run last-registered first: cancel, then wait
 	wctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	var wg sync.WaitGroup
-	t.Cleanup(wg.Wait)
 	for _, tr := range trees[1:] {
 		w, err := tr.Watch(wctx, "bench")
 		require.NoError(t, err)

@@ -50,8 +50,8 @@ type Options struct {
 	// opportunity. Default 10 s.
 	FetchTimeout time.Duration
 
-	// Logger receives the tree's logs. Default: the cluster's logs are
-	// not reachable from here, so the default discards.
+	// Logger receives the tree's logs (debug: fetches, member events,
+	// dropped messages). Default: discard.
 	Logger *slog.Logger
 }
 
