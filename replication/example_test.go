@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log"
+	"slices"
 	"time"
 
 	"github.com/troupe-go/troupe/membership"
@@ -39,7 +40,7 @@ func Example() {
 	defer cb.Shutdown()
 	defer b.Shutdown()
 	// Wait until each node sees the other's session transport.
-	for !hasSessions(ca, "b") || !hasSessions(cb, "a") {
+	for !slices.Contains(a.Peers(), "b") || !slices.Contains(b.Peers(), "a") {
 		time.Sleep(10 * time.Millisecond)
 	}
 
@@ -67,9 +68,4 @@ func Example() {
 	// primary is a: true secondary is b: true
 	// user: ana
 	// primary is b: true secondary is a: true
-}
-
-func hasSessions(c *membership.Cluster, name string) bool {
-	m, ok := c.Member(name)
-	return ok && m.Tag(replication.TagKey) != ""
 }

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -189,6 +190,21 @@ func (s *Sessions) NodeID() string { return s.selfID }
 
 // Addr returns the session transport's published address.
 func (s *Sessions) Addr() string { return s.addr }
+
+// Peers returns the names of the other nodes that hold sessions, as this
+// node sees them now (secondaries are placed among them), sorted.
+func (s *Sessions) Peers() []string {
+	s.pmu.Lock()
+	var out []string
+	for _, p := range s.pmu.peers {
+		if p.alive {
+			out = append(out, p.name)
+		}
+	}
+	s.pmu.Unlock()
+	slices.Sort(out)
+	return out
+}
 
 // Stats returns counters and the number of copies held.
 func (s *Sessions) Stats() Stats {

@@ -1,0 +1,179 @@
+package replication
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"runtime"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/troupe-go/troupe/membership"
+)
+
+// The session benchmarks save a 1 KiB session (8 attributes of 128 bytes,
+// names included) changing one attribute per Save, in sync mode, between
+// two in-process nodes on loopback. Run them with the floor:
+//
+//	go test -run '^$' -bench 'PingPongRawTCP|Save' -benchtime 3s ./replication/
+const (
+	benchAttrs     = 8
+	benchAttrSize  = 128
+	benchRequest   = 1 << 10 // floor: request size
+	benchAnswer    = 16      // floor: answer size
+	benchClients   = 64
+	benchKeyLength = 32
+)
+
+// BenchmarkPingPongRawTCP is the floor: a 1 KiB request and a 16-byte
+// answer on one persistent TCP connection over loopback, with no framing,
+// encoding or goroutine hand-offs. (internal/transport has the same.)
+func BenchmarkPingPongRawTCP(b *testing.B) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer ln.Close()
+	wg.Go(func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		req, answer := make([]byte, benchRequest), make([]byte, benchAnswer)
+		for {
+			if _, err := io.ReadFull(c, req); err != nil {
+				return
+			}
+			if _, err := c.Write(answer); err != nil {
+				return
+			}
+		}
+	})
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	req, answer := make([]byte, benchRequest), make([]byte, benchAnswer)
+	lat := make([]time.Duration, 0, 1<<16)
+	for b.Loop() {
+		t0 := time.Now()
+		if _, err := c.Write(req); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := io.ReadFull(c, answer); err != nil {
+			b.Fatal(err)
+		}
+		lat = append(lat, time.Since(t0))
+	}
+	reportLatency(b, lat)
+}
+
+func benchModes() []struct {
+	name   string
+	mutate func(int, *membership.Config)
+} {
+	return []struct {
+		name   string
+		mutate func(int, *membership.Config)
+	}{
+		{"plain", func(int, *membership.Config) {}},
+		{"key", func(_ int, c *membership.Config) { c.SecretKeys = [][]byte{bytes.Repeat([]byte{7}, 32)} }},
+	}
+}
+
+// benchSession creates a 1 KiB session on n.
+func benchSession(b *testing.B, n *node) *Session {
+	h, err := n.s.Create(context.Background())
+	if err != nil {
+		b.Fatal(err)
+	}
+	for i := range benchAttrs {
+		name := fmt.Sprintf("attribute-%02d", i)
+		if err := h.Set(name, make([]byte, benchAttrSize-len(name))); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if err := n.s.Save(context.Background(), h); err != nil {
+		b.Fatal(err)
+	}
+	if h.Size() != benchAttrs*benchAttrSize {
+		b.Fatalf("session size %d", h.Size())
+	}
+	return h
+}
+
+// BenchmarkSave: one client saving one session, one changed attribute
+// per Save, acknowledged by the secondary. Reports p50 and p99.
+func BenchmarkSave(b *testing.B) {
+	for _, m := range benchModes() {
+		b.Run(m.name, func(b *testing.B) {
+			c := startSessions(b, 2, nil, m.mutate)
+			p := c.nodes[0]
+			h := benchSession(b, p)
+			val := make([]byte, benchAttrSize-len("attribute-00"))
+			ctx := context.Background()
+			lat := make([]time.Duration, 0, 1<<16)
+			i := 0
+			for b.Loop() {
+				val[0] = byte(i)
+				i++
+				t0 := time.Now()
+				if err := h.Set("attribute-00", val); err != nil {
+					b.Fatal(err)
+				}
+				if err := p.s.Save(ctx, h); err != nil {
+					b.Fatal(err)
+				}
+				lat = append(lat, time.Since(t0))
+			}
+			reportLatency(b, lat)
+		})
+	}
+}
+
+// BenchmarkSaveParallel: 64 clients, each saving its own session.
+func BenchmarkSaveParallel(b *testing.B) {
+	for _, m := range benchModes() {
+		b.Run(m.name, func(b *testing.B) {
+			c := startSessions(b, 2, nil, m.mutate)
+			p := c.nodes[0]
+			sessions := make(chan *Session, benchClients)
+			for range benchClients {
+				sessions <- benchSession(b, p)
+			}
+			b.SetParallelism(max(1, benchClients/runtime.GOMAXPROCS(0)))
+			start := time.Now()
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				h := <-sessions
+				val := make([]byte, benchAttrSize-len("attribute-00"))
+				for i := 0; pb.Next(); i++ {
+					val[0] = byte(i)
+					_ = h.Set("attribute-00", val)
+					if err := p.s.Save(context.Background(), h); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+			b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "saves/s")
+		})
+	}
+}
+
+func reportLatency(b *testing.B, lat []time.Duration) {
+	if len(lat) == 0 {
+		return
+	}
+	slices.Sort(lat)
+	b.ReportMetric(float64(lat[len(lat)/2].Nanoseconds())/1e3, "p50-µs")
+	b.ReportMetric(float64(lat[len(lat)*99/100].Nanoseconds())/1e3, "p99-µs")
+}
