@@ -2,6 +2,7 @@ package replication
 
 import (
 	"context"
+	"slices"
 	"time"
 )
 
@@ -94,8 +95,8 @@ func (s *Sessions) sendBatch(peer string, batch []asyncItem) {
 		var r batchReply
 		sent, err := s.call(ctx, peer, methodBatch, req, &r)
 		cancel()
-		if err == nil && len(r.St) == len(batch) {
-			s.noteReply(peer, sent, r.G, r.N)
+		if err == nil && len(r.St) == len(batch) && len(r.G) == len(batch) {
+			s.noteReply(peer, sent, slices.Min(r.G), r.N)
 			for i, st := range r.St {
 				if st != stOK {
 					s.asyncFix(peer, batch[i], st)

@@ -26,6 +26,6 @@ func TestCreateSaveGet(t *testing.T) {
 	require.NotNil(t, e)
 	st := e.state()
 	require.Equal(t, roleSecondary, st.role)
-	require.Equal(t, "ana", string(st.attrs["user"]))
+	require.Equal(t, "ana", string(st.attrs.val("user")))
 	require.Equal(t, uint64(1), st.version)
 }

@@ -80,7 +80,7 @@ func TestFailoverSyncReplication(t *testing.T) {
 			set(t, reader, h2, "n", "after")
 			if sid := h2.Route().Secondary; sid != "" {
 				_, s2 := c.byID(sid)
-				require.Equal(t, "after", string(s2.s.lookup(r.Key).state().attrs["n"]))
+				require.Equal(t, "after", string(s2.s.lookup(r.Key).state().attrs.val("n")))
 			}
 		})
 	}

@@ -194,3 +194,9 @@ func set(t testing.TB, n *node, h *Session, key, value string) {
 	require.NoError(t, h.Set(key, []byte(value)))
 	require.NoError(t, n.s.Save(testCtx(t), h))
 }
+
+// val returns an attribute as a string, "" if unset.
+func (a attrs) val(k string) string {
+	v, _ := a.get(k)
+	return string(v)
+}

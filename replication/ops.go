@@ -74,7 +74,6 @@ func (s *Sessions) Create(ctx context.Context) (*Session, error) {
 		role:    rolePrimary,
 		epoch:   1,
 		members: s.liveCount(),
-		attrs:   map[string][]byte{},
 		primary: s.self,
 	}
 	if err := s.placeSecondary(ctx, e.key, &st, nil); err != nil {
@@ -478,17 +477,14 @@ func (s *Sessions) install(ctx context.Context, key string, local *entry, r *tak
 		return nil, unavailable("install", err)
 	}
 	defer e.unlock()
-	attrs := r.Attrs
-	if attrs == nil {
-		attrs = map[string][]byte{}
-	}
+	attrs := attrsOf(r.Attrs)
 	st := state{
 		role:      rolePrimary,
 		epoch:     r.Epoch,
 		members:   r.Members,
 		version:   r.Version,
 		attrs:     attrs,
-		size:      attrsSize(attrs),
+		size:      attrs.size(),
 		primary:   s.self,
 		contested: r.Contested,
 	}
@@ -645,12 +641,13 @@ func (s *Sessions) saveLocked(ctx context.Context, e *entry, set map[string][]by
 		return st, nil, false
 	}
 	next := st
-	next.attrs = applyChanges(st.attrs, set, del)
-	next.size = attrsSize(next.attrs)
+	next.attrs = st.attrs.with(set, del)
+	next.size = next.attrs.size()
 	if limit := s.opts.MaxSessionSize; next.size > limit {
 		return st, fmt.Errorf("%w: %d bytes after the changes, limit %d", ErrTooLarge, next.size, limit), false
 	}
-	next.version++
+	next.version = max(st.version, st.sent) + 1
+	next.sent = next.version
 	stale := fmt.Errorf("%w: %s was dropped during Save", ErrStale, e.key)
 	if st.secondary == "" {
 		if !s.publish(e, next) {
@@ -676,11 +673,15 @@ func (s *Sessions) saveLocked(ctx context.Context, e *entry, set map[string][]by
 		}
 		return next, nil, false
 	}
-	r, err := s.apply(ctx, st.secondary, req)
+	r, err := s.applySync(ctx, st.secondary, req)
 	if err == nil && r.St == stGap {
 		r, err = s.apply(ctx, st.secondary, s.fullCopy(e.key, &next))
 	}
 	if err != nil {
+		// The secondary may have applied it: remember the version as used.
+		sent := st
+		sent.sent = next.version
+		s.publish(e, sent)
 		if ctx.Err() != nil || !retryable(err) {
 			return st, unavailable("secondary "+st.secondary+" did not acknowledge", err), false
 		}

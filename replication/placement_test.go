@@ -92,5 +92,5 @@ func TestSingleNode(t *testing.T) {
 	require.Equal(t, "alone", v)
 	require.Equal(t, b.s.NodeID(), h2.Route().Secondary)
 	require.NotEqual(t, h.ID(), h2.ID())
-	require.Equal(t, "alone", string(b.s.lookup(h.e.key).state().attrs["v"]))
+	require.Equal(t, "alone", string(b.s.lookup(h.e.key).state().attrs.val("v")))
 }

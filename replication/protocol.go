@@ -6,7 +6,7 @@ import "strings"
 // internal/transport. Append only: they are on the wire.
 const (
 	methodApply      = "sess.apply"      // primary → secondary: a change, or a full copy
-	methodBatch      = "sess.batch"      // primary → secondary, async mode: several applies in order
+	methodBatch      = "sess.batch"      // primary → secondary: several applies, in order
 	methodVerify     = "sess.verify"     // primary → secondary: do you still back my copy?
 	methodTouch      = "sess.touch"      // primary → secondary: these sessions were used
 	methodDrop       = "sess.drop"       // forget your copy: invalidated, expired or moved
@@ -47,6 +47,12 @@ func (s status) String() string {
 	return "status?"
 }
 
+// The messages on the hot path (applyReq, reply) are encoded as msgpack
+// arrays rather than maps: decoding field names dominated the cost of a
+// Save. Their fields are therefore positional: only ever append new ones
+// at the end; a decoder fills fields missing from an older sender with
+// zero values.
+//
 // Every request names its sender (a node name; the transport has
 // authenticated the connection with the cluster key or certificate), and
 // every reply carries the replier's lease generation for that sender and
@@ -55,6 +61,7 @@ func (s status) String() string {
 // applyReq sends a change (Full false: the attributes set and deleted
 // since version Base) or the whole session (Full true) to the secondary.
 type applyReq struct {
+	_struct   bool              `codec:",toarray"` //nolint:unused // positional encoding: fields are append-only
 	From      string            `codec:"f"`
 	Inc       uint64            `codec:"i"` // the sender's incarnation: random per Sessions
 	Key       string            `codec:"k"`
@@ -69,20 +76,25 @@ type applyReq struct {
 }
 
 type reply struct {
-	St status `codec:"s"`
-	G  uint64 `codec:"g"` // the replier's lease generation for the caller
-	N  int    `codec:"n"` // secondary copies the replier holds
+	_struct bool   `codec:",toarray"` //nolint:unused // positional encoding: fields are append-only
+	St      status `codec:"s"`
+	G       uint64 `codec:"g"` // the replier's lease generation for the caller
+	N       int    `codec:"n"` // secondary copies the replier holds
 }
 
 type batchReq struct {
-	From  string     `codec:"f"`
-	Items []applyReq `codec:"i"`
+	_struct bool       `codec:",toarray"` //nolint:unused // positional encoding: fields are append-only
+	From    string     `codec:"f"`
+	Items   []applyReq `codec:"i"`
 }
 
+// batchReply answers a batch item by item: G holds each item's lease
+// generation, read under that session's lock as for a single apply.
 type batchReply struct {
-	St []status `codec:"s"`
-	G  uint64   `codec:"g"`
-	N  int      `codec:"n"`
+	_struct bool     `codec:",toarray"` //nolint:unused // positional encoding: fields are append-only
+	St      []status `codec:"s"`
+	G       []uint64 `codec:"g"`
+	N       int      `codec:"n"`
 }
 
 // verifyReq asks the secondary whether it still holds the caller's copy

@@ -51,7 +51,7 @@ func TestClusterKeyRefusesStrangers(t *testing.T) {
 	require.NoError(t, err)
 	set(t, a, h, "v", "secret")
 	_, sec := c.byID(h.Route().Secondary)
-	require.Equal(t, "secret", string(sec.s.lookup(h.e.key).state().attrs["v"]))
+	require.Equal(t, "secret", string(sec.s.lookup(h.e.key).state().attrs.val("v")))
 
 	require.ErrorIs(t, rogue(t, transport.Config{Keys: [][]byte{k2}})(a.s.Addr()), transport.ErrHandshake)
 	require.ErrorIs(t, rogue(t, transport.Config{})(a.s.Addr()), transport.ErrHandshake)
@@ -69,7 +69,7 @@ func TestTLSRefusesStrangers(t *testing.T) {
 	require.NoError(t, err)
 	set(t, a, h, "v", "over tls")
 	_, sec := c.byID(h.Route().Secondary)
-	require.Equal(t, "over tls", string(sec.s.lookup(h.e.key).state().attrs["v"]))
+	require.Equal(t, "over tls", string(sec.s.lookup(h.e.key).state().attrs.val("v")))
 
 	require.ErrorIs(t, rogue(t, transport.Config{TLS: other.config(t)})(a.s.Addr()), transport.ErrHandshake)
 	require.ErrorIs(t, rogue(t, transport.Config{})(a.s.Addr()), transport.ErrHandshake)

@@ -37,16 +37,16 @@ func (s *Sessions) serve(ctx context.Context, _, method string, body []byte) ([]
 			return nil, errors.New("replication: batch without sender")
 		}
 		s.grant(req.From)
-		out := batchReply{St: make([]status, len(req.Items))}
+		out := batchReply{St: make([]status, len(req.Items)), G: make([]uint64, len(req.Items))}
 		for i := range req.Items {
 			it := &req.Items[i]
 			it.From = req.From
 			if err := validApply(it); err != nil {
 				return nil, err
 			}
-			out.St[i], _ = s.applyOne(ctx, it)
+			out.St[i], out.G[i] = s.applyOne(ctx, it)
 		}
-		out.G, out.N = s.grantGen(req.From), int(s.nSecond.Load())
+		out.N = int(s.nSecond.Load())
 		return wire.Marshal(out)
 	case methodVerify:
 		var req verifyReq
@@ -221,13 +221,10 @@ func (s *Sessions) applyLocked(e *entry, req *applyReq) (status, bool, uint64) {
 	}
 	var next state
 	if req.Full {
-		attrs := req.Set
-		if attrs == nil {
-			attrs = map[string][]byte{}
-		}
+		attrs := attrsOf(req.Set)
 		next = state{
 			role: roleSecondary, epoch: req.Epoch, members: req.Members, version: req.Version,
-			attrs: attrs, size: attrsSize(attrs), primary: req.From, contested: req.Contested,
+			attrs: attrs, size: attrs.size(), primary: req.From, contested: req.Contested,
 			primaryInc: req.Inc,
 		}
 		if st.role == rolePrimary {
@@ -246,8 +243,8 @@ func (s *Sessions) applyLocked(e *entry, req *applyReq) (status, bool, uint64) {
 			return stGap, true, g
 		}
 		next = st
-		next.attrs = applyChanges(st.attrs, req.Set, req.Del)
-		next.size = attrsSize(next.attrs)
+		next.attrs = st.attrs.with(req.Set, req.Del)
+		next.size = next.attrs.size()
 		next.version = req.Version
 	}
 	if !s.publish(e, next) {
@@ -434,7 +431,7 @@ func (s *Sessions) handOver(ctx context.Context, e *entry, newPrimary string, ne
 		Epoch:     st.epoch + 1,
 		Members:   s.liveCount(),
 		Version:   st.version,
-		Attrs:     st.attrs,
+		Attrs:     st.attrs.toMap(),
 		Contested: st.contested,
 		Kept:      s.self,
 	}

@@ -24,8 +24,8 @@ type Session struct {
 
 	mu   sync.Mutex
 	id   ID
-	base map[string][]byte // the snapshot; never modified
-	size int               // size of base with set and del applied
+	base attrs // the snapshot; never modified
+	size int   // size of base with set and del applied
 	set  map[string][]byte
 	del  map[string]struct{}
 }
@@ -38,9 +38,9 @@ func newHandle(s *Sessions, e *entry, st state) *Session {
 
 // reset makes the handle show st with no pending changes.
 func (h *Session) reset(st state) {
-	h.id = ID{Key: h.e.key, Primary: NodeID(st.primary)}
+	h.id = ID{Key: h.e.key, Primary: h.s.idOf(st.primary)}
 	if st.secondary != "" {
-		h.id.Secondary = NodeID(st.secondary)
+		h.id.Secondary = h.s.idOf(st.secondary)
 	}
 	h.base = st.attrs
 	h.size = st.size
@@ -78,8 +78,7 @@ func (h *Session) getLocked(key string) ([]byte, bool) {
 	if _, ok := h.del[key]; ok {
 		return nil, false
 	}
-	v, ok := h.base[key]
-	return v, ok
+	return h.base.get(key)
 }
 
 // Set sets an attribute to a copy of value. It returns an error wrapping
@@ -117,7 +116,7 @@ func (h *Session) Delete(key string) {
 	}
 	h.size -= len(key) + len(old)
 	delete(h.set, key)
-	if _, inBase := h.base[key]; inBase {
+	if _, inBase := h.base.get(key); inBase {
 		if h.del == nil {
 			h.del = map[string]struct{}{}
 		}
@@ -130,10 +129,10 @@ func (h *Session) Keys() []string {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	var out []string
-	for k := range h.base {
-		if _, gone := h.del[k]; !gone {
-			if _, over := h.set[k]; !over {
-				out = append(out, k)
+	for _, a := range h.base {
+		if _, gone := h.del[a.k]; !gone {
+			if _, over := h.set[a.k]; !over {
+				out = append(out, a.k)
 			}
 		}
 	}
@@ -180,7 +179,17 @@ func (h *Session) saved(st state, set map[string][]byte, del []string) {
 	pendSet, pendDel := h.set, h.del
 	h.reset(st)
 	h.set, h.del = pendSet, pendDel
-	h.size = attrsSize(applyChanges(st.attrs, h.set, slices.Collect(maps.Keys(h.del))))
+	for k, v := range h.set {
+		if old, ok := st.attrs.get(k); ok {
+			h.size -= len(k) + len(old)
+		}
+		h.size += len(k) + len(v)
+	}
+	for k := range h.del {
+		if old, ok := st.attrs.get(k); ok {
+			h.size -= len(k) + len(old)
+		}
+	}
 }
 
 func sameSlice(a, b []byte) bool {

@@ -306,7 +306,7 @@ func TestAsyncMode(t *testing.T) {
 	_, sec := c.byID(h.Route().Secondary)
 	require.Eventually(t, func() bool {
 		st := sec.s.lookup(h.e.key).state()
-		return st.version == 200 && string(st.attrs["n"]) == "199"
+		return st.version == 200 && string(st.attrs.val("n")) == "199"
 	}, clustertest.Timeout, 5*time.Millisecond)
 
 	// A secondary that lost its copy asks for a full one.
@@ -315,7 +315,7 @@ func TestAsyncMode(t *testing.T) {
 	require.NoError(t, a.s.Save(testCtx(t), h))
 	require.Eventually(t, func() bool {
 		e := sec.s.lookup(h.e.key)
-		return e != nil && string(e.state().attrs["n"]) == "after loss"
+		return e != nil && string(e.state().attrs.val("n")) == "after loss"
 	}, clustertest.Timeout, 5*time.Millisecond)
 }
 
@@ -333,6 +333,6 @@ func TestGapFullCopy(t *testing.T) {
 	set(t, a, h, "b", "2")
 	require.Equal(t, full+1, a.s.Stats().FullCopies)
 	st := sec.s.lookup(h.e.key).state()
-	require.Equal(t, "1", string(st.attrs["a"]))
-	require.Equal(t, "2", string(st.attrs["b"]))
+	require.Equal(t, "1", string(st.attrs.val("a")))
+	require.Equal(t, "2", string(st.attrs.val("b")))
 }

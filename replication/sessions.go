@@ -63,7 +63,8 @@ type Sessions struct {
 	}
 	async struct {
 		sync.Mutex
-		queues map[string]*asyncQueue
+		queues map[string]*asyncQueue // ModeAsync: changes waiting for each secondary
+		groups map[string]*groupQueue // ModeSync: group commit per secondary
 	}
 }
 
@@ -392,6 +393,20 @@ func (s *Sessions) isAlive(name string) bool {
 	return ok
 }
 
+// idOf returns a node's id in routes, cached for known peers.
+func (s *Sessions) idOf(name string) string {
+	if name == s.self {
+		return s.selfID
+	}
+	s.pmu.Lock()
+	p := s.pmu.peers[name]
+	s.pmu.Unlock()
+	if p != nil {
+		return p.id
+	}
+	return NodeID(name)
+}
+
 // nameOf maps a node id from a route to a live peer's name.
 func (s *Sessions) nameOf(id string) (string, bool) {
 	if id == "" {
@@ -702,7 +717,7 @@ func (s *Sessions) fullCopy(key string, st *state) *applyReq {
 	s.stats.fullCopies.Add(1)
 	return &applyReq{
 		From: s.self, Inc: s.inc, Key: key, Epoch: st.epoch, Members: st.members,
-		Version: st.version, Full: true, Set: st.attrs, Contested: st.contested,
+		Version: st.version, Full: true, Set: st.attrs.toMap(), Contested: st.contested,
 	}
 }
 

@@ -2,8 +2,8 @@ package replication
 
 import (
 	"context"
-	"maps"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -44,11 +44,15 @@ type entry struct {
 // state is an entry's replicated state. Its maps and slices are never
 // modified once published: changes build new ones.
 type state struct {
-	role       role
-	epoch      uint64
-	members    int
-	version    uint64
-	attrs      map[string][]byte
+	role    role
+	epoch   uint64
+	members int
+	version uint64
+	// sent is the highest version this primary ever sent to a secondary,
+	// acknowledged or not: a change whose call failed may have been
+	// applied there, so its version is never reused for another change.
+	sent       uint64
+	attrs      attrs
 	size       int
 	primary    string   // node name of the primary (this node when rolePrimary)
 	primaryInc uint64   // secondary only: the incarnation of the primary that sent the copy, 0 if unknown
@@ -113,24 +117,77 @@ func (e *entry) state() state {
 	return e.st
 }
 
-// attrsSize is what MaxSessionSize limits.
-func attrsSize(m map[string][]byte) int {
+// attrs is a session's attributes, sorted by name. A published attrs is
+// never modified: changes build a new one (a copy and a merge, much
+// cheaper than rebuilding a map on every Save).
+type attrs []attr
+
+type attr struct {
+	k string
+	v []byte
+}
+
+func (a attrs) get(k string) ([]byte, bool) {
+	i, ok := slices.BinarySearchFunc(a, k, func(x attr, k string) int { return strings.Compare(x.k, k) })
+	if !ok {
+		return nil, false
+	}
+	return a[i].v, true
+}
+
+// size is what MaxSessionSize limits: names and values.
+func (a attrs) size() int {
 	n := 0
-	for k, v := range m {
-		n += len(k) + len(v)
+	for _, x := range a {
+		n += len(x.k) + len(x.v)
 	}
 	return n
 }
 
-// applyChanges returns a new attribute map: base with set and del applied.
-func applyChanges(base map[string][]byte, set map[string][]byte, del []string) map[string][]byte {
-	out := make(map[string][]byte, len(base)+len(set))
-	maps.Copy(out, base)
-	for _, k := range del {
-		delete(out, k)
+// with returns a new attrs: a with set and del applied (set wins).
+func (a attrs) with(set map[string][]byte, del []string) attrs {
+	keys := make([]string, 0, len(set)+len(del))
+	for k := range set {
+		keys = append(keys, k)
 	}
-	maps.Copy(out, set)
-	return out
+	keys = append(keys, del...)
+	slices.Sort(keys)
+	out := make(attrs, 0, len(a)+len(set))
+	i := 0
+	for j, k := range keys {
+		if j > 0 && keys[j-1] == k {
+			continue // in set and del: set wins, handled once
+		}
+		for i < len(a) && a[i].k < k {
+			out = append(out, a[i])
+			i++
+		}
+		if i < len(a) && a[i].k == k {
+			i++ // replaced or deleted
+		}
+		if v, ok := set[k]; ok {
+			out = append(out, attr{k, v})
+		}
+	}
+	return append(out, a[i:]...)
+}
+
+// toMap is the wire form, for full copies.
+func (a attrs) toMap() map[string][]byte {
+	m := make(map[string][]byte, len(a))
+	for _, x := range a {
+		m[x.k] = x.v
+	}
+	return m
+}
+
+func attrsOf(m map[string][]byte) attrs {
+	a := make(attrs, 0, len(m))
+	for k, v := range m {
+		a = append(a, attr{k, v})
+	}
+	slices.SortFunc(a, func(x, y attr) int { return strings.Compare(x.k, y.k) })
+	return a
 }
 
 func withName(list []string, name string) []string {

@@ -1,0 +1,155 @@
+package replication
+
+import (
+	"context"
+	"errors"
+	"sync"
+)
+
+// Group commit: concurrent sync Saves whose sessions share a secondary
+// share requests to it. A Save that finds no request in flight to that
+// secondary sends its change at once, on its own goroutine, so a lone
+// client pays nothing; Saves that arrive meanwhile queue, and when the
+// answer comes back the first of them sends everything queued in one
+// batch. Each session's Saves are serialized by its lock, so a batch never
+// holds two changes of one session.
+
+// groupMax bounds the changes in one batch; groupBytes bounds its size
+// well below a transport frame.
+const groupMax = 128
+
+type groupQueue struct {
+	mu      sync.Mutex
+	busy    bool // a leader is sending
+	pending []*groupWaiter
+}
+
+type groupWaiter struct {
+	req  *applyReq
+	size int
+	done chan groupResult // buffered: the leader never blocks on it
+}
+
+type groupResult struct {
+	lead bool // no result: you send the next batch
+	r    reply
+	err  error
+}
+
+func (s *Sessions) groupFor(peer string) *groupQueue {
+	s.async.Lock()
+	defer s.async.Unlock()
+	if s.async.groups == nil {
+		s.async.groups = map[string]*groupQueue{}
+	}
+	q := s.async.groups[peer]
+	if q == nil {
+		q = &groupQueue{}
+		s.async.groups[peer] = q
+	}
+	return q
+}
+
+// applySync sends a change to peer, alone or in a batch with other
+// Saves' changes, and returns the peer's answer to it.
+func (s *Sessions) applySync(ctx context.Context, peer string, req *applyReq) (reply, error) {
+	q := s.groupFor(peer)
+	w := &groupWaiter{req: req, size: changeSize(req), done: make(chan groupResult, 1)}
+	q.mu.Lock()
+	q.pending = append(q.pending, w)
+	lead := !q.busy
+	q.busy = true
+	q.mu.Unlock()
+	for !lead {
+		select {
+		case res := <-w.done:
+			if !res.lead {
+				return res.r, res.err
+			}
+			lead = true
+		case <-ctx.Done():
+			// The change may still go out with the next batch; Save
+			// treats the version as used.
+			return reply{}, context.Cause(ctx)
+		}
+	}
+	s.sendGroup(peer, q)
+	res := <-w.done
+	return res.r, res.err
+}
+
+// sendGroup sends the queued changes, the leader's own among them, and
+// hands the lead to the first change queued meanwhile.
+func (s *Sessions) sendGroup(peer string, q *groupQueue) {
+	q.mu.Lock()
+	n, size := 0, 0
+	limit := s.opts.MaxSessionSize + frameOverhead
+	for n < len(q.pending) && n < groupMax && (n == 0 || size+q.pending[n].size <= limit) {
+		size += q.pending[n].size
+		n++
+	}
+	batch := q.pending[:n:n]
+	q.pending = q.pending[n:]
+	q.mu.Unlock()
+
+	ctx, cancel := context.WithTimeout(s.ctx, s.opts.CallTimeout)
+	defer cancel()
+	if len(batch) == 1 {
+		r, err := s.apply(ctx, peer, batch[0].req)
+		batch[0].done <- groupResult{r: r, err: err}
+	} else {
+		s.sendBatchSync(ctx, peer, batch)
+	}
+
+	q.mu.Lock()
+	if len(q.pending) > 0 {
+		q.pending[0].done <- groupResult{lead: true}
+	} else {
+		q.busy = false
+	}
+	q.mu.Unlock()
+}
+
+func (s *Sessions) sendBatchSync(ctx context.Context, peer string, batch []*groupWaiter) {
+	req := batchReq{From: s.self, Items: make([]applyReq, len(batch))}
+	for i, w := range batch {
+		req.Items[i] = *w.req
+		req.Items[i].From = ""
+	}
+	var r batchReply
+	sent, err := s.call(ctx, peer, methodBatch, req, &r)
+	if err == nil && (len(r.St) != len(batch) || len(r.G) != len(batch)) {
+		err = errors.New("replication: batch answer does not match the request")
+	}
+	if err == nil {
+		s.noteReply(peer, sent, slices0(r.G), r.N)
+	}
+	for i, w := range batch {
+		if err != nil {
+			w.done <- groupResult{err: err}
+			continue
+		}
+		w.done <- groupResult{r: reply{St: r.St[i], G: r.G[i], N: r.N}}
+	}
+}
+
+// slices0 is the smallest generation in a batch answer: the lease it
+// extends holds for all of them.
+func slices0(g []uint64) uint64 {
+	m := g[0]
+	for _, v := range g[1:] {
+		m = min(m, v)
+	}
+	return m
+}
+
+func changeSize(r *applyReq) int {
+	n := 64 + len(r.Key)
+	for k, v := range r.Set {
+		n += len(k) + len(v) + 8
+	}
+	for _, k := range r.Del {
+		n += len(k) + 4
+	}
+	return n
+}
