@@ -50,7 +50,7 @@ func fill(tb testing.TB, tr *Tree, n int) {
 // binder's allocations included.
 func BenchmarkLookup(b *testing.B) {
 	const size = 100_000
-	tc := clustertest.Start(b, 1)
+	tc := clustertest.Start(b, 1, noFaults)
 	tr := newTree(b, tc.Nodes[0], Options{})
 	fill(b, tr, size)
 	names := make([]string, 4096)
@@ -104,7 +104,7 @@ func BenchmarkLookup(b *testing.B) {
 // BenchmarkSelect: round-robin selection among the 3 offers of a
 // clusterable name, in a tree of 100,000 bindings.
 func BenchmarkSelect(b *testing.B) {
-	tc := clustertest.Start(b, 3)
+	tc := clustertest.Start(b, 3, noFaults)
 	tc.WaitMembers(3)
 	var trees []*Tree
 	for _, n := range tc.Nodes {
@@ -178,12 +178,12 @@ func TestBenchJoinSync(t *testing.T) {
 		t.Skip("set TROUPE_BENCH=1 to run the join-sync measurement")
 	}
 	const size = 100_000
-	tc := clustertest.Start(t, 1)
+	tc := clustertest.Start(t, 1, noFaults)
 	src := newTree(t, tc.Nodes[0], Options{})
 	fill(t, src, size)
 	before := src.Stats()
 	start := time.Now()
-	node := tc.Add(func(c *membership.Config) { c.WellKnown = []string{tc.Nodes[0].Addr()} })
+	node := tc.Add(func(c *membership.Config) { c.WellKnown, c.Faults = []string{tc.Nodes[0].Addr()}, nil })
 	joined := time.Since(start)
 	tr := newTree(t, node, Options{})
 	synced := time.Now()
@@ -233,7 +233,7 @@ func splitComma(s string) []string {
 
 func propagation(t *testing.T, n int) {
 	const rounds = 10
-	tc := clustertest.Start(t, n)
+	tc := clustertest.Start(t, n, noFaults)
 	tc.WaitMembers(n)
 	trees := make([]*Tree, n)
 	for i, node := range tc.Nodes {

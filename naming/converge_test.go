@@ -48,7 +48,7 @@ func TestConvergeLateJoiner(t *testing.T) {
 // node's bindings, and the last write of each cluster-scoped name.
 func TestConvergeAfterPartitionHeals(t *testing.T) {
 	t.Parallel()
-	tc := startTrees(t, 5)
+	tc := startTreesOn(t, 5)
 	c := ctx(t)
 	for i, tr := range tc.trees {
 		require.NoError(t, tr.Bind(c, fmt.Sprintf("before/%d", i), []byte("x")))

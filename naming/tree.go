@@ -54,6 +54,9 @@ type Tree struct {
 	digest  atomic.Pointer[[]byte]
 	records atomic.Int64
 	bytes   atomic.Int64
+	// lastBroadcast is when the tree last gossiped (Unix ns); tests use it
+	// to wait for quiet gossip.
+	lastBroadcast atomic.Int64
 
 	quit     chan struct{} // closed when the tree stops
 	quitOnce sync.Once
@@ -579,6 +582,7 @@ func (t *Tree) flushOut(final bool) {
 				t.log.Debug("broadcast", "err", err)
 			}
 			t.stats.broadcasts.Add(1)
+			t.lastBroadcast.Store(time.Now().UnixNano())
 			continue
 		}
 		if final {

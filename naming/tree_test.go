@@ -85,11 +85,13 @@ func TestRestartedNodeDoesNotResurrectBindings(t *testing.T) {
 	rest := tc.trees[:2]
 	eventually(t, rest, "gone after the crash", func(tr *Tree) bool { return bound(tr, "old/binding") })
 
+	tc.quiesce()
 	first := tc.Nodes[0].Addr()
 	node := tc.Add(func(cfg *membership.Config) {
 		cfg.NodeName = "node-2"
 		cfg.BindAddr = clustertest.Host(5) + ":0"
 		cfg.WellKnown = []string{first}
+		cfg.Faults = nil
 	})
 	clustertest.WaitMembers(t, []*membership.Cluster{tc.Nodes[0], tc.Nodes[1], node}, 3)
 	tr := newTree(t, node, Options{})
@@ -294,7 +296,7 @@ func offerValue(b Binding) string {
 // A watcher that does not read is dropped; the tree goes on.
 func TestWatchSlowWatcherDropped(t *testing.T) {
 	t.Parallel()
-	tc := clustertest.Start(t, 1)
+	tc := clustertest.Start(t, 1, noFaults)
 	tr := newTree(t, tc.Nodes[0], Options{WatchBuffer: 10})
 	c := ctx(t)
 	w, err := tr.Watch(c, "")
@@ -310,7 +312,7 @@ func TestWatchSlowWatcherDropped(t *testing.T) {
 
 func TestListContexts(t *testing.T) {
 	t.Parallel()
-	tc := clustertest.Start(t, 1)
+	tc := clustertest.Start(t, 1, noFaults)
 	tr := newTree(t, tc.Nodes[0], Options{})
 	c := ctx(t)
 	for _, n := range []string{"jms/queues/Orders", "jms/queues/Billing", "jms/topics/News", "jms/factory", "jms-old", "jms/queues", "ejb/x"} {
@@ -343,7 +345,7 @@ func TestListContexts(t *testing.T) {
 
 func TestLimits(t *testing.T) {
 	t.Parallel()
-	tc := clustertest.Start(t, 1)
+	tc := clustertest.Start(t, 1, noFaults)
 	tr := newTree(t, tc.Nodes[0], Options{MaxBindings: 3, MaxValueSize: 100})
 	c := ctx(t)
 	require.ErrorIs(t, tr.Bind(c, "v", make([]byte, 101)), ErrTooLarge)
