@@ -29,9 +29,14 @@ type transport struct {
 
 	packets chan *memberlist.Packet // filtered copies when faults != nil
 	streams chan net.Conn
-	stop    chan struct{}
-	wg      sync.WaitGroup
-	once    sync.Once
+	// stop ends forwarding; done, closed once the NetTransport's listeners
+	// have exited, ends the filters. In between, the filters keep draining
+	// the NetTransport's unbuffered channels so that its listeners, which
+	// block on sending to them, can exit.
+	stop chan struct{}
+	done chan struct{}
+	wg   sync.WaitGroup
+	once sync.Once
 }
 
 var _ memberlist.NodeAwareTransport = (*transport)(nil)
@@ -68,6 +73,7 @@ func newTransport(ctx context.Context, bind netip.AddrPort, faults *faultnet.Net
 		port:         nt.GetAutoBindPort(),
 		faults:       faults,
 		stop:         make(chan struct{}),
+		done:         make(chan struct{}),
 	}
 	if faults != nil {
 		t.packets = make(chan *memberlist.Packet)
@@ -136,10 +142,9 @@ func (t *transport) filterPackets() {
 			}
 			select {
 			case t.packets <- p:
-			case <-t.stop:
-				return
+			case <-t.stop: // shutting down: drop
 			}
-		case <-t.stop:
+		case <-t.done:
 			return
 		}
 	}
@@ -160,9 +165,8 @@ func (t *transport) filterStreams() {
 			case t.streams <- t.faults.Track(c, t.host, remote):
 			case <-t.stop:
 				_ = c.Close()
-				return
 			}
-		case <-t.stop:
+		case <-t.done:
 			return
 		}
 	}
@@ -173,6 +177,7 @@ func (t *transport) Shutdown() error {
 	t.once.Do(func() {
 		close(t.stop)
 		err = t.NetTransport.Shutdown()
+		close(t.done)
 		t.wg.Wait()
 	})
 	return err
