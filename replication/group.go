@@ -3,6 +3,7 @@ package replication
 import (
 	"context"
 	"errors"
+	"slices"
 	"sync"
 )
 
@@ -14,13 +15,14 @@ import (
 // batch. Each session's Saves are serialized by its lock, so a batch never
 // holds two changes of one session.
 
-// groupMax bounds the changes in one batch; groupBytes bounds its size
-// well below a transport frame.
+// groupMax bounds the changes in one batch; their size is bounded by
+// MaxSessionSize plus frameOverhead, which fits a transport frame.
 const groupMax = 128
 
 type groupQueue struct {
 	mu      sync.Mutex
-	busy    bool // a leader is sending
+	busy    bool         // a leader is sending, or has been chosen
+	handoff *groupWaiter // the waiter told to lead next, until it does
 	pending []*groupWaiter
 }
 
@@ -68,8 +70,21 @@ func (s *Sessions) applySync(ctx context.Context, peer string, req *applyReq) (r
 			}
 			lead = true
 		case <-ctx.Done():
-			// The change may still go out with the next batch; Save
-			// treats the version as used.
+			q.mu.Lock()
+			if q.handoff == w {
+				// Told to lead: the others wait for us, so lead anyway,
+				// and consume the message that said so.
+				q.mu.Unlock()
+				<-w.done
+				lead = true
+				continue
+			}
+			if i := slices.Index(q.pending, w); i >= 0 {
+				q.pending = slices.Delete(q.pending, i, i+1)
+			}
+			// Otherwise it is in a batch in flight: its answer is
+			// dropped. Either way Save treats the version as used.
+			q.mu.Unlock()
 			return reply{}, context.Cause(ctx)
 		}
 	}
@@ -82,6 +97,7 @@ func (s *Sessions) applySync(ctx context.Context, peer string, req *applyReq) (r
 // hands the lead to the first change queued meanwhile.
 func (s *Sessions) sendGroup(peer string, q *groupQueue) {
 	q.mu.Lock()
+	q.handoff = nil
 	n, size := 0, 0
 	limit := s.opts.MaxSessionSize + frameOverhead
 	for n < len(q.pending) && n < groupMax && (n == 0 || size+q.pending[n].size <= limit) {
@@ -103,6 +119,7 @@ func (s *Sessions) sendGroup(peer string, q *groupQueue) {
 
 	q.mu.Lock()
 	if len(q.pending) > 0 {
+		q.handoff = q.pending[0]
 		q.pending[0].done <- groupResult{lead: true}
 	} else {
 		q.busy = false
@@ -122,7 +139,7 @@ func (s *Sessions) sendBatchSync(ctx context.Context, peer string, batch []*grou
 		err = errors.New("replication: batch answer does not match the request")
 	}
 	if err == nil {
-		s.noteReply(peer, sent, slices0(r.G), r.N)
+		s.noteReply(peer, sent, slices.Min(r.G), r.N)
 	}
 	for i, w := range batch {
 		if err != nil {
@@ -131,16 +148,6 @@ func (s *Sessions) sendBatchSync(ctx context.Context, peer string, batch []*grou
 		}
 		w.done <- groupResult{r: reply{St: r.St[i], G: r.G[i], N: r.N}}
 	}
-}
-
-// slices0 is the smallest generation in a batch answer: the lease it
-// extends holds for all of them.
-func slices0(g []uint64) uint64 {
-	m := g[0]
-	for _, v := range g[1:] {
-		m = min(m, v)
-	}
-	return m
 }
 
 func changeSize(r *applyReq) int {

@@ -336,3 +336,39 @@ func TestGapFullCopy(t *testing.T) {
 	require.Equal(t, "1", string(st.attrs.val("a")))
 	require.Equal(t, "2", string(st.attrs.val("b")))
 }
+
+// TestGroupCommitCancelled: Saves that give up while their change waits
+// in a group commit, or is in flight, leave neither a stuck queue nor a
+// secondary that diverges from its primary.
+func TestGroupCommitCancelled(t *testing.T) {
+	c := startSessions(t, 2, nil)
+	a := c.nodes[0]
+	handles := make([]*Session, 32)
+	for i := range handles {
+		h, err := a.s.Create(testCtx(t))
+		require.NoError(t, err)
+		handles[i] = h
+	}
+	var wg sync.WaitGroup
+	for i, h := range handles {
+		wg.Go(func() {
+			for j := range 50 {
+				_ = h.Set("v", []byte(fmt.Sprintf("%d-%d", i, j)))
+				ctx, cancel := context.WithTimeout(context.Background(), time.Duration(j%7)*50*time.Microsecond)
+				_ = a.s.Save(ctx, h)
+				cancel()
+			}
+		})
+	}
+	wg.Wait()
+	_, sec := c.byID(handles[0].Route().Secondary)
+	for i, h := range handles {
+		require.NoError(t, h.Set("v", []byte(fmt.Sprintf("final-%d", i))))
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		require.NoError(t, a.s.Save(ctx, h))
+		cancel()
+		p, s := h.e.state(), sec.s.lookup(h.e.key).state()
+		require.Equal(t, p.attrs, s.attrs)
+		require.Equal(t, p.version, s.version)
+	}
+}
