@@ -187,7 +187,7 @@ func (ch *Channel) broadcast(key string, msg []byte) error {
 		return ErrShutdown
 	}
 	c.dedup.seen(id) // our own message must not be relayed back to us
-	c.queue.QueueBroadcast(&broadcast{key: key, msg: raw})
+	c.enqueue(&broadcast{key: key, msg: raw})
 	return nil
 }
 
@@ -224,6 +224,20 @@ func encodeMsg(kind byte, v any) ([]byte, error) {
 		return nil, err
 	}
 	return append([]byte{kind}, body...), nil
+}
+
+// maxQueuedBroadcasts bounds the gossip queue. A node with no peers never
+// transmits, so without a bound its queue would grow with every broadcast;
+// past the bound the oldest messages are dropped (and counted): gossip is
+// best effort, and anti-entropy repairs what it loses.
+const maxQueuedBroadcasts = 4096
+
+func (c *Cluster) enqueue(b *broadcast) {
+	c.queue.QueueBroadcast(b)
+	if n := c.queue.NumQueued(); n > maxQueuedBroadcasts {
+		c.queue.Prune(maxQueuedBroadcasts)
+		c.stats.queueDropped.Add(uint64(n - maxQueuedBroadcasts))
+	}
 }
 
 // broadcast is one queued gossip message. Keyed broadcasts invalidate

@@ -138,15 +138,17 @@ func New(ctx context.Context, cfg Config) (*Cluster, error) {
 		_ = c.trans.Shutdown()
 		return nil, err
 	}
+	// The queue must exist before memberlist starts delivering messages,
+	// and it counts members from our own list, not through c.ml.
+	c.queue = &memberlist.TransmitLimitedQueue{
+		NumNodes:       c.NumMembers,
+		RetransmitMult: max(mlc.RetransmitMult, minRetransmitMult),
+	}
 	c.ml, err = memberlist.Create(mlc)
 	if err != nil {
 		c.cancel()
 		_ = c.trans.Shutdown()
 		return nil, fmt.Errorf("membership: start memberlist: %w", err)
-	}
-	c.queue = &memberlist.TransmitLimitedQueue{
-		NumNodes:       c.ml.NumMembers,
-		RetransmitMult: max(mlc.RetransmitMult, minRetransmitMult),
 	}
 	c.disc = newDiscovery(c)
 	if err := c.disc.initialJoin(ctx); err != nil {
@@ -355,8 +357,8 @@ func (c *Cluster) announceLeave(ctx context.Context) {
 	ctx, cancel := context.WithTimeout(ctx, leaveAckTimeout)
 	defer cancel()
 	var peers []*memberlist.Node
-	for _, n := range c.ml.Members() {
-		if n.Name != c.name {
+	for _, m := range c.Members() {
+		if n := sendTarget(m); m.Name != c.name && n != nil {
 			peers = append(peers, n)
 		}
 	}
@@ -478,14 +480,24 @@ func (c *Cluster) isShutdown() bool {
 	return c.mu.state >= ClusterLeft
 }
 
-// memberlistNode finds a live member's memberlist node for sending.
+// memberlistNode returns a node to send to for a live member. It is a
+// fresh value built from our own member list: the *Node that memberlist
+// hands out is its internal state, which it rewrites under its own lock
+// while SendReliable would be reading it.
 func (c *Cluster) memberlistNode(name string) *memberlist.Node {
-	for _, n := range c.ml.Members() {
-		if n.Name == name && n.State == memberlist.StateAlive {
-			return n
-		}
+	m, ok := c.Member(name)
+	if !ok {
+		return nil
 	}
-	return nil
+	return sendTarget(m)
+}
+
+func sendTarget(m Member) *memberlist.Node {
+	ap, err := netip.ParseAddrPort(m.Addr)
+	if err != nil {
+		return nil
+	}
+	return &memberlist.Node{Name: m.Name, Addr: net.IP(ap.Addr().AsSlice()), Port: ap.Port()}
 }
 
 // apply records a member change and fans the event out. It runs inside

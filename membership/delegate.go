@@ -51,7 +51,7 @@ func (d *delegate) NotifyMsg(buf []byte) {
 		// memberlist does not relay user broadcasts: only the sender
 		// transmits. Re-queue on first receipt so the message reaches
 		// everyone, as serf does.
-		c.queue.QueueBroadcast(&broadcast{msg: append([]byte(nil), buf...)})
+		c.enqueue(&broadcast{msg: append([]byte(nil), buf...)})
 		c.stats.relayed.Add(1)
 		c.deliver(m.C, m.O, m.B)
 	case kindDirect:

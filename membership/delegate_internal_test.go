@@ -106,3 +106,14 @@ func TestBroadcastKeyedInvalidatesOlder(t *testing.T) {
 	}
 	require.ElementsMatch(t, []string{"v2", "x", "plain", "plain"}, got)
 }
+
+func TestBroadcastQueueIsBounded(t *testing.T) {
+	c := newTestCluster()
+	c.queue = newTestQueue()
+	ch := &Channel{name: "ch", cluster: c, handler: HandlerFuncs{}}
+	for range maxQueuedBroadcasts + 100 {
+		require.NoError(t, ch.Broadcast([]byte("x")))
+	}
+	require.Equal(t, maxQueuedBroadcasts, c.queue.NumQueued())
+	require.Equal(t, uint64(100), c.stats.queueDropped.Load())
+}

@@ -15,12 +15,13 @@ type Stats struct {
 	NameConflicts  uint64 // nodes that tried to use a live member's name
 	JoinAttempts   uint64 // discovery join attempts
 	JoinFailures   uint64 // discovery join attempts that reached nobody
+	QueueDropped   uint64 // oldest broadcasts dropped from a full gossip queue
 	Multicast      MulticastStats
 }
 
 type counters struct {
 	malformed, unknownChannel, duplicates, relayed, badMeta,
-	stateTooLarge, nameConflicts, joinAttempts, joinFailures atomic.Uint64
+	stateTooLarge, nameConflicts, joinAttempts, joinFailures, queueDropped atomic.Uint64
 }
 
 // Stats returns a snapshot of the node's counters.
@@ -35,6 +36,7 @@ func (c *Cluster) Stats() Stats {
 		NameConflicts:  c.stats.nameConflicts.Load(),
 		JoinAttempts:   c.stats.joinAttempts.Load(),
 		JoinFailures:   c.stats.joinFailures.Load(),
+		QueueDropped:   c.stats.queueDropped.Load(),
 	}
 	s.Multicast = c.disc.multicastStats()
 	return s
