@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/troupe-go/troupe/internal/clustertest"
+	"github.com/troupe-go/troupe/membership"
 )
 
 // TestFailoverSyncReplication kills the primary while a client saves in
@@ -266,4 +267,33 @@ func TestFailoverLeave(t *testing.T) {
 	require.ErrorIs(t, p.s.Save(testCtx(t), h), ErrClosed)
 	_, err = p.s.Get(testCtx(t), h.ID())
 	require.True(t, errors.Is(err, ErrClosed))
+}
+
+// TestFailoverRestartSameName: a node restarted under the same name has
+// the same node id, so routes issued before the restart still reach it;
+// on the first request it takes the session back from the node that
+// promoted it.
+func TestFailoverRestartSameName(t *testing.T) {
+	c := startSessions(t, 3, nil)
+	p := c.nodes[0]
+	name := p.c.Name()
+	h, err := p.s.Create(testCtx(t))
+	require.NoError(t, err)
+	set(t, p, h, "v", "survives a restart")
+	c.crash(0)
+	// membership refuses the name until the old node is declared failed.
+	c.tc.WaitMembers(2)
+
+	back := c.add(func(cfg *membership.Config) {
+		cfg.NodeName = name
+		cfg.BindAddr = clustertest.Host(0) + ":0"
+		cfg.WellKnown = []string{c.nodes[1].c.Addr()} // node 0 is gone
+	})
+	require.Equal(t, p.s.NodeID(), back.s.NodeID())
+	c.tc.WaitMembers(3)
+	c.waitPeers()
+	h2, v := mustGet(t, back, h.ID(), "v")
+	require.Equal(t, "survives a restart", v)
+	require.Equal(t, back.s.NodeID(), h2.Route().Primary)
+	c.waitOneCopyEach(h.e.key)
 }
