@@ -59,8 +59,13 @@
 // apply to. The secondary applies them only on top of exactly that
 // version; a repeat is acknowledged and ignored; a gap (it missed a
 // change, or lost its copy in a restart) is answered with a request for a
-// full copy, which the primary sends within the same Save. In ModeAsync,
-// changes wait in a bounded queue per secondary and travel in batches.
+// full copy, which the primary sends within the same Save. A version
+// that was sent is never reused, even if its Save failed (the secondary
+// may have applied it), so a repeat is always the same change. In
+// ModeSync, concurrent Saves of sessions that share a secondary share
+// requests (group commit): a Save that finds none in flight sends at
+// once, the others go together in the next one. In ModeAsync, changes
+// wait in a bounded queue per secondary and travel in batches.
 //
 // # Epochs, leases and stale copies
 //

@@ -61,7 +61,7 @@ func (s status) String() string {
 // applyReq sends a change (Full false: the attributes set and deleted
 // since version Base) or the whole session (Full true) to the secondary.
 type applyReq struct {
-	_struct   bool              `codec:",toarray"` //nolint:unused // positional encoding: fields are append-only
+	_struct   bool              `codec:",toarray"` // positional encoding: fields are append-only
 	From      string            `codec:"f"`
 	Inc       uint64            `codec:"i"` // the sender's incarnation: random per Sessions
 	Key       string            `codec:"k"`
@@ -76,14 +76,14 @@ type applyReq struct {
 }
 
 type reply struct {
-	_struct bool   `codec:",toarray"` //nolint:unused // positional encoding: fields are append-only
+	_struct bool   `codec:",toarray"` // positional encoding: fields are append-only
 	St      status `codec:"s"`
 	G       uint64 `codec:"g"` // the replier's lease generation for the caller
 	N       int    `codec:"n"` // secondary copies the replier holds
 }
 
 type batchReq struct {
-	_struct bool       `codec:",toarray"` //nolint:unused // positional encoding: fields are append-only
+	_struct bool       `codec:",toarray"` // positional encoding: fields are append-only
 	From    string     `codec:"f"`
 	Items   []applyReq `codec:"i"`
 }
@@ -91,7 +91,7 @@ type batchReq struct {
 // batchReply answers a batch item by item: G holds each item's lease
 // generation, read under that session's lock as for a single apply.
 type batchReply struct {
-	_struct bool     `codec:",toarray"` //nolint:unused // positional encoding: fields are append-only
+	_struct bool     `codec:",toarray"` // positional encoding: fields are append-only
 	St      []status `codec:"s"`
 	G       []uint64 `codec:"g"`
 	N       int      `codec:"n"`

@@ -19,7 +19,7 @@ func (s *Sessions) serve(ctx context.Context, _, method string, body []byte) ([]
 	switch method {
 	case methodApply:
 		var req applyReq
-		if err := decode(body, &req, req.From, req.Key); err != nil {
+		if err := wire.Unmarshal(body, &req); err != nil {
 			return nil, err
 		}
 		if err := validApply(&req); err != nil {
@@ -143,8 +143,6 @@ func (s *Sessions) serve(ctx context.Context, _, method string, body []byte) ([]
 	}
 	return nil, fmt.Errorf("replication: unknown method %q", method)
 }
-
-func decode(body []byte, v any, _ ...string) error { return wire.Unmarshal(body, v) }
 
 func validReq(from, key string) error {
 	if from == "" {
