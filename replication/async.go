@@ -43,14 +43,12 @@ func (s *Sessions) queueFor(peer string) *asyncQueue {
 	if q := s.async.queues[peer]; q != nil {
 		return q
 	}
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	if s.mu.closed {
+	if s.isClosed() {
 		return nil
 	}
 	q := &asyncQueue{peer: peer, ch: make(chan asyncItem, s.opts.AsyncQueue)}
 	s.async.queues[peer] = q
-	s.wg.Go(func() { s.runQueue(q) })
+	s.spawn(func() { s.runQueue(q) })
 	return q
 }
 

@@ -336,7 +336,7 @@ func (s *Sessions) dropStale(e *entry, st state) {
 	s.stats.staleDrops.Add(1)
 	s.log.Info("dropped a stale session copy", "key", e.key, "epoch", st.epoch)
 	if st.secondary != "" {
-		s.wg.Go(func() { s.sendDrop(st.secondary, e.key, st.rank(), false) })
+		s.spawn(func() { s.sendDrop(st.secondary, e.key, st.rank(), false) })
 	}
 }
 
@@ -509,10 +509,10 @@ func (s *Sessions) install(ctx context.Context, key string, local *entry, r *tak
 	s.log.Info("took a session over", "key", key, "from", src, "epoch", st.epoch, "secondary", st.secondary)
 	if kept := r.Kept; kept != "" && kept != st.secondary && kept != s.self {
 		// The copy kept in our lineage is not needed.
-		s.wg.Go(func() { s.sendDrop(kept, key, st.rank(), false) })
+		s.spawn(func() { s.sendDrop(kept, key, st.rank(), false) })
 	}
 	if old := r.Secondary; old != "" && old != st.secondary && old != s.self && old != src {
-		s.wg.Go(func() { s.sendDrop(old, key, rank{r.Epoch, r.Members, s.self}, false) })
+		s.spawn(func() { s.sendDrop(old, key, rank{r.Epoch, r.Members, s.self}, false) })
 	}
 	return newHandle(s, e, st), nil
 }
@@ -579,9 +579,12 @@ func (s *Sessions) promoteLocal(ctx context.Context, e *entry, oldPrimary string
 // new secondary, until ctx ends (with no deadline, Options.CallTimeout).
 //
 // Errors: ErrStale when this node no longer serves the session (nothing
-// was saved: Get it again); ErrTooLarge; ErrUnavailable when the change
-// could not be acknowledged in time (it may or may not have reached the
-// secondary, and is not visible on the primary); ErrClosed.
+// was saved: Get it again); ErrTooLarge; ErrUnavailable when, in
+// ModeSync, the change could not be acknowledged in time (it may or may
+// not have reached the secondary, and is not visible on the primary; Save
+// again), or when, in ModeAsync, the queue for the secondary stayed full
+// until ctx ended (the change is saved on the primary, and reaches the
+// secondary with a full copy at the next Save); ErrClosed.
 func (s *Sessions) Save(ctx context.Context, h *Session) error {
 	if h == nil || h.s != s {
 		return errors.New("replication: Save of a session that this Sessions did not return")

@@ -230,7 +230,7 @@ func (s *Sessions) applyLocked(e *entry, req *applyReq) (status, bool, uint64) {
 			s.stats.staleDrops.Add(1)
 			s.log.Info("demoted a session copy to secondary", "key", e.key, "new_primary", req.From)
 			if st.secondary != "" && st.secondary != req.From {
-				s.wg.Go(func() { s.sendDrop(st.secondary, e.key, st.rank(), false) })
+				s.spawn(func() { s.sendDrop(st.secondary, e.key, st.rank(), false) })
 			}
 		}
 	} else {
@@ -312,7 +312,7 @@ func (s *Sessions) dropOne(_ context.Context, req *dropReq) {
 		s.drop(e)
 		s.stats.invalidated.Add(1)
 		if st.role == rolePrimary && st.secondary != "" && st.secondary != req.From {
-			s.wg.Go(func() { s.sendDrop(st.secondary, req.Key, st.rank(), true) })
+			s.spawn(func() { s.sendDrop(st.secondary, req.Key, st.rank(), true) })
 		}
 		return
 	}

@@ -47,8 +47,9 @@ type Sessions struct {
 	nSecond  atomic.Int64
 	stats    counters
 
-	// Lock order: an entry's wl, then any one of mu, pmu, an entry's mu,
-	// an async queue's mu; those four are never held together.
+	// Lock order: an entry's wl first; then at most one of mu, pmu, an
+	// entry's mu, a group queue's mu, except that async (the queue table)
+	// may be held while taking mu to start a queue's goroutine.
 	mu struct {
 		sync.RWMutex
 		closed  bool
@@ -793,12 +794,19 @@ func (s *Sessions) peerDown(name string, failed bool) {
 }
 
 func (s *Sessions) goFailover(name string, failed bool) {
+	s.spawn(func() { s.failover(name, failed) })
+}
+
+// spawn runs f on a goroutine that Shutdown waits for, unless Shutdown
+// has begun: then f does not run. Request paths use it, so that no
+// goroutine starts after Shutdown's Wait.
+func (s *Sessions) spawn(f func()) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	if s.mu.closed {
 		return
 	}
-	s.wg.Go(func() { s.failover(name, failed) })
+	s.wg.Go(f)
 }
 
 func (s *Sessions) wake() {
