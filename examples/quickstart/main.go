@@ -34,7 +34,7 @@ func run() error {
 			Role:        role,
 			Group:       fmt.Sprintf("rack-%d", i%2+1),
 			BindAddr:    fmt.Sprintf("127.0.0.%d:0", i+1), // port 0: any free port
-			Profile:     membership.ProfileLocal,           // fast timings for one host
+			Profile:     membership.ProfileLocal,          // fast timings for one host
 		}
 		if i > 0 {
 			cfg.WellKnown = []string{nodes[0].Addr()} // the manager is the well-known member
