@@ -4,6 +4,8 @@ import (
 	"context"
 	"net"
 	"strconv"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -72,14 +74,37 @@ func TestWellKnownDNSNameWithSeveralAddresses(t *testing.T) {
 	require.Equal(t, 3, newcomer.NumMembers())
 }
 
-func TestWellKnownUnresolvableNameKeepsRetrying(t *testing.T) {
-	tc := clustertest.New(t)
+// laterResolver does not know a name until told to; it stands in for a
+// DNS record that appears after the node has started.
+type laterResolver struct {
+	mu    sync.Mutex
+	addrs map[string][]string
+}
+
+func (r *laterResolver) set(host string, addrs ...string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.addrs = map[string][]string{host: addrs}
+}
+
+func (r *laterResolver) LookupHost(ctx context.Context, host string) ([]string, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return fakeResolver(r.addrs).LookupHost(ctx, host)
+}
+
+// A well-known name that does not resolve yet is retried until it does.
+func TestWellKnownNameResolvesLater(t *testing.T) {
+	tc := clustertest.Start(t, 1)
+	port := strings.TrimPrefix(tc.Nodes[0].Addr(), clustertest.Host(0)+":")
+	res := &laterResolver{}
 	n := tc.Add(func(c *membership.Config) {
-		c.WellKnown = []string{"nowhere.troupe.test:7946"}
-		c.Resolver = fakeResolver{}
+		c.WellKnown = []string{"later.troupe.test:" + port}
+		c.Resolver = res
 	})
-	require.Equal(t, membership.ClusterRunning, n.State())
-	require.Equal(t, 1, n.NumMembers())
+	require.Equal(t, 1, n.NumMembers(), "nothing to join while the name does not resolve")
+	res.set("later.troupe.test", clustertest.Host(0))
+	tc.WaitMembers(2)
 }
 
 func TestWellKnownSameNameRefused(t *testing.T) {
