@@ -138,7 +138,7 @@ func (s *Sessions) asyncFix(peer string, it asyncItem, st status) {
 	case stStale:
 		s.dropStale(it.e, cur)
 	case stGone:
-		s.drop(it.e)
+		s.drop(it.e, "invalidated (async)")
 		s.tomb.add(it.e.key, s.tombTTL())
 	}
 }

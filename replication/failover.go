@@ -98,7 +98,7 @@ func (s *Sessions) promote(e *entry, oldPrimary string, failed bool) {
 	err := s.placeSecondary(ctx, e.key, &next, map[string]bool{oldPrimary: true})
 	switch {
 	case errors.Is(err, errStaleCopy), errors.Is(err, errGoneCopy):
-		s.drop(e)
+		s.drop(e, "promotion found a newer copy")
 		return
 	case next.secondary == "" && s.liveCount() > 1:
 		// Other nodes are alive but none took a copy: we may be the one
@@ -233,7 +233,7 @@ func (s *Sessions) resolveItem(ctx context.Context, from string, it rankWire) st
 	if st.role == rolePrimary {
 		s.dropStale(e, st)
 	} else {
-		s.drop(e)
+		s.drop(e, "resolve: the caller copy wins")
 	}
 	s.movedTo(it.Key, from)
 	return stOK

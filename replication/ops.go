@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"time"
 
 	"github.com/troupe-go/troupe/internal/transport"
@@ -159,7 +160,9 @@ func (s *Sessions) Get(ctx context.Context, id string) (*Session, error) {
 		if round > 0 {
 			// Another node is moving the session right now: give it a
 			// moment.
-			t := time.NewTimer(backoff)
+			// Jitter, so that nodes racing for one session do not retry
+			// in step.
+			t := time.NewTimer(backoff/2 + rand.N(backoff))
 			select {
 			case <-t.C:
 			case <-ctx.Done():
@@ -320,7 +323,7 @@ func (s *Sessions) checkLocked(ctx context.Context, e *entry, lease bool) (st st
 	case stBusy:
 		return st, errBusy, true
 	case stGone:
-		s.drop(e)
+		s.drop(e, "verify: invalidated")
 		s.tomb.add(e.key, s.tombTTL())
 		return st, errGoneCopy, false
 	default:
@@ -332,7 +335,9 @@ func (s *Sessions) checkLocked(ctx context.Context, e *entry, lease bool) (st st
 // dropStale drops a primary copy found outdated and tells its secondary,
 // whose copy is as outdated (it keeps a copy that ranks higher).
 func (s *Sessions) dropStale(e *entry, st state) {
-	s.drop(e)
+	if !s.dropIf(e, st, "stale: a newer copy exists") {
+		return
+	}
 	s.stats.staleDrops.Add(1)
 	s.log.Info("dropped a stale session copy", "key", e.key, "epoch", st.epoch)
 	if st.secondary != "" {
@@ -388,8 +393,10 @@ func (s *Sessions) acquire(ctx context.Context, rid ID, local *entry, hint []str
 
 	var sources []string
 	var localPrimary string
+	var localState state
 	if local != nil {
-		localPrimary = local.state().primary
+		localState = local.state()
+		localPrimary = localState.primary
 		sources = append(sources, localPrimary)
 	}
 	sources = append(sources, hint...)
@@ -420,10 +427,10 @@ func (s *Sessions) acquire(ctx context.Context, rid ID, local *entry, hint []str
 		answers[src], incs[src] = r.St, r.Inc
 		switch r.St {
 		case stOK:
-			return s.install(ctx, key, local, &r, src)
+			return s.install(ctx, key, local, localState, &r, src)
 		case stGone:
 			if local != nil {
-				s.drop(local)
+				s.drop(local, "take: invalidated")
 			}
 			s.tomb.add(key, s.tombTTL())
 			return nil, fmt.Errorf("%w: %s was invalidated", ErrNotFound, key)
@@ -439,13 +446,14 @@ func (s *Sessions) acquire(ctx context.Context, rid ID, local *entry, hint []str
 		switch st, asked := answers[localPrimary]; {
 		case !asked:
 			return s.promoteLocal(ctx, local, localPrimary, true)
-		case st == stUnknown && incs[localPrimary] != local.state().primaryInc:
-			// The primary restarted and lost its copy: ours is the one.
+		case st == stUnknown && (incs[localPrimary] != localState.primaryInc || localState.pending):
+			// The primary restarted and lost its copy, or it never
+			// installed the session we handed over: ours is the one.
 			return s.promoteLocal(ctx, local, localPrimary, false)
 		case st == stUnknown:
 			// The primary that gave us this copy moved on from it: it is
 			// an orphan, not the session.
-			s.drop(local)
+			s.dropIf(local, localState, "orphan: its primary moved on")
 			if len(answers) > 0 {
 				return nil, errRetry
 			}
@@ -464,7 +472,7 @@ func (s *Sessions) acquire(ctx context.Context, rid ID, local *entry, hint []str
 
 // install makes this node the primary of a session that src handed over,
 // at the rank the handover set.
-func (s *Sessions) install(ctx context.Context, key string, local *entry, r *takeReply, src string) (*Session, error) {
+func (s *Sessions) install(ctx context.Context, key string, local *entry, seen state, r *takeReply, src string) (*Session, error) {
 	e := local
 	if e == nil {
 		var err error
@@ -477,6 +485,12 @@ func (s *Sessions) install(ctx context.Context, key string, local *entry, r *tak
 		return nil, unavailable("install", err)
 	}
 	defer e.unlock()
+	if cur := e.state(); local != nil && (cur.role != seen.role || cur.epoch != seen.epoch || cur.primary != seen.primary) {
+		// Our copy changed while we asked (a peer's request moved it):
+		// do not fork the session. The copy src kept for us is pending,
+		// so it is found again by the next request.
+		return nil, errBusy
+	}
 	attrs := attrsOf(r.Attrs)
 	st := state{
 		role:      rolePrimary,
@@ -491,7 +505,7 @@ func (s *Sessions) install(ctx context.Context, key string, local *entry, r *tak
 	err := s.placeSecondary(ctx, key, &st, nil)
 	switch {
 	case errors.Is(err, errStaleCopy), errors.Is(err, errGoneCopy):
-		s.drop(e)
+		s.drop(e, "install found a newer copy")
 		return nil, errRetry
 	case st.secondary == "" && r.Kept != "" && s.isAlive(r.Kept):
 		// The node that handed the session over kept a copy in our
@@ -550,7 +564,7 @@ func (s *Sessions) promoteLocal(ctx context.Context, e *entry, oldPrimary string
 	err := s.placeSecondary(ctx, e.key, &next, map[string]bool{oldPrimary: contest})
 	switch {
 	case errors.Is(err, errStaleCopy), errors.Is(err, errGoneCopy):
-		s.drop(e)
+		s.drop(e, "promoteLocal found a newer copy")
 		return nil, errRetry
 	case next.secondary == "" && contest && s.liveCount() > 1:
 		// As in promote: without a new secondary we may be cut off.
@@ -701,7 +715,7 @@ func (s *Sessions) saveLocked(ctx context.Context, e *entry, set map[string][]by
 	case stBusy:
 		return st, errBusy, true
 	case stGone:
-		s.drop(e)
+		s.drop(e, "save: invalidated")
 		s.tomb.add(e.key, s.tombTTL())
 		return st, fmt.Errorf("%w: %s was invalidated", ErrStale, e.key), false
 	default:
@@ -729,7 +743,7 @@ func (s *Sessions) Invalidate(ctx context.Context, id string) error {
 	notify := map[string]bool{}
 	if e := s.lookup(rid.Key); e != nil {
 		st := e.state()
-		s.drop(e)
+		s.drop(e, "invalidate")
 		s.stats.invalidated.Add(1)
 		switch st.role {
 		case rolePrimary:

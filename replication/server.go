@@ -228,7 +228,8 @@ func (s *Sessions) applyLocked(e *entry, req *applyReq) (status, bool, uint64) {
 		if st.role == rolePrimary {
 			// A copy that ranks higher than ours exists: ours is demoted.
 			s.stats.staleDrops.Add(1)
-			s.log.Info("demoted a session copy to secondary", "key", e.key, "new_primary", req.From)
+			s.log.Info("demoted a session copy to secondary", "key", e.key, "new_primary", req.From,
+				"epoch", st.epoch, "members", st.members, "their_epoch", req.Epoch, "their_members", req.Members)
 			if st.secondary != "" && st.secondary != req.From {
 				s.spawn(func() { s.sendDrop(st.secondary, e.key, st.rank(), false) })
 			}
@@ -245,6 +246,7 @@ func (s *Sessions) applyLocked(e *entry, req *applyReq) (status, bool, uint64) {
 		next.size = next.attrs.size()
 		next.version = req.Version
 	}
+	next.pending = false
 	if !s.publish(e, next) {
 		return 0, false, g
 	}
@@ -290,6 +292,10 @@ func (s *Sessions) verifyOne(ctx context.Context, req *verifyReq) (status, uint6
 	case st.role == roleSecondary && st.primary == req.From && st.epoch == req.Epoch:
 		e.last.Store(s.now())
 		e.confirmed.Store(s.now())
+		if st.pending {
+			st.pending = false
+			s.publish(e, st)
+		}
 		return stOK, g
 	case st.role != roleNone && st.rank().cmp(rank{req.Epoch, req.Members, req.From}) > 0:
 		return stStale, g
@@ -309,7 +315,7 @@ func (s *Sessions) dropOne(_ context.Context, req *dropReq) {
 	}
 	st := e.state()
 	if req.Gone {
-		s.drop(e)
+		s.drop(e, "drop request: invalidated")
 		s.stats.invalidated.Add(1)
 		if st.role == rolePrimary && st.secondary != "" && st.secondary != req.From {
 			s.spawn(func() { s.sendDrop(st.secondary, req.Key, st.rank(), true) })
@@ -317,8 +323,9 @@ func (s *Sessions) dropOne(_ context.Context, req *dropReq) {
 		return
 	}
 	if st.role == roleSecondary && st.rank().cmp(rank{req.Epoch, req.Members, req.Primary}) <= 0 {
-		s.drop(e)
-		s.movedTo(req.Key, req.From)
+		if s.dropIf(e, st, "drop request") {
+			s.movedTo(req.Key, req.From)
+		}
 	}
 }
 
@@ -329,7 +336,7 @@ func (s *Sessions) invalidateOne(ctx context.Context, from, key string) {
 		return
 	}
 	st := e.state()
-	s.drop(e)
+	s.drop(e, "invalidate request")
 	s.stats.invalidated.Add(1)
 	partner := st.secondary
 	if st.role == roleSecondary {
@@ -360,7 +367,18 @@ func (s *Sessions) takeOne(ctx context.Context, req *takeReq) takeReply {
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.opts.CallTimeout)
 	defer cancel()
-	switch st := e.state(); st.role {
+	e.mu.Lock()
+	st, dead := e.st, e.dead
+	e.mu.Unlock()
+	s.mu.RLock()
+	_, acquiring := s.mu.taking[req.Key]
+	s.mu.RUnlock()
+	if acquiring || (st.role == roleNone && !dead) {
+		// This node is taking the session over itself right now: its
+		// copy is about to change. The caller asks again shortly.
+		return takeReply{St: stBusy}
+	}
+	switch st.role {
 	case rolePrimary:
 		if _, err := s.check(ctx, e, true, false); err != nil {
 			if errors.Is(err, errGoneCopy) {
@@ -371,7 +389,7 @@ func (s *Sessions) takeOne(ctx context.Context, req *takeReq) takeReply {
 			}
 			return takeReply{St: stBusy}
 		}
-		return s.handOver(ctx, e, req.From, req.Inc, rolePrimary, "", false)
+		return s.handOver(ctx, e, st, req.From, req.Inc, false)
 	case roleSecondary:
 		p := st.primary
 		contest := p != req.From
@@ -383,37 +401,51 @@ func (s *Sessions) takeOne(ctx context.Context, req *takeReq) takeReply {
 			if err == nil {
 				switch r.St {
 				case stOK:
-					return s.relay(e, p, &r)
+					return s.relay(e, st, p, &r)
 				case stGone:
-					s.drop(e)
+					s.drop(e, "take: the primary says invalidated")
 					s.tomb.add(req.Key, s.tombTTL())
 					return r
 				case stBusy:
 					return r
 				}
-				contest = false // the primary no longer holds it
+				// The primary holds no copy.
+				if st.pending || r.Inc != st.primaryInc {
+					// It never installed the session, or restarted and
+					// lost it: ours is the session.
+					contest = false
+				} else {
+					// It moved on: ours is an orphan. Point the caller
+					// where the session went, if the primary knows.
+					if s.dropIf(e, st, "take: orphan, the primary moved on") {
+						s.movedTo(req.Key, r.Moved)
+						return takeReply{St: stUnknown, Moved: r.Moved}
+					}
+					return takeReply{St: stBusy} // it changed meanwhile: ask again
+				}
 			} else if ctx.Err() != nil {
 				return takeReply{St: stBusy}
 			}
 		}
-		return s.handOver(ctx, e, req.From, req.Inc, roleSecondary, p, contest)
+		return s.handOver(ctx, e, st, req.From, req.Inc, contest)
 	}
 	return takeReply{St: stUnknown}
 }
 
-// handOver gives e's state to newPrimary and keeps e as a secondary copy
-// of newPrimary's at the next epoch. For a secondary copy whose primary
-// may still serve it (contest), the lease we granted that primary runs
-// out first.
-func (s *Sessions) handOver(ctx context.Context, e *entry, newPrimary string, newInc uint64, want role, oldPrimary string, contest bool) takeReply {
+// handOver gives e's state to newPrimary and keeps e as a pending
+// secondary copy of newPrimary's at the next epoch, provided e is still
+// the copy seen describes. For a secondary copy whose primary may still
+// serve it (contest), the lease we granted that primary runs out first.
+func (s *Sessions) handOver(ctx context.Context, e *entry, seen state, newPrimary string, newInc uint64, contest bool) takeReply {
 	if err := e.lockWithin(ctx, s.handlerWait()); err != nil {
 		return takeReply{St: stBusy}
 	}
 	defer e.unlock()
 	st := e.state()
-	if st.role != want || (want == roleSecondary && st.primary != oldPrimary) {
-		return takeReply{St: stBusy}
+	if st.role != seen.role || st.epoch != seen.epoch || st.primary != seen.primary {
+		return takeReply{St: stBusy} // it changed since the caller's request looked
 	}
+	want, oldPrimary := st.role, st.primary
 	if want == roleSecondary && contest {
 		// The primary may still serve its copy: only if it is gone for
 		// sure, and once the lease we granted it has run out.
@@ -446,6 +478,7 @@ func (s *Sessions) handOver(ctx context.Context, e *entry, newPrimary string, ne
 	next.role = roleSecondary
 	next.primary = newPrimary
 	next.primaryInc = newInc
+	next.pending = true
 	next.secondary = ""
 	next.epoch = out.Epoch
 	next.members = out.Members
@@ -461,8 +494,8 @@ func (s *Sessions) handOver(ctx context.Context, e *entry, newPrimary string, ne
 // primary kept a copy in the caller's lineage (r.Kept), which the caller
 // drops unless it makes the primary its secondary; our own copy is no
 // longer needed.
-func (s *Sessions) relay(e *entry, primary string, r *takeReply) takeReply {
-	s.drop(e)
+func (s *Sessions) relay(e *entry, st state, primary string, r *takeReply) takeReply {
+	s.dropIf(e, st, "relay: the primary handed it over")
 	s.movedTo(e.key, primary)
 	if r.Secondary == s.self {
 		r.Secondary = "" // that was us: dropped

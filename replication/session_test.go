@@ -310,7 +310,7 @@ func TestAsyncMode(t *testing.T) {
 	}, clustertest.Timeout, 5*time.Millisecond)
 
 	// A secondary that lost its copy asks for a full one.
-	sec.s.drop(sec.s.lookup(h.e.key))
+	sec.s.drop(sec.s.lookup(h.e.key), "test")
 	require.NoError(t, h.Set("n", []byte("after loss")))
 	require.NoError(t, a.s.Save(testCtx(t), h))
 	require.Eventually(t, func() bool {
@@ -328,7 +328,7 @@ func TestGapFullCopy(t *testing.T) {
 	require.NoError(t, err)
 	set(t, a, h, "a", "1")
 	_, sec := c.byID(h.Route().Secondary)
-	sec.s.drop(sec.s.lookup(h.e.key))
+	sec.s.drop(sec.s.lookup(h.e.key), "test")
 	full := a.s.Stats().FullCopies
 	set(t, a, h, "b", "2")
 	require.Equal(t, full+1, a.s.Stats().FullCopies)

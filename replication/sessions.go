@@ -341,9 +341,36 @@ func (s *Sessions) publish(e *entry, st state) bool {
 	return true
 }
 
-// drop removes e from the table; handles on it get ErrStale.
-func (s *Sessions) drop(e *entry) {
-	s.publish(e, state{role: roleNone})
+// drop removes e from the table whatever its state (invalidation, or
+// under e's write lock); handles on it get ErrStale.
+func (s *Sessions) drop(e *entry, reason string) {
+	if s.publish(e, state{role: roleNone}) {
+		s.log.Debug("dropped a session copy", "key", e.key, "reason", reason)
+	}
+}
+
+// dropIf drops e only if it still holds the copy that st, an earlier
+// snapshot, describes (same role, epoch and primary): a decision made on
+// a snapshot must not drop a copy that changed meanwhile, such as a
+// secondary copy promoted in place by a concurrent Get.
+func (s *Sessions) dropIf(e *entry, st state, reason string) bool {
+	e.mu.Lock()
+	if e.dead || e.st.role != st.role || e.st.epoch != st.epoch || e.st.primary != st.primary {
+		e.mu.Unlock()
+		return false
+	}
+	old := e.st.role
+	e.st = state{}
+	e.dead = true
+	e.mu.Unlock()
+	s.countRole(old, -1)
+	s.mu.Lock()
+	if s.mu.entries[e.key] == e {
+		delete(s.mu.entries, e.key)
+	}
+	s.mu.Unlock()
+	s.log.Debug("dropped a session copy", "key", e.key, "reason", reason)
+	return true
 }
 
 func (s *Sessions) countRole(r role, d int64) {
@@ -868,7 +895,7 @@ func (s *Sessions) sweep(tick time.Duration) {
 			}
 		case roleSecondary:
 			if age > idle+grace {
-				s.drop(e)
+				s.dropIf(e, st, "secondary expired")
 				s.stats.expired.Add(1)
 				continue
 			}
@@ -911,7 +938,7 @@ func (s *Sessions) expire(e *entry, st state) {
 	if e.state().role != rolePrimary || s.now()-e.last.Load() <= int64(s.opts.IdleTimeout) {
 		return
 	}
-	s.drop(e)
+	s.drop(e, "primary expired")
 	s.stats.expired.Add(1)
 	if st.secondary != "" {
 		s.wg.Go(func() { s.sendDrop(st.secondary, e.key, st.rank(), false) })
@@ -943,8 +970,11 @@ func (s *Sessions) confirmWith(name string, list []*entry) {
 			e.confirmed.Store(now)
 			continue
 		case stUnknown:
-			if st.primaryInc != r.I {
-				continue // made by an earlier incarnation: ours may be the only copy left
+			if st.primaryInc != r.I || st.pending {
+				// Made by an earlier incarnation, or kept for a new
+				// primary that never installed it: ours may be the only
+				// copy left; a request with an old route finds it.
+				continue
 			}
 		case stGone:
 			s.tomb.add(e.key, s.tombTTL())
@@ -953,12 +983,7 @@ func (s *Sessions) confirmWith(name string, list []*entry) {
 			continue
 		}
 		// Drop only if nothing changed meanwhile.
-		e.mu.Lock()
-		same := !e.dead && e.st.role == roleSecondary && e.st.epoch == st.epoch && e.st.primary == name
-		e.mu.Unlock()
-		if same {
-			s.log.Debug("dropped an orphaned secondary copy", "key", e.key, "primary", name, "answer", r.St[i])
-			s.drop(e)
+		if s.dropIf(e, st, "confirm: orphan, answer "+r.St[i].String()) {
 			s.movedTo(e.key, name)
 		}
 	}

@@ -54,10 +54,14 @@ type state struct {
 	sent       uint64
 	attrs      attrs
 	size       int
-	primary    string   // node name of the primary (this node when rolePrimary)
-	primaryInc uint64   // secondary only: the incarnation of the primary that sent the copy, 0 if unknown
-	secondary  string   // primary only: node name of the secondary, "" for none
-	contested  []string // nodes that may hold a diverged copy; see resolve
+	primary    string // node name of the primary (this node when rolePrimary)
+	primaryInc uint64 // secondary only: the incarnation of the primary that sent the copy, 0 if unknown
+	// pending marks a copy kept by a node that handed the session over,
+	// until the new primary confirms it: if the new primary never
+	// installed the session, this copy is the session, not an orphan.
+	pending   bool
+	secondary string   // primary only: node name of the secondary, "" for none
+	contested []string // nodes that may hold a diverged copy; see resolve
 	// verifiedGen is the lease generation of the secondary when it last
 	// confirmed this copy; a different current generation means the
 	// secondary took over some of our sessions, maybe this one.
