@@ -3,14 +3,7 @@ package replication
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"math/big"
-	"net"
 	"testing"
 	"time"
 
@@ -62,8 +55,8 @@ func TestClusterKeyRefusesStrangers(t *testing.T) {
 // mutual TLS, and a peer with a certificate from another CA, or none, is
 // refused.
 func TestTLSRefusesStrangers(t *testing.T) {
-	ca, other := newTestCA(t), newTestCA(t)
-	c := startSessions(t, 2, func(_ int, o *Options) { o.TLS = ca.config(t) })
+	ca, other := clustertest.NewCA(t), clustertest.NewCA(t)
+	c := startSessions(t, 2, func(_ int, o *Options) { o.TLS = ca.TLSConfig(t) })
 	a := c.nodes[0]
 	h, err := a.s.Create(testCtx(t))
 	require.NoError(t, err)
@@ -71,9 +64,9 @@ func TestTLSRefusesStrangers(t *testing.T) {
 	_, sec := c.byID(h.Route().Secondary)
 	require.Equal(t, "over tls", string(sec.s.lookup(h.e.key).state().attrs.val("v")))
 
-	require.ErrorIs(t, rogue(t, transport.Config{TLS: other.config(t)})(a.s.Addr()), transport.ErrHandshake)
+	require.ErrorIs(t, rogue(t, transport.Config{TLS: other.TLSConfig(t)})(a.s.Addr()), transport.ErrHandshake)
 	require.ErrorIs(t, rogue(t, transport.Config{})(a.s.Addr()), transport.ErrHandshake)
-	require.NoError(t, rogue(t, transport.Config{TLS: ca.config(t)})(a.s.Addr()), "a certificate from the cluster CA is accepted")
+	require.NoError(t, rogue(t, transport.Config{TLS: ca.TLSConfig(t)})(a.s.Addr()), "a certificate from the cluster CA is accepted")
 }
 
 func TestOptionsValidate(t *testing.T) {
@@ -95,61 +88,4 @@ func TestOptionsValidate(t *testing.T) {
 	require.ErrorIs(t, err, ErrInvalidOptions)
 	require.Equal(t, "sync", ModeSync.String())
 	require.Equal(t, "async", ModeAsync.String())
-}
-
-// testCA is a throwaway certificate authority.
-type testCA struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-	pool *x509.CertPool
-}
-
-func newTestCA(t *testing.T) *testCA {
-	t.Helper()
-	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	require.NoError(t, err)
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "troupe test CA"},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(time.Hour),
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageCertSign,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &k.PublicKey, k)
-	require.NoError(t, err)
-	cert, err := x509.ParseCertificate(der)
-	require.NoError(t, err)
-	pool := x509.NewCertPool()
-	pool.AddCert(cert)
-	return &testCA{cert: cert, key: k, pool: pool}
-}
-
-// config returns a node's TLS config: a certificate from ca valid for
-// every test host, trusting ca.
-func (ca *testCA) config(t *testing.T) *tls.Config {
-	t.Helper()
-	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	require.NoError(t, err)
-	var ips []net.IP
-	for i := range 16 {
-		ips = append(ips, net.ParseIP(clustertest.Host(i)))
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(time.Now().UnixNano()),
-		Subject:      pkix.Name{CommonName: "troupe node"},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
-		IPAddresses:  ips,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &k.PublicKey, ca.key)
-	require.NoError(t, err)
-	return &tls.Config{
-		Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: k}},
-		RootCAs:      ca.pool,
-		ClientCAs:    ca.pool,
-	}
 }

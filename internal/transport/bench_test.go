@@ -8,6 +8,8 @@ import (
 	"runtime"
 	"sync"
 	"testing"
+
+	"github.com/troupe-go/troupe/internal/clustertest"
 )
 
 // The benchmarks send a 1 KiB request and get a 16-byte answer, on one
@@ -107,11 +109,11 @@ type benchMode struct {
 }
 
 func benchModes(b *testing.B) []benchMode {
-	ca := newCA(b)
+	ca := clustertest.NewCA(b)
 	return []benchMode{
 		{"plain", func(*Config) {}},
 		{"key", withKeys(key(1))},
-		{"tls", func(c *Config) { c.TLS = ca.tlsConfig(b) }},
+		{"tls", func(c *Config) { c.TLS = ca.TLSConfig(b) }},
 	}
 }
 

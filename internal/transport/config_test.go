@@ -6,15 +6,16 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"github.com/troupe-go/troupe/internal/clustertest"
 )
 
 func TestConfigValidate(t *testing.T) {
-	ca := newCA(t)
+	ca := clustertest.NewCA(t)
 	ok := Config{BindAddr: "127.0.0.1:0"}
 	require.NoError(t, ok.Validate())
 	require.Equal(t, Config{BindAddr: "127.0.0.1:0"}, ok, "Validate must not fill in the caller's config")
 
-	withTLS := ca.tlsConfig(t)
+	withTLS := ca.TLSConfig(t)
 	require.NoError(t, Config{BindAddr: ":0", TLS: withTLS, Keys: [][]byte{{1}}}.Validate(), "keys are ignored with TLS")
 
 	for name, c := range map[string]Config{
@@ -27,9 +28,9 @@ func TestConfigValidate(t *testing.T) {
 		"tiny timeout":         {BindAddr: ":0", IdleTimeout: time.Millisecond},
 		"key of 20 bytes":      {BindAddr: ":0", Keys: [][]byte{key(1), make([]byte, 20)}},
 		"too many keys":        {BindAddr: ":0", Keys: make([][]byte, maxKeys+1)},
-		"TLS without a cert":   {BindAddr: ":0", TLS: &tls.Config{RootCAs: ca.pool, ClientCAs: ca.pool}},
+		"TLS without a cert":   {BindAddr: ":0", TLS: &tls.Config{RootCAs: ca.Pool, ClientCAs: ca.Pool}},
 		"TLS without ClientCAs": {BindAddr: ":0", TLS: &tls.Config{
-			Certificates: withTLS.Certificates, RootCAs: ca.pool,
+			Certificates: withTLS.Certificates, RootCAs: ca.Pool,
 		}},
 	} {
 		require.Error(t, c.Validate(), name)

@@ -8,16 +8,17 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"github.com/troupe-go/troupe/internal/clustertest"
 )
 
 func TestMutualTLS(t *testing.T) {
-	ca, otherCA := newCA(t), newCA(t)
-	srv := newTransport(t, echo, withTLS(ca.tlsConfig(t)))
+	ca, otherCA := clustertest.NewCA(t), clustertest.NewCA(t)
+	srv := newTransport(t, echo, withTLS(ca.TLSConfig(t)))
 	ctx := testCtx(t)
 	refusals := func() uint64 { return srv.Stats().HandshakeFailures }
 
 	t.Run("peers of the cluster CA talk", func(t *testing.T) {
-		cli := newTransport(t, echo, withTLS(ca.tlsConfig(t)))
+		cli := newTransport(t, echo, withTLS(ca.TLSConfig(t)))
 		resp, err := cli.Call(ctx, srv.Addr(), "echo", []byte("hi"))
 		require.NoError(t, err)
 		require.Equal(t, "hi", string(resp))
@@ -26,9 +27,9 @@ func TestMutualTLS(t *testing.T) {
 	t.Run("client certificate from another CA is refused", func(t *testing.T) {
 		before := refusals()
 		cli := newTransport(t, echo, withTLS(&tls.Config{
-			Certificates: []tls.Certificate{otherCA.issue(t)},
-			RootCAs:      ca.pool, // it would trust the server
-			ClientCAs:    otherCA.pool,
+			Certificates: []tls.Certificate{otherCA.Issue(t)},
+			RootCAs:      ca.Pool, // it would trust the server
+			ClientCAs:    otherCA.Pool,
 		}))
 		_, err := cli.Call(ctx, srv.Addr(), "echo", nil)
 		require.ErrorIs(t, err, ErrHandshake)
@@ -37,11 +38,11 @@ func TestMutualTLS(t *testing.T) {
 
 	t.Run("server certificate from another CA is refused", func(t *testing.T) {
 		rogue := newTransport(t, echo, withTLS(&tls.Config{
-			Certificates: []tls.Certificate{otherCA.issue(t)},
-			RootCAs:      ca.pool,
-			ClientCAs:    ca.pool, // it would accept us
+			Certificates: []tls.Certificate{otherCA.Issue(t)},
+			RootCAs:      ca.Pool,
+			ClientCAs:    ca.Pool, // it would accept us
 		}))
-		cli := newTransport(t, echo, withTLS(ca.tlsConfig(t)))
+		cli := newTransport(t, echo, withTLS(ca.TLSConfig(t)))
 		_, err := cli.Call(ctx, rogue.Addr(), "echo", nil)
 		require.ErrorIs(t, err, ErrHandshake)
 		require.Equal(t, uint64(1), cli.Stats().HandshakeFailures)
@@ -49,7 +50,7 @@ func TestMutualTLS(t *testing.T) {
 
 	t.Run("client without a certificate is refused", func(t *testing.T) {
 		before := refusals()
-		conn, err := tls.Dial("tcp", srv.Addr(), &tls.Config{RootCAs: ca.pool, ServerName: "127.0.0.1"})
+		conn, err := tls.Dial("tcp", srv.Addr(), &tls.Config{RootCAs: ca.Pool, ServerName: "127.0.0.1"})
 		if err == nil {
 			defer conn.Close()
 			require.NoError(t, conn.SetDeadline(time.Now().Add(5*time.Second)))
@@ -119,7 +120,7 @@ func TestClusterKey(t *testing.T) {
 // the plaintext case shows that the recording would catch it.
 func TestPayloadIsNotOnTheWire(t *testing.T) {
 	secret := []byte("the secret session attribute 0123456789")
-	ca := newCA(t)
+	ca := clustertest.NewCA(t)
 	for _, tc := range []struct {
 		name    string
 		opts    func(*testing.T) func(*Config)
@@ -127,7 +128,7 @@ func TestPayloadIsNotOnTheWire(t *testing.T) {
 	}{
 		{"plaintext", func(*testing.T) func(*Config) { return func(*Config) {} }, true},
 		{"cluster key", func(*testing.T) func(*Config) { return withKeys(key(1)) }, false},
-		{"TLS", func(t *testing.T) func(*Config) { return withTLS(ca.tlsConfig(t)) }, false},
+		{"TLS", func(t *testing.T) func(*Config) { return withTLS(ca.TLSConfig(t)) }, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			srv := newTransport(t, echo, tc.opts(t))

@@ -1,0 +1,78 @@
+package clustertest
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"math/big"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// CA is a throwaway certificate authority for mutual-TLS tests.
+type CA struct {
+	cert *x509.Certificate
+	key  *ecdsa.PrivateKey
+	// Pool trusts this CA only.
+	Pool *x509.CertPool
+}
+
+// NewCA returns a CA valid for an hour either side of now.
+func NewCA(tb testing.TB) *CA {
+	tb.Helper()
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	require.NoError(tb, err)
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: "troupe test CA"},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(time.Hour),
+		IsCA:                  true,
+		BasicConstraintsValid: true,
+		KeyUsage:              x509.KeyUsageCertSign,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &k.PublicKey, k)
+	require.NoError(tb, err)
+	cert, err := x509.ParseCertificate(der)
+	require.NoError(tb, err)
+	pool := x509.NewCertPool()
+	pool.AddCert(cert)
+	return &CA{cert: cert, key: k, Pool: pool}
+}
+
+// Issue returns a certificate usable as server and client, valid for
+// 127.0.0.1 and the first sixteen test hosts (Host(0) to Host(15)).
+func (ca *CA) Issue(tb testing.TB) tls.Certificate {
+	tb.Helper()
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	require.NoError(tb, err)
+	ips := []net.IP{net.IPv4(127, 0, 0, 1)}
+	for i := range 16 {
+		ips = append(ips, net.ParseIP(Host(i)))
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(time.Now().UnixNano()),
+		Subject:      pkix.Name{CommonName: "troupe node"},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+		IPAddresses:  ips,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &k.PublicKey, ca.key)
+	require.NoError(tb, err)
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: k}
+}
+
+// TLSConfig returns a node's config: a certificate from ca, trusting ca
+// both as client and as server.
+func (ca *CA) TLSConfig(tb testing.TB) *tls.Config {
+	tb.Helper()
+	return &tls.Config{Certificates: []tls.Certificate{ca.Issue(tb)}, RootCAs: ca.Pool, ClientCAs: ca.Pool}
+}
