@@ -25,6 +25,12 @@ type Offer struct {
 	Node string
 	// Value is the bound bytes; shared, do not modify.
 	Value []byte
+	// Claimed is the hybrid-logical-clock time of Node's first Bind of the
+	// name (its Rebinds keep it; for cluster scope, the first Bind of the
+	// value's lineage). A node that binds a name after seeing another
+	// node's binding of it gets a larger Claimed, so the value serves as a
+	// fencing token: replication's pins and singletons hand it out.
+	Claimed uint64
 }
 
 // Child is one entry of List: a bound name, a context with names below
@@ -98,7 +104,7 @@ func sameEntry(a, b *entry) bool {
 	}
 	for i := range a.b.Offers {
 		x, y := a.b.Offers[i], b.b.Offers[i]
-		if x.Node != y.Node || !bytes.Equal(x.Value, y.Value) {
+		if x.Node != y.Node || x.Claimed != y.Claimed || !bytes.Equal(x.Value, y.Value) {
 			return false
 		}
 	}

@@ -47,10 +47,12 @@ type core struct {
 	departed map[string]time.Time         // members that left or failed, and when
 	retired  map[string]uint64            // owner -> highest incarnation that closed
 
-	fetches map[string]*fetch    // owner -> fetch under way
-	asked   map[string]time.Time // peer -> last digest request / cluster fetch
-	nextReq uint64
-	lastGC  time.Time
+	fetches  map[string]*fetch    // owner -> fetch under way
+	confirms map[uint64]*confirm  // request -> confirmed Bind under way
+	answers  []reply              // replies to local operations that waited (confirmations)
+	asked    map[string]time.Time // peer -> last digest request / cluster fetch
+	nextReq  uint64
+	lastGC   time.Time
 
 	dirty      map[string]struct{}
 	dirtyOrder []string
@@ -151,6 +153,7 @@ func newCore(self string, inc uint64, opts Options, now func() time.Time, stats 
 		departed:     map[string]time.Time{},
 		retired:      map[string]uint64{},
 		fetches:      map[string]*fetch{},
+		confirms:     map[uint64]*confirm{},
 		asked:        map[string]time.Time{},
 		dirty:        map[string]struct{}{},
 		root:         iradix.New[*entry](),
@@ -426,7 +429,7 @@ func (c *core) expired(ts uint64) bool {
 }
 
 func (c *core) clusterBinding(r *crec) Binding {
-	return Binding{Name: r.name, Scope: ClusterScope, Offers: []Offer{{Node: r.writer, Value: r.value}}}
+	return Binding{Name: r.name, Scope: ClusterScope, Offers: []Offer{{Node: r.writer, Value: r.value, Claimed: r.born}}}
 }
 
 // ---- the visible tree ----
@@ -463,9 +466,9 @@ func (c *core) build(name string, idx *nameIdx) (e *entry, lostRec *rec, lostClu
 		return nil, nil, nil
 	case len(idx.recs) == 1 && !live:
 		r := idx.recs[0]
-		return single(name, NodeScope, r.flags&flagClusterable != 0, r.owner, r.value), nil, nil
+		return single(name, NodeScope, r.flags&flagClusterable != 0, r.owner, r.value, r.born), nil, nil
 	case len(idx.recs) == 0:
-		return single(name, ClusterScope, false, idx.c.writer, idx.c.value), nil, nil
+		return single(name, ClusterScope, false, idx.c.writer, idx.c.value, idx.c.born), nil, nil
 	}
 	cands := make([]candidate, 0, len(idx.recs)+1)
 	for _, r := range idx.recs {
@@ -481,7 +484,7 @@ func (c *core) build(name string, idx *nameIdx) (e *entry, lostRec *rec, lostClu
 				lostRec = x.r
 			}
 		}
-		return single(name, ClusterScope, false, first.c.writer, first.c.value), lostRec, nil
+		return single(name, ClusterScope, false, first.c.writer, first.c.value, first.c.born), lostRec, nil
 	}
 	if live && idx.c.writer == c.self {
 		lostClust = idx.c
@@ -492,7 +495,7 @@ func (c *core) build(name string, idx *nameIdx) (e *entry, lostRec *rec, lostClu
 				lostRec = x.r
 			}
 		}
-		return single(name, NodeScope, false, first.r.owner, first.r.value), lostRec, lostClust
+		return single(name, NodeScope, false, first.r.owner, first.r.value, first.r.born), lostRec, lostClust
 	}
 	var offers []Offer
 	for _, x := range cands {
@@ -505,18 +508,18 @@ func (c *core) build(name string, idx *nameIdx) (e *entry, lostRec *rec, lostClu
 			}
 			continue
 		}
-		offers = append(offers, Offer{Node: x.r.owner, Value: x.r.value})
+		offers = append(offers, Offer{Node: x.r.owner, Value: x.r.value, Claimed: x.r.born})
 	}
 	slices.SortFunc(offers, func(a, b Offer) int { return cmp.Compare(a.Node, b.Node) })
 	if len(offers) == 1 {
-		return single(name, NodeScope, true, offers[0].Node, offers[0].Value), lostRec, lostClust
+		return single(name, NodeScope, true, offers[0].Node, offers[0].Value, offers[0].Claimed), lostRec, lostClust
 	}
 	return &entry{b: Binding{Name: name, Scope: NodeScope, Clusterable: true, Offers: offers}}, lostRec, lostClust
 }
 
-func single(name string, s Scope, clusterable bool, node string, value []byte) *entry {
+func single(name string, s Scope, clusterable bool, node string, value []byte, claimed uint64) *entry {
 	e := &entry{b: Binding{Name: name, Scope: s, Clusterable: clusterable}}
-	e.one[0] = Offer{Node: node, Value: value}
+	e.one[0] = Offer{Node: node, Value: value, Claimed: claimed}
 	e.b.Offers = e.one[:]
 	return e
 }
@@ -573,7 +576,7 @@ func (c *core) recompute(name string) {
 	if lostRec != nil {
 		c.stats.conflicts.Add(1)
 		c.events = append(c.events, Event{Type: EventConflict, Name: name, Binding: nw.binding(),
-			Old: single(name, NodeScope, lostRec.flags&flagClusterable != 0, c.self, lostRec.value).b})
+			Old: single(name, NodeScope, lostRec.flags&flagClusterable != 0, c.self, lostRec.value, lostRec.born).b})
 		c.localDelete(lostRec)
 	}
 	if lostClust != nil {
@@ -791,6 +794,10 @@ func (c *core) handle(from string, t msgType, v any) {
 		for i := range m.Recs {
 			c.applyCrec(&m.Recs[i])
 		}
+	case *confirmMsg:
+		c.onConfirm(from, m)
+	case *confirmAckMsg:
+		c.onConfirmAck(from, m)
 	}
 }
 
@@ -1055,6 +1062,7 @@ func (c *core) memberEvent(ev membership.Event) {
 			c.removeOwner(o)
 		}
 		delete(c.fetches, m.Name)
+		c.confirmMemberGone(m.Name)
 	}
 }
 
@@ -1072,6 +1080,7 @@ func (c *core) tick() {
 		c.beaconAgainAt = time.Time{}
 		c.sendBeacon()
 	}
+	c.confirmTick(now)
 	for name, f := range c.fetches {
 		if now.After(f.deadline) {
 			delete(c.fetches, name)

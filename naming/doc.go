@@ -57,6 +57,16 @@
 // cluster-scoped bindings the last writer wins and the node whose write
 // was replaced by a concurrent Bind gets the EventConflict.
 //
+// A plain Bind returns before the other nodes have heard of it, so both
+// racing Binds return nil and the loser learns later. Bind with
+// Confirmed() instead sends the binding to every live member and returns
+// once each has answered with what it holds: exactly one of the racing
+// Binds returns nil, the others ErrNameBound naming the winner, and every
+// member already shows the winner. Each offer carries Claimed, the
+// hybrid-logical-clock time of its first Bind; a node that claims a name
+// after seeing someone else's claim gets a larger one, which makes it a
+// fencing token (package replication's pins and singletons use both).
+//
 // # Replication
 //
 // One goroutine per tree (the loop) owns the state: it applies local

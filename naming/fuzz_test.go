@@ -32,6 +32,9 @@ func sampleMessages(t testing.TB) [][]byte {
 		enc(msgDigest, digestMsg{Owners: []ownerDigest{{N: "node-2", I: 8, V: 1, H: 6}}}),
 		enc(msgFetchClust, fetchClustMsg{Buckets: []int{1, 255}, Names: []string{"cfg/db"}}),
 		enc(msgClustData, clustDataMsg{Recs: []crecWire{crec}}),
+		enc(msgConfirm, confirmMsg{Q: 1, I: 7, R: rec}),
+		enc(msgConfirm, confirmMsg{Q: 2, R: recWire{N: "x/y"}, Ask: true}),
+		enc(msgConfirmAck, confirmAckMsg{Q: 1, N: "ejb/Orders", S: true, W: "node-3", B: 5, WI: 9, WR: &rec}),
 	}
 }
 
@@ -95,13 +98,16 @@ func TestBadMessagesCounted(t *testing.T) {
 	for _, m := range sampleMessages(t) {          // well-formed, but from nobody we know
 		h.HandleMessage("stranger", m)
 	}
-	eventually(t, tc.trees, "counted", func(tr *Tree) bool {
-		s := tr.Stats()
-		return s.Malformed == 4 && s.Foreign == 3 && s.Oversized == 1
-	})
+	// A local operation queues behind the messages: when it returns,
+	// every message above has been handled.
+	require.NoError(t, tr.Bind(ctx(t), "barrier", nil))
+	s := tr.Stats()
+	require.Equal(t, [3]uint64{4, 3, 1}, [3]uint64{s.Malformed, s.Foreign, s.Oversized}, "malformed, foreign, oversized")
 	// The well-formed messages are applied (a cluster-scoped write may
 	// come from any member); the stranger's node-scoped binding went with
-	// its retire message.
+	// its retire message, and its later confirmation was refused.
+	_, err = tr.Lookup("cfg/db")
+	require.NoError(t, err)
 	_, err = tr.Lookup("ejb/Orders")
 	require.ErrorIs(t, err, ErrNotFound)
 }

@@ -159,12 +159,23 @@ type BindOption func(*bindOptions)
 type bindOptions struct {
 	scope       Scope
 	clusterable bool
+	confirmed   bool
 }
 
 // Clusterable lets several nodes bind the same name, each binding being
 // one offer; lookups see every live offer. Every node binding the name
 // must pass it. Node scope only.
 func Clusterable() BindOption { return func(o *bindOptions) { o.clusterable = true } }
+
+// Confirmed makes Bind (or Rebind) return only once every live member has
+// applied the binding and agrees that it holds. Without it, two nodes
+// that bind one name at the same moment both return nil and the loser
+// learns of it later, by an EventConflict; with it, the loser's Bind
+// returns ErrNameBound naming the winner, and the winner's returns nil,
+// by which time every member that was live when it started (and did not
+// fail meanwhile) shows the winner. It costs one direct message to every
+// member and its answer. Node scope, not Clusterable.
+func Confirmed() BindOption { return func(o *bindOptions) { o.confirmed = true } }
 
 // WithScope sets the binding's scope (default NodeScope).
 func WithScope(s Scope) BindOption { return func(o *bindOptions) { o.scope = s } }
@@ -179,6 +190,9 @@ func bindOpts(opts []BindOption) (bindOptions, error) {
 	}
 	if o.scope == ClusterScope && o.clusterable {
 		return o, fmt.Errorf("%w: a cluster-scoped binding has one value; Clusterable needs node scope", ErrInvalidOptions)
+	}
+	if o.confirmed && (o.scope == ClusterScope || o.clusterable) {
+		return o, fmt.Errorf("%w: Confirmed is for node-scoped names that are not clusterable", ErrInvalidOptions)
 	}
 	return o, nil
 }

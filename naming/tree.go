@@ -474,6 +474,14 @@ func (t *Tree) apply(o *op) {
 		return
 	}
 	err := t.core.local(o.kind, o.name, o.value, o.bo)
+	if o.bo.confirmed && (err == nil || errors.Is(err, ErrNameBound) && t.core.heldByOther(o.name)) {
+		var members []string
+		for _, m := range t.cluster.Members() {
+			members = append(members, m.Name)
+		}
+		t.core.startConfirm(o.name, members, o.done) // answered later, from core.answers
+		return
+	}
 	t.replies = append(t.replies, reply{done: o.done, err: err})
 }
 
@@ -553,6 +561,9 @@ func (t *Tree) publish() {
 		c.events = c.events[:0]
 	}
 	t.flushOut(false)
+	t.replies = append(t.replies, c.answers...)
+	clear(c.answers)
+	c.answers = c.answers[:0]
 	for _, r := range t.replies {
 		r.done <- r.err
 	}

@@ -26,6 +26,8 @@ const (
 	msgDigest     msgType = 8 // the answer to msgDigestReq
 	msgFetchClust msgType = 9 // "send me these cluster-scoped buckets / names"
 	msgClustData  msgType = 10
+	msgConfirm    msgType = 11 // "apply my binding and tell me who holds the name" (Bind with Confirmed)
+	msgConfirmAck msgType = 12 // the answer to msgConfirm
 )
 
 type msgType byte
@@ -120,6 +122,32 @@ type fetchClustMsg struct {
 
 type clustDataMsg struct {
 	Recs []crecWire `codec:"r"`
+}
+
+// confirmMsg carries the sender's own record of a confirmed Bind, as a
+// msgChange would, with the request it belongs to.
+type confirmMsg struct {
+	Q uint64  `codec:"q"`
+	I uint64  `codec:"i"`
+	R recWire `codec:"r"`
+	// Ask: R holds only the name; the sender binds nothing and asks who
+	// holds it.
+	Ask bool `codec:"a,omitempty"`
+}
+
+// confirmAckMsg answers a confirmMsg: whether the requester's record is
+// in the answering node's copy (S), and which record comes first for
+// the name there (node W, first bound at B; W is "" when none). When W is neither side, the
+// winner's record travels along (WI, WR), so that the requester's copy
+// agrees at once.
+type confirmAckMsg struct {
+	Q  uint64   `codec:"q"`
+	N  string   `codec:"n"`
+	S  bool     `codec:"s,omitempty"`
+	W  string   `codec:"w"`
+	B  uint64   `codec:"b"`
+	WI uint64   `codec:"wi,omitempty"`
+	WR *recWire `codec:"wr,omitempty"`
 }
 
 const numBuckets = 256
@@ -228,6 +256,28 @@ func decodeMsg(b []byte, maxValue int) (msgType, any, error) {
 				if err == nil {
 					err = checkCrec(&m.Recs[i], maxValue, false)
 				}
+			}
+		}
+		v = &m
+	case msgConfirm:
+		var m confirmMsg
+		if err = wire.Unmarshal(body, &m); err == nil {
+			if m.Ask {
+				err = checkName(m.R.N)
+			} else {
+				err = checkRec(&m.R, maxValue, false)
+			}
+		}
+		v = &m
+	case msgConfirmAck:
+		var m confirmAckMsg
+		if err = wire.Unmarshal(body, &m); err == nil {
+			err = checkName(m.N)
+			if err == nil && len(m.W) > 256 {
+				err = errors.New("naming: bad confirmation winner")
+			}
+			if err == nil && m.WR != nil {
+				err = checkRec(m.WR, maxValue, false)
 			}
 		}
 		v = &m

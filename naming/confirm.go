@@ -1,0 +1,207 @@
+package naming
+
+import (
+	"fmt"
+	"slices"
+	"time"
+)
+
+// A confirmed Bind (the Confirmed option) is applied locally as any Bind,
+// then sent directly to every live member, which applies it and answers
+// with the record that comes first for the name in its copy. Two nodes
+// that bind one name at the same moment each ask the other, and each
+// answers with a copy that holds both records, so both learn the same
+// winner; a node that binds later sees an earlier binding already and
+// fails locally with ErrNameBound. The Bind returns when every member
+// asked has answered or left.
+
+// confirm is one confirmed Bind waiting for answers.
+type confirm struct {
+	name string
+	born uint64
+	done chan error
+	// waiting maps each member still to answer to when to ask it again.
+	waiting map[string]time.Time
+	best    candidate
+	started time.Time
+}
+
+// Retry intervals of a confirmation: a member that has not answered is
+// asked again after confirmRetry; one whose copy did not take the record
+// yet (it had not accepted this node, or the record was behind another),
+// after confirmNotSeen. After confirmTimeout the Bind fails.
+const (
+	confirmRetry   = time.Second
+	confirmNotSeen = 100 * time.Millisecond
+	confirmTimeout = 30 * time.Second
+)
+
+// startConfirm begins confirming, for the operation whose reply channel
+// is done, who holds name. If this node holds it (a Bind just made it),
+// the members are sent the record; otherwise another node's binding
+// refused the Bind here, and the members are only asked, so that the
+// answer names the binding that wins everywhere, not merely the one that
+// reached this copy first. members are the live members as membership
+// knows them now (the core's own view follows member events and may lag).
+func (c *core) startConfirm(name string, members []string, done chan error) {
+	c.nextReq++
+	now := c.now()
+	cf := &confirm{name: name, done: done, waiting: map[string]time.Time{}, started: now}
+	msg := confirmMsg{Q: c.nextReq, I: c.inc}
+	if r := c.owners[c.self].recs[name]; r != nil {
+		cf.born = r.born
+		cf.best = candidate{born: r.born, node: c.self}
+		msg.R = recWire{N: name, V: r.ver, B: r.born, T: r.ts, F: r.flags, X: r.value}
+	} else {
+		cf.best = c.first(name)
+		msg.R = recWire{N: name}
+		msg.Ask = true
+	}
+	for _, m := range members {
+		if _, gone := c.departed[m]; m != c.self && !gone {
+			cf.waiting[m] = now.Add(confirmRetry)
+		}
+	}
+	for m := range c.live {
+		if m != c.self {
+			cf.waiting[m] = now.Add(confirmRetry)
+		}
+	}
+	c.confirms[c.nextReq] = cf
+	for m := range cf.waiting {
+		c.direct(m, msgConfirm, msg)
+	}
+	c.settleConfirm(c.nextReq, cf)
+}
+
+// first returns the record that comes first for name in this copy (node
+// "" when there is none).
+func (c *core) first(name string) candidate {
+	idx := c.names[name]
+	if idx == nil {
+		return candidate{}
+	}
+	var cands []candidate
+	for _, r := range idx.recs {
+		cands = append(cands, candidate{born: r.born, node: r.owner, r: r})
+	}
+	if idx.c != nil && !idx.c.deleted {
+		cands = append(cands, candidate{born: idx.c.born, node: idx.c.writer, c: idx.c})
+	}
+	if len(cands) == 0 {
+		return candidate{}
+	}
+	return slices.MinFunc(cands, candCmp)
+}
+
+// heldByOther reports whether name shows another node's binding here.
+func (c *core) heldByOther(name string) bool {
+	idx := c.names[name]
+	return idx != nil && idx.cur != nil && idx.cur.b.Offers[0].Node != c.self
+}
+
+// onConfirm applies a peer's record (unless it only asks) and answers
+// with the name's first record here.
+func (c *core) onConfirm(from string, m *confirmMsg) {
+	if !m.Ask {
+		c.onChange(from, &changeMsg{I: m.I, R: m.R})
+	}
+	ack := confirmAckMsg{Q: m.Q, N: m.R.N, S: m.Ask}
+	first := c.first(m.R.N)
+	if idx := c.names[m.R.N]; idx != nil && !m.Ask {
+		for _, r := range idx.recs {
+			if r.owner == from && r.born == m.R.B {
+				ack.S = true
+			}
+		}
+	}
+	ack.W, ack.B = first.node, first.born
+	if r := first.r; r != nil && r.owner != from {
+		if o := c.owners[r.owner]; o != nil {
+			ack.WI = o.inc
+			ack.WR = &recWire{N: r.name, V: r.ver, B: r.born, T: r.ts, F: r.flags, X: r.value}
+		}
+	}
+	c.direct(from, msgConfirmAck, ack)
+}
+
+func (c *core) onConfirmAck(from string, m *confirmAckMsg) {
+	cf := c.confirms[m.Q]
+	if cf == nil || cf.name != m.N {
+		c.stats.stale.Add(1)
+		return
+	}
+	if _, ok := cf.waiting[from]; !ok {
+		return // a repeated answer
+	}
+	if m.WR != nil && m.W != c.self && m.WR.N == m.N {
+		// The winner's record, so that this copy shows it at once.
+		c.onChange(m.W, &changeMsg{I: m.WI, R: *m.WR})
+	}
+	if !m.S {
+		cf.waiting[from] = c.now().Add(confirmNotSeen)
+		return
+	}
+	delete(cf.waiting, from)
+	if w := (candidate{born: m.B, node: m.W}); w.node != "" && (cf.best.node == "" || candCmp(w, cf.best) < 0) {
+		cf.best = w
+	}
+	c.settleConfirm(m.Q, cf)
+}
+
+// settleConfirm answers cf once no member is left to answer.
+func (c *core) settleConfirm(q uint64, cf *confirm) {
+	if len(cf.waiting) > 0 {
+		return
+	}
+	delete(c.confirms, q)
+	var err error
+	mine := c.owners[c.self].recs[cf.name]
+	switch {
+	case cf.best.node == "":
+		err = fmt.Errorf("%w: %q was unbound meanwhile; bind again", ErrNameBound, cf.name)
+	case cf.best.node != c.self || cf.best.born != cf.born:
+		err = fmt.Errorf("%w: %q is bound by %s", ErrNameBound, cf.name, cf.best.node)
+	case mine == nil || mine.born != cf.born:
+		err = fmt.Errorf("%w: %q was unbound while confirming", ErrNameBound, cf.name)
+	}
+	c.answers = append(c.answers, reply{done: cf.done, err: err})
+}
+
+// confirmMemberGone stops waiting for a member that left or failed.
+func (c *core) confirmMemberGone(name string) {
+	for q, cf := range c.confirms {
+		if _, ok := cf.waiting[name]; ok {
+			delete(cf.waiting, name)
+			c.settleConfirm(q, cf)
+		}
+	}
+}
+
+// confirmTick asks again the members that have not answered, and gives
+// up on confirmations that took too long.
+func (c *core) confirmTick(now time.Time) {
+	for q, cf := range c.confirms {
+		if now.Sub(cf.started) > confirmTimeout {
+			delete(c.confirms, q)
+			c.answers = append(c.answers, reply{done: cf.done,
+				err: fmt.Errorf("naming: binding %q not confirmed by %d members within %s", cf.name, len(cf.waiting), confirmTimeout)})
+			continue
+		}
+		r := c.owners[c.self].recs[cf.name]
+		for m, at := range cf.waiting {
+			if now.Before(at) {
+				continue
+			}
+			cf.waiting[m] = now.Add(confirmRetry)
+			if r == nil || r.born != cf.born {
+				// Only asking, or this node's record is gone (it lost, or was
+				// unbound): ask who holds the name.
+				c.direct(m, msgConfirm, confirmMsg{Q: q, I: c.inc, R: recWire{N: cf.name}, Ask: true})
+			} else {
+				c.direct(m, msgConfirm, confirmMsg{Q: q, I: c.inc, R: recWire{N: r.name, V: r.ver, B: r.born, T: r.ts, F: r.flags, X: r.value}})
+			}
+		}
+		c.settleConfirm(q, cf)
+	}
+}
