@@ -55,7 +55,8 @@ type Config struct {
 	// incoming connection. When it is reached the connection stops
 	// reading until a handler returns, pings included: if no handler
 	// returns within DialTimeout, the caller declares the connection
-	// dead. Default 64.
+	// dead. It also bounds the handler goroutines that the connection
+	// keeps, idle, for its next requests. Default 64.
 	MaxConcurrentRequests int
 
 	// DialTimeout bounds connecting to a peer and the handshake, in both

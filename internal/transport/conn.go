@@ -10,6 +10,7 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -30,9 +31,19 @@ var errRetired = errors.New("transport: idle connection closed")
 // dialled conn's reader never blocks, which is what lets an accepted
 // conn's reader block on MaxConcurrentRequests without deadlock.
 //
-// Each conn has a reader and a writer goroutine, and the accepted side a
-// goroutine per running handler. Everything else talks to the writer
-// through queue.
+// Each conn has a reader and a writer goroutine, and the accepted side up
+// to MaxConcurrentRequests handler goroutines, started as needed and
+// reused until the connection closes (a reused goroutine keeps the stack
+// that decoding a request grew, instead of growing a fresh one each time).
+//
+// Writes: whoever holds wmu owns the write side. A caller or handler with
+// a frame to send takes it only if it is free and nothing is queued, and
+// then writes the frame with one non-blocking system call (see
+// writeDirect); otherwise it queues the frame for the writer goroutine,
+// which drains the queue into bw and flushes when it is empty. So a lone
+// frame costs no goroutine hand-off, frames under load share system
+// calls, and no caller ever blocks in a write that a stalled peer could
+// hold up: that is only ever the writer goroutine.
 type conn struct {
 	t       *Transport
 	raw     net.Conn // the TCP connection; closing it, unlike a TLS close, never blocks
@@ -40,14 +51,35 @@ type conn struct {
 	dialer  bool
 	peerMax int // the peer's MaxFrameSize
 
-	fr      frameReader   // reader goroutine only; reads raw or TLS over it
-	bw      *bufio.Writer // writer goroutine only; writes raw or TLS over it
-	seal    cipher.AEAD   // writer goroutine only; nil unless using a cluster key
+	fr frameReader // reader goroutine only; reads raw or TLS over it
+
+	// wmu guards the write side: bw, sealing and rest. The writer
+	// goroutine takes it to drain the queue and releases it only with bw
+	// flushed; others only ever TryLock it.
+	wmu     sync.Mutex
+	bw      *bufio.Writer   // writes raw or TLS over it
+	rc      syscall.RawConn // raw's socket, for direct writes; nil with TLS
+	seal    cipher.AEAD     // nil unless using a cluster key
 	sealSeq uint64
 	iv      [12]byte
+	rest    []byte  // the unwritten tail of a direct write, for the writer to finish first
+	restBuf *[]byte // the buffer rest lies in
+	// The arguments and results of sockWrite, kept here so that a direct
+	// write allocates nothing.
+	sockBuf  []byte
+	sockN    int
+	sockErr  error
+	sockFunc func(fd uintptr) bool
 
 	queue chan *[]byte  // encoded frames for the writer
-	sem   chan struct{} // accepted conns: a token per running handler
+	kick  chan struct{} // tells the writer that rest is set
+
+	// Accepted conns: handler goroutines. work hands a request to an idle
+	// one; workers (reader goroutine only) counts those started, at most
+	// MaxConcurrentRequests; running counts those busy, for the janitor.
+	work    chan frame
+	workers int
+	running atomic.Int32
 
 	ctx    context.Context // handlers' context; ends when the connection closes
 	cancel context.CancelFunc
@@ -70,7 +102,10 @@ type conn struct {
 	}
 }
 
-func newConn(t *Transport, raw, nc net.Conn, br *bufio.Reader, s session, addr string, dialer bool) *conn {
+// newConn builds a conn over nc, which is raw or a TLS connection over
+// it. rc is raw's socket, nil when nc is TLS: then every frame goes
+// through the writer goroutine.
+func newConn(t *Transport, raw, nc net.Conn, rc syscall.RawConn, br *bufio.Reader, s session, addr string, dialer bool) *conn {
 	c := &conn{
 		t:       t,
 		raw:     raw,
@@ -79,15 +114,18 @@ func newConn(t *Transport, raw, nc net.Conn, br *bufio.Reader, s session, addr s
 		peerMax: s.peerMax,
 		fr:      frameReader{r: br, max: t.cfg.MaxFrameSize, open: s.open},
 		bw:      bufio.NewWriterSize(nc, writeBufSize),
+		rc:      rc,
 		seal:    s.seal,
 		queue:   make(chan *[]byte, queueLen),
+		kick:    make(chan struct{}, 1),
 		done:    make(chan struct{}),
 	}
+	c.sockFunc = c.sockWrite
 	c.ctx, c.cancel = context.WithCancel(t.ctx)
 	if dialer {
 		c.mu.pending = map[uint64]chan frame{}
 	} else {
-		c.sem = make(chan struct{}, t.cfg.MaxConcurrentRequests)
+		c.work = make(chan frame)
 	}
 	return c
 }
@@ -140,6 +178,9 @@ func (c *conn) call(ctx context.Context, kind uint8, method string, body []byte)
 	c.mu.Unlock()
 
 	b := c.t.frameBuf(req)
+	if c.writeDirect(b) {
+		return c.wait(ctx, req.id, method, answer)
+	}
 	select {
 	case c.queue <- b:
 	case <-c.done:
@@ -150,6 +191,12 @@ func (c *conn) call(ctx context.Context, kind uint8, method string, body []byte)
 		c.abandon(req.id)
 		return nil, fmt.Errorf("transport: %s on %s: %w", method, c.addr, ctx.Err())
 	}
+	return c.wait(ctx, req.id, method, answer)
+}
+
+// wait waits for the answer to the call with this id, once its request
+// is written or queued; answer is nil for a Send.
+func (c *conn) wait(ctx context.Context, id uint64, method string, answer chan frame) ([]byte, error) {
 	if answer == nil {
 		return nil, nil
 	}
@@ -163,7 +210,7 @@ func (c *conn) call(ctx context.Context, kind uint8, method string, body []byte)
 			return nil, c.err
 		}
 	case <-ctx.Done():
-		c.abandon(req.id)
+		c.abandon(id)
 		return nil, fmt.Errorf("transport: %s on %s: %w", method, c.addr, ctx.Err())
 	}
 	if f.kind == kindError {
@@ -238,42 +285,126 @@ func (c *conn) readFailed(err error) {
 	c.close(fmt.Errorf("%w: connection to %s: %w", ErrPeerUnreachable, c.addr, err))
 }
 
-// serve runs the handler for one request on its own goroutine, once a
-// slot is free. Waiting for a slot stops the reader, which pushes back on
-// the peer instead of queueing without bound.
+// serve hands one request to a handler goroutine: an idle one, or a new
+// one while fewer than MaxConcurrentRequests run. When that many are
+// busy the reader waits here, which pushes back on the peer instead of
+// queueing without bound.
 func (c *conn) serve(req frame) {
 	select {
-	case c.sem <- struct{}{}:
-	case <-c.done:
+	case c.work <- req:
+		return
+	default:
+	}
+	if c.workers < c.t.cfg.MaxConcurrentRequests {
+		c.workers++
+		c.running.Add(1)
+		c.t.wg.Go(func() { c.handle(req) })
 		return
 	}
-	c.t.wg.Go(func() {
-		defer func() { <-c.sem }()
-		body, err := c.t.handler.ServeRequest(c.ctx, c.addr, req.method, req.body)
-		if req.kind == kindSend {
-			if err != nil {
-				c.t.log.Debug("one-way request failed", "remote", c.addr, "method", req.method, "err", err)
-			}
-			return
-		}
-		answer := frame{kind: kindResponse, id: req.id, body: body}
-		if err != nil {
-			answer = frame{kind: kindError, id: req.id, body: []byte(err.Error())}
-		}
-		if n := frameSize(answer); n > c.peerMax {
-			c.t.log.Warn("answer too large for the caller", "remote", c.addr, "method", req.method, "bytes", n, "limit", c.peerMax)
-			answer = frame{kind: kindError, id: req.id, body: fmt.Appendf(nil, "%v: answer of %d bytes, caller accepts %d", ErrFrameTooLarge, n, c.peerMax)}
-		}
-		c.enqueue(c.t.frameBuf(answer))
-	})
+	select {
+	case c.work <- req:
+	case <-c.done:
+	}
 }
 
+// handle serves req and then each request handed to it, until the
+// connection closes.
+func (c *conn) handle(req frame) {
+	for {
+		c.answer(req)
+		c.running.Add(-1)
+		select {
+		case req = <-c.work:
+			c.running.Add(1)
+		case <-c.done:
+			return
+		}
+	}
+}
+
+// answer runs the handler for req and sends its answer.
+func (c *conn) answer(req frame) {
+	body, err := c.t.handler.ServeRequest(c.ctx, c.addr, req.method, req.body)
+	if req.kind == kindSend {
+		if err != nil {
+			c.t.log.Debug("one-way request failed", "remote", c.addr, "method", req.method, "err", err)
+		}
+		return
+	}
+	answer := frame{kind: kindResponse, id: req.id, body: body}
+	if err != nil {
+		answer = frame{kind: kindError, id: req.id, body: []byte(err.Error())}
+	}
+	if n := frameSize(answer); n > c.peerMax {
+		c.t.log.Warn("answer too large for the caller", "remote", c.addr, "method", req.method, "bytes", n, "limit", c.peerMax)
+		answer = frame{kind: kindError, id: req.id, body: fmt.Appendf(nil, "%v: answer of %d bytes, caller accepts %d", ErrFrameTooLarge, n, c.peerMax)}
+	}
+	c.enqueue(c.t.frameBuf(answer))
+}
+
+// enqueue sends b at once if the write side is free, or queues it for
+// the writer.
 func (c *conn) enqueue(b *[]byte) {
+	if c.writeDirect(b) {
+		return
+	}
 	select {
 	case c.queue <- b:
 	case <-c.done:
 		c.t.putBuf(b)
 	}
+}
+
+// writeDirect sends b from the calling goroutine when nothing else is
+// being written or waits to be, and reports whether it took b (it did
+// unless it returns false, and then the caller queues b). It never
+// blocks: it makes one non-blocking write, and if the socket does not
+// take the whole frame, it leaves the rest to the writer goroutine,
+// which writes it before anything else. A failed write closes the
+// connection, as in the writer.
+func (c *conn) writeDirect(bp *[]byte) bool {
+	if c.rc == nil || len(c.queue) > 0 || !c.wmu.TryLock() {
+		return false
+	}
+	if c.rest != nil || len(c.queue) > 0 {
+		c.wmu.Unlock()
+		return false
+	}
+	b := c.prepare(bp)
+	c.sockBuf = b
+	err := c.rc.Write(c.sockFunc)
+	n, werr := max(c.sockN, 0), c.sockErr
+	c.sockBuf, c.sockErr = nil, nil
+	if err == nil && werr != nil && werr != syscall.EAGAIN && werr != syscall.EINTR {
+		err = werr
+	}
+	if err != nil {
+		c.wmu.Unlock()
+		c.t.putBuf(bp)
+		c.writeFailed(err)
+		return true // the caller sees the connection close
+	}
+	c.t.stats.framesOut.Add(1)
+	c.t.stats.bytesOut.Add(uint64(len(b)))
+	if n == len(b) {
+		c.wmu.Unlock()
+		c.t.putBuf(bp)
+		return true
+	}
+	c.rest, c.restBuf = b[n:], bp
+	c.wmu.Unlock()
+	select {
+	case c.kick <- struct{}{}:
+	default: // already kicked
+	}
+	return true
+}
+
+// sockWrite is the one attempt of a direct write, run by c.rc.Write
+// with the socket's descriptor. c.wmu is held.
+func (c *conn) sockWrite(fd uintptr) bool {
+	c.sockN, c.sockErr = syscall.Write(int(fd), c.sockBuf)
+	return true // done, whatever happened: never wait for the socket
 }
 
 // writeLoop writes queued frames and flushes only when the queue is
@@ -284,40 +415,50 @@ func (c *conn) writeLoop() {
 		var b *[]byte
 		select {
 		case b = <-c.queue:
+		case <-c.kick:
 		case <-c.done:
 			return
 		}
-		for b != nil {
-			if err := c.write(b); err != nil {
-				c.writeFailed(err)
-				return
-			}
-			select {
-			case b = <-c.queue:
-			default:
-				b = nil
-			}
-		}
-		if err := c.bw.Flush(); err != nil {
+		c.wmu.Lock()
+		err := c.drain(b)
+		c.wmu.Unlock()
+		if err != nil {
 			c.writeFailed(err)
 			return
 		}
 	}
 }
 
-// write fills in the length, seals the frame if the connection uses a
-// cluster key, and buffers it.
-func (c *conn) write(bp *[]byte) error {
-	b := *bp
-	if c.seal != nil {
-		binary.BigEndian.PutUint32(b, uint32(len(b)-lengthSize+c.seal.Overhead()))
-		// frameBuf left room for the tag, so this seals in place.
-		sealed := c.seal.Seal(b[lengthSize:lengthSize], putNonce(&c.iv, c.sealSeq), b[lengthSize:], b[:lengthSize])
-		c.sealSeq++
-		b = b[:lengthSize+len(sealed)]
-	} else {
-		binary.BigEndian.PutUint32(b, uint32(len(b)-lengthSize))
+// drain writes the rest of a direct write, b if not nil, and whatever
+// else is queued, then flushes. c.wmu is held.
+func (c *conn) drain(b *[]byte) error {
+	if c.rest != nil {
+		_, err := c.bw.Write(c.rest)
+		c.t.putBuf(c.restBuf)
+		c.rest, c.restBuf = nil, nil
+		if err != nil {
+			if b != nil {
+				c.t.putBuf(b)
+			}
+			return err
+		}
 	}
+	for b != nil {
+		if err := c.write(b); err != nil {
+			return err
+		}
+		select {
+		case b = <-c.queue:
+		default:
+			b = nil
+		}
+	}
+	return c.bw.Flush()
+}
+
+// write prepares a frame and buffers it. c.wmu is held.
+func (c *conn) write(bp *[]byte) error {
+	b := c.prepare(bp)
 	_, err := c.bw.Write(b)
 	c.t.putBuf(bp)
 	if err == nil {
@@ -325,6 +466,22 @@ func (c *conn) write(bp *[]byte) error {
 		c.t.stats.bytesOut.Add(uint64(len(b)))
 	}
 	return err
+}
+
+// prepare fills in the length and seals the frame if the connection uses
+// a cluster key, and returns the bytes to write. It must be called under
+// c.wmu, in the order in which frames go out.
+func (c *conn) prepare(bp *[]byte) []byte {
+	b := *bp
+	if c.seal == nil {
+		binary.BigEndian.PutUint32(b, uint32(len(b)-lengthSize))
+		return b
+	}
+	binary.BigEndian.PutUint32(b, uint32(len(b)-lengthSize+c.seal.Overhead()))
+	// frameBuf left room for the tag, so this seals in place.
+	sealed := c.seal.Seal(b[lengthSize:lengthSize], putNonce(&c.iv, c.sealSeq), b[lengthSize:], b[:lengthSize])
+	c.sealSeq++
+	return b[:lengthSize+len(sealed)]
 }
 
 func (c *conn) writeFailed(err error) {
@@ -339,7 +496,7 @@ func (c *conn) sweep(tick time.Duration) {
 	if !c.dialer {
 		// The dialer closes idle connections; this reclaims the ones
 		// whose dialer vanished, later, so as not to race its calls.
-		if len(c.sem) > 0 || reads != c.seenReads {
+		if c.running.Load() > 0 || reads != c.seenReads {
 			c.idleFor = 0
 			return
 		}

@@ -50,10 +50,16 @@
 // on the caller through TCP. A handler's context ends when its connection
 // closes or the transport shuts down.
 //
-// Each connection has one reader and one writer goroutine. Callers and
-// handlers encode their frames and queue them; the writer drains the queue
-// into a buffer and flushes only when the queue is empty, so that under
-// load many small frames share one system call.
+// Each connection has one reader and one writer goroutine; an accepted
+// connection also keeps the handler goroutines it started, up to
+// MaxConcurrentRequests, and reuses them for later requests. A caller or
+// handler whose frame finds the connection's write side idle writes it
+// itself, with one non-blocking system call, so that a lone request
+// costs no hand-off to another goroutine; otherwise (and always with TLS)
+// it queues the frame, and the writer drains the queue into a buffer and
+// flushes only when the queue is empty, so that under load many small
+// frames share one system call. Only the writer goroutine ever blocks on
+// a full socket: callers leave when their context ends.
 //
 // # Security
 //

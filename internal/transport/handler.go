@@ -8,7 +8,8 @@ import (
 
 // Handler serves the requests that peers send to this node.
 //
-// ServeRequest is called concurrently, from one goroutine per request.
+// ServeRequest is called concurrently, each request on a goroutine of
+// its own (the transport reuses them from one request to the next).
 // from is the remote address of the connection (the peer's host and an
 // ephemeral port, not its listening address), method and body are what the
 // peer passed to Call or Send. body belongs to the handler. The returned

@@ -14,6 +14,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/troupe-go/troupe/internal/faultnet"
@@ -236,8 +237,9 @@ func (t *Transport) connect(addr string) (*conn, error) {
 		}
 		return nil, fmt.Errorf("%w: dial %s: %w", ErrPeerUnreachable, addr, err)
 	}
+	sock := socketOf(raw)
 	raw = t.cfg.Faults.Track(raw, t.host, addr)
-	c, err := t.open(ctx, raw, addr, true)
+	c, err := t.open(ctx, raw, sock, addr, true)
 	if err != nil {
 		_ = raw.Close()
 		if t.ctx.Err() != nil {
@@ -271,17 +273,18 @@ func (t *Transport) acceptLoop() {
 		backoff = 0
 		t.stats.accepts.Add(1)
 		remote := raw.RemoteAddr().String()
+		sock := socketOf(raw)
 		raw = t.cfg.Faults.Track(raw, t.host, remote)
 		// The handshake runs on its own goroutine so that a slow or
 		// silent peer does not hold up the next accept.
-		t.wg.Go(func() { t.serve(raw, remote) })
+		t.wg.Go(func() { t.serve(raw, sock, remote) })
 	}
 }
 
-func (t *Transport) serve(raw net.Conn, remote string) {
+func (t *Transport) serve(raw net.Conn, sock syscall.RawConn, remote string) {
 	ctx, cancel := context.WithTimeout(t.ctx, t.cfg.DialTimeout)
 	defer cancel()
-	c, err := t.open(ctx, raw, remote, false)
+	c, err := t.open(ctx, raw, sock, remote, false)
 	if err != nil {
 		_ = raw.Close()
 		if t.ctx.Err() == nil {
@@ -298,9 +301,25 @@ func (t *Transport) serve(raw net.Conn, remote string) {
 	}
 }
 
+// socketOf returns the socket under a TCP connection, for direct writes,
+// or nil. It is taken before faultnet wraps the connection: faultnet
+// acts on Close only, which still goes through the wrapper.
+func socketOf(c net.Conn) syscall.RawConn {
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return nil
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return nil
+	}
+	return rc
+}
+
 // open runs the TLS handshake if configured, then the transport's own,
-// within ctx, and returns the connection ready to start.
-func (t *Transport) open(ctx context.Context, raw net.Conn, addr string, dialer bool) (*conn, error) {
+// within ctx, and returns the connection ready to start. sock is raw's
+// socket, if known.
+func (t *Transport) open(ctx context.Context, raw net.Conn, sock syscall.RawConn, addr string, dialer bool) (*conn, error) {
 	deadline, _ := ctx.Deadline()
 	_ = raw.SetDeadline(deadline)
 	// Deadlines bound the handshake's reads and writes; moving them into
@@ -314,11 +333,11 @@ func (t *Transport) open(ctx context.Context, raw net.Conn, addr string, dialer 
 	case dialer:
 		tc := tls.Client(raw, t.tlsFor(addr))
 		err = tc.HandshakeContext(ctx)
-		nc = tc
+		nc, sock = tc, nil
 	default:
 		tc := tls.Server(raw, t.serverTLS)
 		err = tc.HandshakeContext(ctx)
-		nc = tc
+		nc, sock = tc, nil
 	}
 	var br *bufio.Reader
 	var sess session
@@ -335,7 +354,7 @@ func (t *Transport) open(ctx context.Context, raw net.Conn, addr string, dialer 
 		return nil, err
 	}
 	_ = raw.SetDeadline(time.Time{})
-	return newConn(t, raw, nc, br, sess, addr, dialer), nil
+	return newConn(t, raw, nc, sock, br, sess, addr, dialer), nil
 }
 
 func (t *Transport) hello() hello {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/troupe-go/troupe/internal/clustertest"
 	"github.com/troupe-go/troupe/internal/faultnet"
 )
 
@@ -170,6 +171,52 @@ func TestCallHonoursContext(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, "released", string(resp))
 	require.Equal(t, uint64(1), cli.Stats().Dials)
+}
+
+// A peer that stops reading (its handlers are all busy) fills the
+// socket: callers must still leave when their context ends, and the
+// frames written in part must go out whole once the peer reads again.
+func TestCallHonoursContextWhenPeerStopsReading(t *testing.T) {
+	ca := clustertest.NewCA(t)
+	for _, m := range []struct {
+		name string
+		opts func(*Config)
+	}{
+		{"plain", func(*Config) {}},
+		{"key", withKeys(key(1))},
+		{"tls", withTLS(ca.TLSConfig(t))},
+	} {
+		t.Run(m.name, func(t *testing.T) {
+			started := make(chan string, 1)
+			release := make(chan struct{})
+			srv := newTransport(t, blocking(started, release), m.opts, func(c *Config) { c.MaxConcurrentRequests = 1 })
+			cli := newTransport(t, echo, m.opts)
+			ctx := testCtx(t)
+			blocked := callAsync(ctx, cli, srv.Addr(), "block")
+			<-started
+
+			// One at a time, so that direct writes meet a socket that
+			// fills up: far more than the buffers on both sides hold.
+			const calls, size = 64, 256 << 10
+			for i := range calls {
+				ctx, cancel := context.WithTimeout(ctx, 20*time.Millisecond)
+				begin := time.Now()
+				_, err := cli.Call(ctx, srv.Addr(), "echo", bytes.Repeat([]byte{byte(i)}, size))
+				cancel()
+				require.ErrorIs(t, err, context.DeadlineExceeded)
+				require.Less(t, time.Since(begin), time.Second, "call %d waited for the socket", i)
+			}
+
+			close(release)
+			require.NoError(t, waitErr(t, blocked, 10*time.Second))
+			want := bytes.Repeat([]byte{7}, size)
+			resp, err := cli.Call(ctx, srv.Addr(), "echo", want)
+			require.NoError(t, err)
+			require.Equal(t, want, resp)
+			require.Equal(t, uint64(1), cli.Stats().Dials, "the connection survived")
+			require.Zero(t, srv.Stats().BadFrames)
+		})
+	}
 }
 
 func TestPeerShutdownFailsCallsAndRedialWorks(t *testing.T) {

@@ -2,10 +2,12 @@
 // struct on the network encodes it here, so that all of them share the
 // same handle settings and the same defensive limits on what a decoder may
 // allocate.
+//
+// Encoders and decoders are pooled: a codec.Encoder or Decoder is large,
+// and building one per message cost more than encoding a small message.
 package wire
 
 import (
-	"bytes"
 	"fmt"
 	"sync"
 
@@ -23,26 +25,65 @@ var handle = func() *codec.MsgpackHandle {
 	return h
 }()
 
-var encPool = sync.Pool{New: func() any { return codec.NewEncoderBytes(nil, handle) }}
+// maxPooled bounds the scratch buffers kept for reuse, so that one large
+// message does not pin its memory.
+const maxPooled = 64 << 10
 
-// Marshal encodes v as msgpack.
+var (
+	encPool = sync.Pool{New: func() any { return codec.NewEncoderBytes(nil, handle) }}
+	decPool = sync.Pool{New: func() any { return codec.NewDecoderBytes(nil, handle) }}
+	bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 1<<10); return &b }}
+)
+
+// Marshal encodes v as msgpack into a new slice of exactly its size.
 func Marshal(v any) ([]byte, error) {
-	var out []byte
+	bp := bufPool.Get().(*[]byte)
+	b, err := Append((*bp)[:0], v)
+	out := append([]byte(nil), b...)
+	if cap(b) <= maxPooled {
+		*bp = b
+		bufPool.Put(bp)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// Append appends the msgpack encoding of v to b and returns the extended
+// slice, which reuses b's spare capacity when it is large enough.
+func Append(b []byte, v any) ([]byte, error) {
+	// The encoder writes from the start of the slice it is given: give it
+	// b's spare capacity, so that when v fits, out already sits in place
+	// after b and the append below copies it onto itself.
+	out := b[len(b):len(b):cap(b)]
+	if out == nil {
+		out = []byte{}
+	}
 	enc := encPool.Get().(*codec.Encoder)
 	enc.ResetBytes(&out)
 	err := enc.Encode(v)
 	encPool.Put(enc)
 	if err != nil {
-		return nil, fmt.Errorf("wire: encode %T: %w", v, err)
+		return b, fmt.Errorf("wire: encode %T: %w", v, err)
 	}
-	return out, nil
+	return append(b, out...), nil
 }
 
 // Unmarshal decodes msgpack from b into v, which must be a pointer. Errors
-// (never panics) on malformed input.
-func Unmarshal(b []byte, v any) (err error) {
-	dec := codec.NewDecoder(bytes.NewReader(b), handle)
-	if err := dec.Decode(v); err != nil {
+// (never panics) on malformed input. v does not alias b: decoded byte
+// slices and strings are copies.
+func Unmarshal(b []byte, v any) error {
+	if b == nil {
+		b = []byte{} // ResetBytes ignores nil
+	}
+	dec := decPool.Get().(*codec.Decoder)
+	dec.ResetBytes(b)
+	err := dec.Decode(v)
+	// Drop the reference to b, so that a pooled decoder does not pin it.
+	dec.ResetBytes([]byte{})
+	decPool.Put(dec)
+	if err != nil {
 		return fmt.Errorf("wire: decode %T: %w", v, err)
 	}
 	return nil
