@@ -88,14 +88,17 @@ func (s *Sessions) applySync(ctx context.Context, peer string, req *applyReq) (r
 			return reply{}, context.Cause(ctx)
 		}
 	}
-	s.sendGroup(peer, q)
+	s.sendGroup(ctx, peer, q, w)
 	res := <-w.done
 	return res.r, res.err
 }
 
-// sendGroup sends the queued changes, the leader's own among them, and
-// hands the lead to the first change queued meanwhile.
-func (s *Sessions) sendGroup(peer string, q *groupQueue) {
+// sendGroup sends the queued changes, the leader's own (w) among them,
+// and hands the lead to the first change queued meanwhile. A change sent
+// alone is the leader's: it is sent within the leader's ctx. A batch
+// carries others' changes too and is sent within CallTimeout, whatever
+// becomes of the leader's context.
+func (s *Sessions) sendGroup(ctx context.Context, peer string, q *groupQueue, w *groupWaiter) {
 	q.mu.Lock()
 	q.handoff = nil
 	n, size := 0, 0
@@ -108,13 +111,13 @@ func (s *Sessions) sendGroup(peer string, q *groupQueue) {
 	q.pending = q.pending[n:]
 	q.mu.Unlock()
 
-	ctx, cancel := context.WithTimeout(s.ctx, s.opts.CallTimeout)
-	defer cancel()
-	if len(batch) == 1 {
-		r, err := s.apply(ctx, peer, batch[0].req)
-		batch[0].done <- groupResult{r: r, err: err}
+	if len(batch) == 1 && batch[0] == w {
+		r, err := s.apply(ctx, peer, w.req)
+		w.done <- groupResult{r: r, err: err}
 	} else {
+		ctx, cancel := context.WithTimeout(s.ctx, s.opts.CallTimeout)
 		s.sendBatchSync(ctx, peer, batch)
+		cancel()
 	}
 
 	q.mu.Lock()

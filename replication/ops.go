@@ -665,10 +665,10 @@ func (s *Sessions) saveLocked(ctx context.Context, e *entry, set map[string][]by
 	}
 	next.version = max(st.version, st.sent) + 1
 	next.sent = next.version
-	stale := fmt.Errorf("%w: %s was dropped during Save", ErrStale, e.key)
+	stale := func() error { return fmt.Errorf("%w: %s was dropped during Save", ErrStale, e.key) }
 	if st.secondary == "" {
 		if !s.publish(e, next) {
-			return st, stale, false
+			return st, stale(), false
 		}
 		s.stats.saves.Add(1)
 		return next, nil, false
@@ -679,7 +679,7 @@ func (s *Sessions) saveLocked(ctx context.Context, e *entry, set map[string][]by
 	}
 	if s.opts.Mode == ModeAsync {
 		if !s.publish(e, next) {
-			return st, stale, false
+			return st, stale(), false
 		}
 		s.stats.saves.Add(1)
 		// Under the write lock, so that changes queue in version order.
@@ -708,7 +708,7 @@ func (s *Sessions) saveLocked(ctx context.Context, e *entry, set map[string][]by
 	case stOK:
 		next.verifiedGen = r.G
 		if !s.publish(e, next) {
-			return st, stale, false
+			return st, stale(), false
 		}
 		s.stats.saves.Add(1)
 		return next, nil, false

@@ -696,6 +696,12 @@ func (s *Sessions) callCtx(ctx context.Context) (context.Context, context.Cancel
 	return context.WithTimeout(ctx, s.opts.CallTimeout)
 }
 
+// reqBufs holds *[]byte buffers for encoding requests; those that grew
+// past maxPooledReq (full copies of large sessions) are left to the GC.
+var reqBufs = sync.Pool{New: func() any { b := make([]byte, 0, 1<<10); return &b }}
+
+const maxPooledReq = 64 << 10
+
 // errPeerGone is returned by call for a peer that is not a live member
 // with a session transport.
 var errPeerGone = errors.New("replication: peer not available")
@@ -707,7 +713,16 @@ func (s *Sessions) call(ctx context.Context, name, method string, req, resp any)
 	if !ok {
 		return time.Time{}, fmt.Errorf("%w: %s", errPeerGone, name)
 	}
-	body, err := wire.Marshal(req)
+	// The transport does not keep the body after Call returns: encode it
+	// into a pooled buffer.
+	bp := reqBufs.Get().(*[]byte)
+	body, err := wire.Append((*bp)[:0], req)
+	defer func() {
+		if cap(body) <= maxPooledReq {
+			*bp = body
+			reqBufs.Put(bp)
+		}
+	}()
 	if err != nil {
 		return time.Time{}, err
 	}
