@@ -22,7 +22,10 @@ type confirm struct {
 	done chan error
 	// waiting maps each member still to answer to when to ask it again.
 	waiting map[string]time.Time
-	best    candidate
+	// heard holds each answer's first record, by answering member; the
+	// winner is the least of them whose node is still alive (and this
+	// node's own record, while it lasts).
+	heard   map[string]candidate
 	started time.Time
 }
 
@@ -46,14 +49,12 @@ const (
 func (c *core) startConfirm(name string, members []string, done chan error) {
 	c.nextReq++
 	now := c.now()
-	cf := &confirm{name: name, done: done, waiting: map[string]time.Time{}, started: now}
+	cf := &confirm{name: name, done: done, waiting: map[string]time.Time{}, heard: map[string]candidate{}, started: now}
 	msg := confirmMsg{Q: c.nextReq, I: c.inc}
 	if r := c.owners[c.self].recs[name]; r != nil {
 		cf.born = r.born
-		cf.best = candidate{born: r.born, node: c.self}
 		msg.R = recWire{N: name, V: r.ver, B: r.born, T: r.ts, F: r.flags, X: r.value}
 	} else {
-		cf.best = c.first(name)
 		msg.R = recWire{N: name}
 		msg.Ask = true
 	}
@@ -143,8 +144,8 @@ func (c *core) onConfirmAck(from string, m *confirmAckMsg) {
 		return
 	}
 	delete(cf.waiting, from)
-	if w := (candidate{born: m.B, node: m.W}); w.node != "" && (cf.best.node == "" || candCmp(w, cf.best) < 0) {
-		cf.best = w
+	if m.W != "" {
+		cf.heard[from] = candidate{born: m.B, node: m.W}
 	}
 	c.settleConfirm(m.Q, cf)
 }
@@ -155,15 +156,25 @@ func (c *core) settleConfirm(q uint64, cf *confirm) {
 		return
 	}
 	delete(c.confirms, q)
-	var err error
 	mine := c.owners[c.self].recs[cf.name]
+	var best candidate
+	if mine != nil && cf.born != 0 && mine.born == cf.born {
+		best = candidate{born: mine.born, node: c.self}
+	}
+	for _, w := range cf.heard {
+		if w.node == c.self && best.node != c.self {
+			continue // our record, gone since that answer
+		}
+		if _, gone := c.departed[w.node]; !gone && (best.node == "" || candCmp(w, best) < 0) {
+			best = w
+		}
+	}
+	var err error
 	switch {
-	case cf.best.node == "":
+	case best.node == "":
 		err = fmt.Errorf("%w: %q was unbound meanwhile; bind again", ErrNameBound, cf.name)
-	case cf.best.node != c.self || cf.best.born != cf.born:
-		err = fmt.Errorf("%w: %q is bound by %s", ErrNameBound, cf.name, cf.best.node)
-	case mine == nil || mine.born != cf.born:
-		err = fmt.Errorf("%w: %q was unbound while confirming", ErrNameBound, cf.name)
+	case best.node != c.self:
+		err = fmt.Errorf("%w: %q is bound by %s", ErrNameBound, cf.name, best.node)
 	}
 	c.answers = append(c.answers, reply{done: cf.done, err: err})
 }
