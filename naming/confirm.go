@@ -162,8 +162,8 @@ func (c *core) settleConfirm(q uint64, cf *confirm) {
 		best = candidate{born: mine.born, node: c.self}
 	}
 	for _, w := range cf.heard {
-		if w.node == c.self && best.node != c.self {
-			continue // our record, gone since that answer
+		if w.node == c.self {
+			continue // our own record counts only while it lasts (above)
 		}
 		if _, gone := c.departed[w.node]; !gone && (best.node == "" || candCmp(w, best) < 0) {
 			best = w
