@@ -1,0 +1,294 @@
+package replication
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/troupe-go/troupe/internal/clustertest"
+	"github.com/troupe-go/troupe/membership"
+	"github.com/troupe-go/troupe/naming"
+)
+
+// pinNode is one in-process member with a naming tree and pins.
+type pinNode struct {
+	c    *membership.Cluster
+	tree *naming.Tree
+	pins *Pins
+}
+
+// startPins starts n members joined through node 0, a tree and Pins on
+// each, and waits until every node sees n members.
+func startPins(t testing.TB, n int, mutate ...func(i int, c *membership.Config)) []*pinNode {
+	t.Helper()
+	tc := clustertest.Start(t, n, mutate...)
+	tc.WaitMembers(n)
+	nodes := make([]*pinNode, n)
+	for i, c := range tc.Nodes {
+		tree, err := naming.New(c, naming.Options{Logger: clustertest.Logger(t, c.Name()+" naming")})
+		require.NoError(t, err)
+		t.Cleanup(func() { tree.Close() })
+		pins, err := NewPins(testCtx(t), c, tree, PinOptions{Logger: clustertest.Logger(t, c.Name()+" pins")})
+		require.NoError(t, err)
+		t.Cleanup(pins.Shutdown)
+		nodes[i] = &pinNode{c: c, tree: tree, pins: pins}
+	}
+	return nodes
+}
+
+// kill stops node n as a crash would: its peers learn of it only from
+// failure detection.
+func (n *pinNode) kill() {
+	n.c.Shutdown()
+	n.pins.Shutdown()
+	n.tree.Close()
+}
+
+func (n *pinNode) name() string { return n.c.Name() }
+
+// Five nodes pin the same key at the same moment, many times: every call
+// returns the same owner, and every node's Owner agrees at once.
+func TestPinConcurrentOneOwner(t *testing.T) {
+	t.Parallel()
+	nodes := startPins(t, 5)
+	ctx := testCtx(t)
+	owners := map[string]int{}
+	for r := range 25 {
+		key := fmt.Sprintf("cart/%d", r)
+		got := make([]Pin, len(nodes))
+		errs := make([]error, len(nodes))
+		start := make(chan struct{})
+		var wg sync.WaitGroup
+		for i, n := range nodes {
+			wg.Go(func() {
+				<-start
+				got[i], errs[i] = n.pins.Pin(ctx, key)
+			})
+		}
+		close(start)
+		wg.Wait()
+		for i := range nodes {
+			require.NoError(t, errs[i], "node %d, round %d", i, r)
+			require.Equal(t, got[0], got[i], "round %d: node %d was told another owner", r, i)
+		}
+		for _, n := range nodes {
+			pin, err := n.pins.Owner(key)
+			require.NoError(t, err)
+			require.Equal(t, got[0], pin, "%s disagrees right after the Pins returned", n.name())
+		}
+		owners[got[0].Owner]++
+	}
+	t.Logf("owners over 25 rounds: %v", owners)
+}
+
+// The owner of a pin is killed: every watcher is told, naming the failed
+// owner; Owner never names it after that; a new Pin lands on a live node
+// with a larger token.
+func TestPinOwnerKilledWatchersTold(t *testing.T) {
+	t.Parallel()
+	nodes := startPins(t, 4)
+	ctx := testCtx(t)
+	pin, err := nodes[0].pins.Pin(ctx, "orders/42")
+	require.NoError(t, err)
+	require.Equal(t, nodes[0].name(), pin.Owner)
+
+	lost := make(chan PinEvent, 16)
+	for _, n := range nodes[1:] {
+		w, err := n.pins.Watch(ctx, "orders")
+		require.NoError(t, err)
+		t.Cleanup(w.Close)
+		go func() {
+			for ev := range w.Events() {
+				if ev.Type == PinLost || ev.Type == PinReleased {
+					// Owner must not name the failed node once the loss is known.
+					_, err := n.pins.Owner("orders/42")
+					if !errors.Is(err, ErrNotPinned) {
+						ev.Reason += fmt.Sprintf(" BUT Owner then said %v", err)
+					}
+					lost <- ev
+				}
+			}
+		}()
+	}
+	nodes[0].kill()
+	for range 3 {
+		select {
+		case ev := <-lost:
+			assert.Equal(t, PinLost, ev.Type)
+			assert.Equal(t, pin, ev.Pin)
+			assert.Contains(t, ev.Reason, nodes[0].name())
+			assert.NotContains(t, ev.Reason, "BUT")
+		case <-ctx.Done():
+			t.Fatal("not every watcher was told the pin was lost")
+		}
+	}
+	again, err := nodes[2].pins.Pin(ctx, "orders/42")
+	require.NoError(t, err)
+	assert.Equal(t, nodes[2].name(), again.Owner)
+	assert.Greater(t, again.Token, pin.Token, "fencing token must grow from owner to owner")
+	for _, n := range nodes[1:] {
+		got, err := n.pins.Owner("orders/42")
+		require.NoError(t, err)
+		assert.Equal(t, again, got)
+	}
+}
+
+// PinOn places the pin on a node chosen among a service's offers.
+func TestPinOnServiceByPolicy(t *testing.T) {
+	t.Parallel()
+	nodes := startPins(t, 3)
+	ctx := testCtx(t)
+	for _, n := range nodes[1:] {
+		require.NoError(t, n.tree.Bind(ctx, "svc/carts", nil, naming.Clusterable()))
+	}
+	require.Eventually(t, func() bool {
+		b, err := nodes[0].tree.Lookup("svc/carts")
+		return err == nil && len(b.Offers) == 2
+	}, clustertest.Timeout, 10*time.Millisecond)
+	placed := map[string]int{}
+	policy := naming.RoundRobin()
+	for i := range 6 {
+		pin, err := nodes[0].pins.Pin(ctx, fmt.Sprintf("cart/%d", i), PinOn("svc/carts", policy))
+		require.NoError(t, err)
+		placed[pin.Owner]++
+		got, err := nodes[0].pins.Owner(pin.Key)
+		require.NoError(t, err)
+		assert.Equal(t, pin, got)
+	}
+	assert.Equal(t, map[string]int{nodes[1].name(): 3, nodes[2].name(): 3}, placed)
+	// A pinned key stays where it is.
+	pin, err := nodes[0].pins.Pin(ctx, "cart/0", PinOn("svc/carts", policy))
+	require.NoError(t, err)
+	before, _ := nodes[1].pins.Owner("cart/0")
+	assert.Equal(t, before, pin)
+}
+
+// Release by the owner tells the watchers; by another node it fails;
+// Leave releases everything the node owns.
+func TestPinReleaseAndLeave(t *testing.T) {
+	t.Parallel()
+	nodes := startPins(t, 3)
+	ctx := testCtx(t)
+	w, err := nodes[2].pins.Watch(ctx, "")
+	require.NoError(t, err)
+	t.Cleanup(w.Close)
+	_, err = nodes[0].pins.Pin(ctx, "a")
+	require.NoError(t, err)
+	_, err = nodes[0].pins.Pin(ctx, "b/c")
+	require.NoError(t, err)
+	require.ErrorIs(t, nodes[1].pins.Release(ctx, "a"), ErrNotOwner)
+	require.NoError(t, nodes[0].pins.Release(ctx, "a"))
+	_, err = nodes[0].pins.Owner("a")
+	require.ErrorIs(t, err, ErrNotPinned)
+	_, err = nodes[0].pins.Pin(ctx, "bad//key")
+	require.ErrorIs(t, err, ErrInvalidKey)
+
+	require.NoError(t, nodes[0].pins.Leave(ctx))
+	_, err = nodes[0].pins.Pin(ctx, "x")
+	require.ErrorIs(t, err, ErrClosed)
+	want := map[string]PinEventType{"a": PinReleased, "b/c": PinReleased}
+	got := map[string]PinEventType{}
+	for len(got) < len(want) {
+		select {
+		case ev := <-w.Events():
+			if ev.Type != PinAcquired {
+				got[ev.Pin.Key] = ev.Type
+			}
+		case <-ctx.Done():
+			t.Fatalf("events so far: %v", got)
+		}
+	}
+	assert.Equal(t, want, got)
+}
+
+// Requests for a pinned key reach its owner from any node; after the owner
+// dies they get a 503 with a reason; once re-pinned they succeed again.
+func TestPinForwardingHandler(t *testing.T) {
+	t.Parallel()
+	nodes := startPins(t, 3)
+	ctx := testCtx(t)
+	urls := make([]string, len(nodes))
+	servers := make([]*http.Server, len(nodes))
+	for i, n := range nodes {
+		ln, err := net.Listen("tcp", clustertest.Host(i)+":0")
+		require.NoError(t, err)
+		local := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			fmt.Fprintf(w, "%s served %s", n.name(), r.URL.Path)
+		})
+		srv := &http.Server{Handler: n.pins.Handler(func(r *http.Request) string {
+			return strings.TrimPrefix(r.URL.Path, "/")
+		}, local)}
+		servers[i] = srv
+		go srv.Serve(ln)
+		t.Cleanup(func() { srv.Close() })
+		urls[i] = "http://" + ln.Addr().String()
+		require.NoError(t, n.c.UpdateMeta(ctx, func(m *membership.Meta) {
+			m.Tags = map[string]string{DefaultHTTPTag: ln.Addr().String()}
+		}))
+	}
+	get := func(i int, path string) (int, string) {
+		resp, err := http.Get(urls[i] + path)
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	_, err := nodes[1].pins.Pin(ctx, "queue")
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { // the tags travel by gossip
+		for i := range nodes {
+			if code, _ := get(i, "/queue"); code != http.StatusOK {
+				return false
+			}
+		}
+		return true
+	}, clustertest.Timeout, 20*time.Millisecond)
+	for i := range nodes {
+		code, body := get(i, "/queue")
+		assert.Equal(t, http.StatusOK, code)
+		assert.Equal(t, nodes[1].name()+" served /queue", body)
+	}
+	code, body := get(0, "/nobody")
+	assert.Equal(t, http.StatusServiceUnavailable, code)
+	assert.Contains(t, body, "has no owner")
+
+	nodes[1].kill() // the process dies: its HTTP server with it
+	require.NoError(t, servers[1].Close())
+	for _, i := range []int{0, 2} {
+		code, body := get(i, "/queue")
+		assert.Equal(t, http.StatusServiceUnavailable, code, body)
+		assert.Contains(t, body, "troupe: ")
+	}
+	require.Eventually(t, func() bool {
+		_, err := nodes[0].pins.Owner("queue")
+		return errors.Is(err, ErrNotPinned)
+	}, clustertest.Timeout, 20*time.Millisecond)
+	code, body = get(0, "/queue")
+	assert.Equal(t, http.StatusServiceUnavailable, code)
+	assert.Contains(t, body, "has no owner")
+
+	_, err = nodes[2].pins.Pin(ctx, "queue")
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		code, body = get(0, "/queue")
+		return code == http.StatusOK && body == nodes[2].name()+" served /queue"
+	}, clustertest.Timeout, 20*time.Millisecond, "last answer: %d %s", code, body)
+}
+
+func TestPinOptionsValidate(t *testing.T) {
+	require.NoError(t, PinOptions{}.Validate())
+	require.ErrorIs(t, PinOptions{Prefix: "/"}.Validate(), ErrInvalidOptions)
+	require.ErrorIs(t, PinOptions{QuorumWindow: time.Millisecond}.Validate(), ErrInvalidOptions)
+	_, err := NewPins(context.Background(), nil, nil, PinOptions{})
+	require.ErrorIs(t, err, ErrInvalidOptions)
+}

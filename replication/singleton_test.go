@@ -1,0 +1,201 @@
+package replication
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/troupe-go/troupe/internal/clustertest"
+	"github.com/troupe-go/troupe/membership"
+)
+
+// singletonProbe records where a singleton runs: how many instances run
+// at once (never more than one), and each start and stop.
+type singletonProbe struct {
+	running atomic.Int32
+	max     atomic.Int32
+	mu      sync.Mutex
+	starts  []singletonRun
+	stopped chan singletonRun
+	started chan singletonRun
+}
+
+type singletonRun struct {
+	node  string
+	token uint64
+	at    time.Time
+}
+
+func newProbe() *singletonProbe {
+	return &singletonProbe{started: make(chan singletonRun, 64), stopped: make(chan singletonRun, 64)}
+}
+
+func (p *singletonProbe) fn(node string) SingletonFunc {
+	return func(ctx context.Context, token uint64) {
+		n := p.running.Add(1)
+		for {
+			m := p.max.Load()
+			if n <= m || p.max.CompareAndSwap(m, n) {
+				break
+			}
+		}
+		run := singletonRun{node: node, token: token, at: time.Now()}
+		p.mu.Lock()
+		p.starts = append(p.starts, run)
+		p.mu.Unlock()
+		p.started <- run
+		<-ctx.Done()
+		p.running.Add(-1)
+		p.stopped <- singletonRun{node: node, token: token, at: time.Now()}
+	}
+}
+
+func (p *singletonProbe) next(t *testing.T, ch chan singletonRun, what string) singletonRun {
+	t.Helper()
+	select {
+	case r := <-ch:
+		return r
+	case <-time.After(clustertest.Timeout):
+		t.Fatalf("no singleton %s", what)
+		return singletonRun{}
+	}
+}
+
+// failDetected returns a channel that receives when the first of nodes
+// sees victim fail or leave.
+func failDetected(t *testing.T, nodes []*pinNode, victim string) <-chan time.Time {
+	out := make(chan time.Time, 1)
+	var once sync.Once
+	for _, n := range nodes {
+		sub := n.c.Subscribe()
+		t.Cleanup(sub.Close)
+		go func() {
+			for ev := range sub.Events() {
+				if ev.Member.Name == victim && (ev.Type == membership.EventFail || ev.Type == membership.EventLeave) {
+					once.Do(func() { out <- time.Now() })
+					return
+				}
+			}
+		}()
+	}
+	return out
+}
+
+// A singleton registered on 4 nodes runs on exactly one; when its node is
+// killed it restarts on another within a second of failure detection;
+// when its node leaves it moves with a short gap; its token grows each
+// time; at no moment do two instances run.
+func TestSingletonFailoverAndHandover(t *testing.T) {
+	t.Parallel()
+	nodes := startPins(t, 4)
+	ctx := testCtx(t)
+	probe := newProbe()
+	byName := map[string]*pinNode{}
+	for _, n := range nodes {
+		byName[n.name()] = n
+		s, err := n.pins.RunSingleton(ctx, "jms/orders", probe.fn(n.name()))
+		require.NoError(t, err)
+		t.Cleanup(s.Stop)
+	}
+	first := probe.next(t, probe.started, "start")
+	for _, n := range nodes {
+		require.Eventually(t, func() bool {
+			pin, err := n.pins.Owner(singletonDir + "/jms/orders")
+			return err == nil && pin.Owner == first.node && pin.Token == first.token
+		}, clustertest.Timeout, 10*time.Millisecond)
+	}
+
+	// Crash: the others detect it, and one of them starts the singleton.
+	victim := byName[first.node]
+	var survivors []*pinNode
+	for _, n := range nodes {
+		if n != victim {
+			survivors = append(survivors, n)
+		}
+	}
+	detected := failDetected(t, survivors, victim.name())
+	killedAt := time.Now()
+	victim.kill()
+	probe.next(t, probe.stopped, "stop on the killed node")
+	second := probe.next(t, probe.started, "restart after the crash")
+	var det time.Time
+	select {
+	case det = <-detected:
+	case <-time.After(clustertest.Timeout):
+		t.Fatal("failure never detected")
+	}
+	t.Logf("crash: detected after %v, restarted %v after detection (on %s)", det.Sub(killedAt), second.at.Sub(det), second.node)
+	assert.NotEqual(t, first.node, second.node)
+	assert.Greater(t, second.token, first.token)
+	// Within failure detection plus one second (plus slack for a loaded
+	// CI machine running the race detector).
+	assert.Less(t, second.at.Sub(det), 3*time.Second)
+
+	// Graceful leave: the owner stops its instance first, then another
+	// starts it.
+	owner := byName[second.node]
+	require.NoError(t, owner.pins.Leave(ctx))
+	stop := probe.next(t, probe.stopped, "stop on leave")
+	third := probe.next(t, probe.started, "start after the leave")
+	t.Logf("leave: gap %v (on %s)", third.at.Sub(stop.at), third.node)
+	assert.NotEqual(t, second.node, third.node)
+	assert.Greater(t, third.token, second.token)
+	assert.Less(t, third.at.Sub(stop.at), 3*time.Second)
+	assert.Equal(t, int32(1), probe.max.Load(), "two instances ran at once")
+	assert.Equal(t, int32(1), probe.running.Load())
+}
+
+// With PreferRole, a node of that role runs the singleton, and when it
+// goes the next one of that role takes over before any other.
+func TestSingletonPreferRole(t *testing.T) {
+	t.Parallel()
+	nodes := startPins(t, 4, func(i int, c *membership.Config) {
+		if i >= 2 {
+			c.Role = "worker"
+		}
+	})
+	ctx := testCtx(t)
+	probe := newProbe()
+	singles := make([]*Singleton, len(nodes))
+	for i, n := range nodes {
+		s, err := n.pins.RunSingleton(ctx, "cron", probe.fn(n.name()), PreferRole("worker"))
+		require.NoError(t, err)
+		t.Cleanup(s.Stop)
+		singles[i] = s
+	}
+	first := probe.next(t, probe.started, "start")
+	assert.Contains(t, []string{nodes[2].name(), nodes[3].name()}, first.node)
+	idx := 2
+	if first.node == nodes[3].name() {
+		idx = 3
+	}
+	singles[idx].Stop()
+	second := probe.next(t, probe.started, "start after Stop")
+	assert.Equal(t, nodes[5-idx].name(), second.node, "the other worker should take over")
+	assert.False(t, singles[idx].Running())
+	assert.True(t, singles[5-idx].Running())
+	assert.Equal(t, int32(1), probe.max.Load())
+}
+
+// A singleton whose registering context ends stops, and a second
+// registration of the same name on one node is refused.
+func TestSingletonContextAndDuplicate(t *testing.T) {
+	t.Parallel()
+	nodes := startPins(t, 1)
+	probe := newProbe()
+	ctx, cancel := context.WithCancel(testCtx(t))
+	s, err := nodes[0].pins.RunSingleton(ctx, "solo", probe.fn("node-0"))
+	require.NoError(t, err)
+	probe.next(t, probe.started, "start")
+	_, err = nodes[0].pins.RunSingleton(testCtx(t), "solo", probe.fn("node-0"))
+	require.ErrorIs(t, err, ErrInvalidOptions)
+	cancel()
+	probe.next(t, probe.stopped, "stop when the context ends")
+	s.Stop()
+	assert.False(t, s.Running())
+}
