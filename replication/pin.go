@@ -525,7 +525,7 @@ func (p *Pins) answer(to string, m pinMsg) {
 	}
 }
 
-func (h pinHandler) LocalState(bool) []byte                  { return nil }
+func (h pinHandler) LocalState(bool) []byte                { return nil }
 func (h pinHandler) MergeRemoteState(string, []byte, bool) {}
 
 // ---- watching ----
