@@ -3,7 +3,6 @@ package replication
 import (
 	"context"
 	"slices"
-	"time"
 )
 
 // asyncBatch bounds the changes sent to a secondary in one request.
@@ -106,14 +105,7 @@ func (s *Sessions) sendBatch(peer string, batch []asyncItem) {
 			s.log.Warn("async batch: wrong number of answers", "peer", peer)
 			return
 		}
-		changes := s.changes()
-		t := time.NewTimer(backoff)
-		select {
-		case <-changes:
-		case <-t.C:
-		case <-s.ctx.Done():
-		}
-		t.Stop()
+		pause(s.ctx, s.changes(), backoff) // the loop checks s.ctx
 		backoff = min(2*backoff, maxBackoff)
 	}
 }

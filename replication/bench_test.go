@@ -4,14 +4,11 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"io"
-	"net"
 	"runtime"
-	"slices"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/troupe-go/troupe/internal/benchnet"
 	"github.com/troupe-go/troupe/membership"
 )
 
@@ -21,54 +18,24 @@ import (
 //
 //	go test -run '^$' -bench 'PingPongRawTCP|Save' -benchtime 3s ./replication/
 const (
-	benchAttrs     = 8
-	benchAttrSize  = 128
-	benchRequest   = 1 << 10 // floor: request size
-	benchAnswer    = 16      // floor: answer size
-	benchClients   = 64
-	benchKeyLength = 32
+	benchAttrs    = 8
+	benchAttrSize = 128
+	benchClients  = 64
 )
 
-// BenchmarkPingPongRawTCP is the floor: a 1 KiB request and a 16-byte
-// answer on one persistent TCP connection over loopback, with no framing,
-// encoding or goroutine hand-offs. (internal/transport has the same.)
+// BenchmarkPingPongRawTCP is the floor (see internal/benchnet): a 1 KiB
+// request and a 16-byte answer on one persistent TCP connection over
+// loopback, with no framing, encoding or goroutine hand-offs.
 func BenchmarkPingPongRawTCP(b *testing.B) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	p, err := benchnet.StartPingPong()
 	if err != nil {
 		b.Fatal(err)
 	}
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	defer ln.Close()
-	wg.Go(func() {
-		c, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		defer c.Close()
-		req, answer := make([]byte, benchRequest), make([]byte, benchAnswer)
-		for {
-			if _, err := io.ReadFull(c, req); err != nil {
-				return
-			}
-			if _, err := c.Write(answer); err != nil {
-				return
-			}
-		}
-	})
-	c, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer c.Close()
-	req, answer := make([]byte, benchRequest), make([]byte, benchAnswer)
+	defer p.Close()
 	lat := make([]time.Duration, 0, 1<<16)
 	for b.Loop() {
 		t0 := time.Now()
-		if _, err := c.Write(req); err != nil {
-			b.Fatal(err)
-		}
-		if _, err := io.ReadFull(c, answer); err != nil {
+		if err := p.RoundTrip(); err != nil {
 			b.Fatal(err)
 		}
 		lat = append(lat, time.Since(t0))
@@ -173,7 +140,6 @@ func reportLatency(b *testing.B, lat []time.Duration) {
 	if len(lat) == 0 {
 		return
 	}
-	slices.Sort(lat)
-	b.ReportMetric(float64(lat[len(lat)/2].Nanoseconds())/1e3, "p50-µs")
-	b.ReportMetric(float64(lat[len(lat)*99/100].Nanoseconds())/1e3, "p99-µs")
+	b.ReportMetric(benchnet.Micros(benchnet.Percentile(lat, 50)), "p50-µs")
+	b.ReportMetric(benchnet.Micros(benchnet.Percentile(lat, 99)), "p99-µs")
 }

@@ -39,6 +39,20 @@ func retryable(err error) bool {
 		errors.Is(err, transport.ErrHandshake)
 }
 
+// pause waits before a retry: for d, or until changes is closed (the
+// peers changed), or until ctx ends, when it returns false.
+func pause(ctx context.Context, changes <-chan struct{}, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-changes:
+	case <-t.C:
+	case <-ctx.Done():
+		return false
+	}
+	return true
+}
+
 func unavailable(what string, err error) error {
 	return fmt.Errorf("%w: %s: %w", ErrUnavailable, what, err)
 }
@@ -257,15 +271,9 @@ func (s *Sessions) check(ctx context.Context, e *entry, lease, wait bool) (state
 		if !wait {
 			return st, errBusy
 		}
-		t := time.NewTimer(backoff)
-		select {
-		case <-changes:
-		case <-t.C:
-		case <-ctx.Done():
-			t.Stop()
+		if !pause(ctx, changes, backoff) {
 			return st, unavailable("secondary "+st.secondary+" unreachable", err)
 		}
-		t.Stop()
 		backoff = min(2*backoff, maxBackoff)
 	}
 }
@@ -628,15 +636,9 @@ func (s *Sessions) Save(ctx context.Context, h *Session) error {
 		if !retry {
 			return err
 		}
-		t := time.NewTimer(backoff)
-		select {
-		case <-changes:
-		case <-t.C:
-		case <-ctx.Done():
-			t.Stop()
+		if !pause(ctx, changes, backoff) {
 			return unavailable("secondary "+st.secondary+" did not acknowledge", err)
 		}
-		t.Stop()
 		backoff = min(2*backoff, maxBackoff)
 	}
 }

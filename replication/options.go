@@ -1,6 +1,7 @@
 package replication
 
 import (
+	"cmp"
 	"crypto/tls"
 	"fmt"
 	"log/slog"
@@ -9,6 +10,7 @@ import (
 	"time"
 
 	"github.com/troupe-go/troupe/internal/faultnet"
+	"github.com/troupe-go/troupe/internal/transport"
 )
 
 // Mode says when Save returns.
@@ -157,38 +159,21 @@ func (o Options) Validate() error {
 		return fmt.Errorf("%w: MaxSessionSize %d is outside [%d, %d]", ErrInvalidOptions, o.MaxSessionSize, minSessionSize, maxSessionSize)
 	}
 	if o.TLS != nil {
-		if len(o.TLS.Certificates) == 0 && o.TLS.GetCertificate == nil {
-			return fmt.Errorf("%w: TLS needs Certificates or GetCertificate", ErrInvalidOptions)
-		}
-		if o.TLS.RootCAs == nil || o.TLS.ClientCAs == nil {
-			return fmt.Errorf("%w: TLS needs both RootCAs and ClientCAs (usually the cluster CA)", ErrInvalidOptions)
+		if err := transport.ValidateTLS(o.TLS); err != nil {
+			return fmt.Errorf("%w: %w", ErrInvalidOptions, err)
 		}
 	}
 	return nil
 }
 
 func (o Options) withDefaults() Options {
-	if o.AsyncQueue == 0 {
-		o.AsyncQueue = DefaultAsyncQueue
-	}
-	if o.IdleTimeout == 0 {
-		o.IdleTimeout = DefaultIdleTimeout
-	}
-	if o.MaxSessionSize == 0 {
-		o.MaxSessionSize = DefaultMaxSessionSize
-	}
-	if o.LeaseTerm == 0 {
-		o.LeaseTerm = DefaultLeaseTerm
-	}
-	if o.CallTimeout == 0 {
-		o.CallTimeout = DefaultCallTimeout
-	}
-	if o.QuorumWindow == 0 {
-		o.QuorumWindow = DefaultQuorumWindow
-	}
-	if o.Logger == nil {
-		o.Logger = slog.New(slog.DiscardHandler)
-	}
+	o.AsyncQueue = cmp.Or(o.AsyncQueue, DefaultAsyncQueue)
+	o.IdleTimeout = cmp.Or(o.IdleTimeout, DefaultIdleTimeout)
+	o.MaxSessionSize = cmp.Or(o.MaxSessionSize, DefaultMaxSessionSize)
+	o.LeaseTerm = cmp.Or(o.LeaseTerm, DefaultLeaseTerm)
+	o.CallTimeout = cmp.Or(o.CallTimeout, DefaultCallTimeout)
+	o.QuorumWindow = cmp.Or(o.QuorumWindow, DefaultQuorumWindow)
+	o.Logger = cmp.Or(o.Logger, slog.New(slog.DiscardHandler))
 	return o
 }
 

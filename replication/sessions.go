@@ -555,13 +555,7 @@ func (s *Sessions) revoke(ctx context.Context, name string, abortIfBack bool) er
 		wait := p.grantedUntil.Sub(now)
 		changed := s.pmu.changed
 		s.pmu.Unlock()
-		t := time.NewTimer(wait)
-		select {
-		case <-t.C:
-		case <-changed:
-			t.Stop()
-		case <-ctx.Done():
-			t.Stop()
+		if !pause(ctx, changed, wait) {
 			return context.Cause(ctx)
 		}
 	}

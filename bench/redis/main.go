@@ -22,6 +22,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/troupe-go/troupe/internal/benchnet"
 )
 
 func main() {
@@ -77,9 +79,8 @@ func main() {
 		return
 	}
 	all := slices.Concat(lats...)
-	slices.Sort(all)
 	fmt.Printf("redis  SET %d B + WAIT 1 0, %d clients                p50 %6.1f µs  p99 %6.1f µs  %8.0f ops/s\n",
-		*size, *clients, us(all[len(all)/2]), us(all[len(all)*99/100]), rate)
+		*size, *clients, benchnet.Micros(benchnet.Percentile(all, 50)), benchnet.Micros(benchnet.Percentile(all, 99)), rate)
 }
 
 type client struct {
@@ -147,5 +148,3 @@ func appendCommand(b []byte, args ...[]byte) []byte {
 	}
 	return b
 }
-
-func us(d time.Duration) float64 { return float64(d.Nanoseconds()) / 1e3 }

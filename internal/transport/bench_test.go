@@ -2,62 +2,33 @@ package transport
 
 import (
 	"context"
-	"io"
 	"log/slog"
-	"net"
 	"runtime"
-	"sync"
 	"testing"
 
+	"github.com/troupe-go/troupe/internal/benchnet"
 	"github.com/troupe-go/troupe/internal/clustertest"
 )
 
 // The benchmarks send a 1 KiB request and get a 16-byte answer, on one
-// persistent connection over loopback.
+// persistent connection over loopback: the exchange of the floor.
 const (
-	benchRequestSize = 1 << 10
-	benchAnswerSize  = 16
+	benchRequestSize = benchnet.RequestSize
+	benchAnswerSize  = benchnet.AnswerSize
 )
 
 // BenchmarkPingPongRawTCP is the floor: the same exchange on a bare TCP
 // connection, without framing, multiplexing or goroutine hand-offs.
 func BenchmarkPingPongRawTCP(b *testing.B) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	p, err := benchnet.StartPingPong()
 	if err != nil {
 		b.Fatal(err)
 	}
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	defer ln.Close()
-	wg.Go(func() {
-		c, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		defer c.Close()
-		req, answer := make([]byte, benchRequestSize), make([]byte, benchAnswerSize)
-		for {
-			if _, err := io.ReadFull(c, req); err != nil {
-				return
-			}
-			if _, err := c.Write(answer); err != nil {
-				return
-			}
-		}
-	})
-	c, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer c.Close()
-	req, answer := make([]byte, benchRequestSize), make([]byte, benchAnswerSize)
+	defer p.Close()
 	b.ReportAllocs()
 	b.SetBytes(benchRequestSize)
 	for b.Loop() {
-		if _, err := c.Write(req); err != nil {
-			b.Fatal(err)
-		}
-		if _, err := io.ReadFull(c, answer); err != nil {
+		if err := p.RoundTrip(); err != nil {
 			b.Fatal(err)
 		}
 	}

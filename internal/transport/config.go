@@ -1,6 +1,7 @@
 package transport
 
 import (
+	"cmp"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -129,11 +130,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("transport: DialTimeout and IdleTimeout must be at least %v", minTimeout)
 	}
 	if c.TLS != nil {
-		if len(c.TLS.Certificates) == 0 && c.TLS.GetCertificate == nil {
-			return errors.New("transport: TLS needs Certificates or GetCertificate: mutual TLS presents this node's certificate both ways")
-		}
-		if c.TLS.RootCAs == nil || c.TLS.ClientCAs == nil {
-			return errors.New("transport: TLS needs both RootCAs and ClientCAs (usually the cluster CA) to verify peers")
+		if err := ValidateTLS(c.TLS); err != nil {
+			return fmt.Errorf("transport: %w", err)
 		}
 		return nil
 	}
@@ -150,21 +148,25 @@ func (c Config) Validate() error {
 	return nil
 }
 
+// ValidateTLS reports what keeps cfg from serving as Config.TLS: mutual
+// TLS presents this node's certificate both ways and verifies peers both
+// ways. Layers that take a TLS config to pass on (replication.Options)
+// check it with this too.
+func ValidateTLS(cfg *tls.Config) error {
+	if len(cfg.Certificates) == 0 && cfg.GetCertificate == nil {
+		return errors.New("TLS needs Certificates or GetCertificate: mutual TLS presents this node's certificate both ways")
+	}
+	if cfg.RootCAs == nil || cfg.ClientCAs == nil {
+		return errors.New("TLS needs both RootCAs and ClientCAs (usually the cluster CA) to verify peers")
+	}
+	return nil
+}
+
 func (c Config) withDefaults() Config {
-	if c.MaxFrameSize == 0 {
-		c.MaxFrameSize = DefaultMaxFrameSize
-	}
-	if c.MaxConcurrentRequests == 0 {
-		c.MaxConcurrentRequests = DefaultMaxConcurrentRequests
-	}
-	if c.DialTimeout == 0 {
-		c.DialTimeout = DefaultDialTimeout
-	}
-	if c.IdleTimeout == 0 {
-		c.IdleTimeout = DefaultIdleTimeout
-	}
-	if c.Logger == nil {
-		c.Logger = slog.New(slog.DiscardHandler)
-	}
+	c.MaxFrameSize = cmp.Or(c.MaxFrameSize, DefaultMaxFrameSize)
+	c.MaxConcurrentRequests = cmp.Or(c.MaxConcurrentRequests, DefaultMaxConcurrentRequests)
+	c.DialTimeout = cmp.Or(c.DialTimeout, DefaultDialTimeout)
+	c.IdleTimeout = cmp.Or(c.IdleTimeout, DefaultIdleTimeout)
+	c.Logger = cmp.Or(c.Logger, slog.New(slog.DiscardHandler))
 	return c
 }

@@ -13,9 +13,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"io"
 	"log"
-	"net"
 	"os"
 	"runtime"
 	"slices"
@@ -23,6 +21,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/troupe-go/troupe/internal/benchnet"
 	"github.com/troupe-go/troupe/membership"
 	"github.com/troupe-go/troupe/replication"
 )
@@ -52,7 +51,8 @@ func main() {
 	say("GOMAXPROCS=%d, %s per measurement\n", runtime.GOMAXPROCS(0), *duration)
 
 	floor := pingPong(*duration)
-	say("floor  raw TCP ping-pong 1 KiB/16 B     p50 %6.1f µs  p99 %6.1f µs\n", us(pct(floor, 50)), us(pct(floor, 99)))
+	floor50 := benchnet.Percentile(floor, 50)
+	say("floor  raw TCP ping-pong 1 KiB/16 B     p50 %6.1f µs  p99 %6.1f µs\n", benchnet.Micros(floor50), benchnet.Micros(benchnet.Percentile(floor, 99)))
 
 	ctx := context.Background()
 	mode := replication.ModeSync
@@ -103,9 +103,9 @@ func main() {
 	for i, end := 0, time.Now().Add(*duration); time.Now().Before(end); i++ {
 		lat = append(lat, save(h, val, i))
 	}
-	p50 := pct(lat, 50)
+	p50 := benchnet.Percentile(lat, 50)
 	say("troupe Save %s, 1 client, %d B session, %d B change   p50 %6.1f µs  p99 %6.1f µs  (%.1f× floor)\n",
-		mode, h.Size(), change, us(p50), us(pct(lat, 99)), float64(p50)/float64(pct(floor, 50)))
+		mode, h.Size(), change, benchnet.Micros(p50), benchnet.Micros(benchnet.Percentile(lat, 99)), float64(p50)/float64(floor50))
 
 	// Many clients.
 	sessions := make([]*replication.Session, *clients)
@@ -131,7 +131,7 @@ func main() {
 	all := slices.Concat(lats...)
 	rate := float64(ops.Load()) / elapsed.Seconds()
 	say("troupe Save %s, %d clients                              p50 %6.1f µs  p99 %6.1f µs  %8.0f saves/s\n",
-		mode, *clients, us(pct(all, 50)), us(pct(all, 99)), rate)
+		mode, *clients, benchnet.Micros(benchnet.Percentile(all, 50)), benchnet.Micros(benchnet.Percentile(all, 99)), rate)
 	if *quiet {
 		fmt.Printf("%.0f\n", rate)
 	}
@@ -177,57 +177,16 @@ func startPair(ctx context.Context, key bool, mode replication.Mode) (*node, *no
 	return a, b
 }
 
-// pingPong is the floor: a 1 KiB request and a 16-byte answer on one
-// persistent TCP connection over loopback.
+// pingPong measures the floor (see internal/benchnet) for d.
 func pingPong(d time.Duration) []time.Duration {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	p, err := benchnet.StartPingPong()
 	if err != nil {
 		log.Fatal(err)
 	}
-	defer ln.Close()
-	go func() {
-		c, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		defer c.Close()
-		req, answer := make([]byte, 1024), make([]byte, 16)
-		for {
-			if _, err := io.ReadFull(c, req); err != nil {
-				return
-			}
-			if _, err := c.Write(answer); err != nil {
-				return
-			}
-		}
-	}()
-	c, err := net.Dial("tcp", ln.Addr().String())
+	defer p.Close()
+	lat, err := p.Run(d)
 	if err != nil {
 		log.Fatal(err)
-	}
-	defer c.Close()
-	req, answer := make([]byte, 1024), make([]byte, 16)
-	var lat []time.Duration
-	for end := time.Now().Add(d); time.Now().Before(end); {
-		t0 := time.Now()
-		if _, err := c.Write(req); err != nil {
-			log.Fatal(err)
-		}
-		if _, err := io.ReadFull(c, answer); err != nil {
-			log.Fatal(err)
-		}
-		lat = append(lat, time.Since(t0))
 	}
 	return lat
 }
-
-func pct(lat []time.Duration, p int) time.Duration {
-	if len(lat) == 0 {
-		return 0
-	}
-	s := slices.Clone(lat)
-	slices.Sort(s)
-	return s[min(len(s)-1, len(s)*p/100)]
-}
-
-func us(d time.Duration) float64 { return float64(d.Nanoseconds()) / 1e3 }
