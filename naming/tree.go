@@ -196,15 +196,15 @@ func (t *Tree) stop() { t.quitOnce.Do(func() { close(t.quit) }) }
 // blocks and does not allocate (an unbound name returns ErrNotFound
 // unwrapped). The Binding is shared: do not modify its Offers or values.
 func (t *Tree) Lookup(name string) (Binding, error) {
-	n, err := normalize(name, false)
-	if err != nil {
+	// Normalising costs more than the lookup: only a name not found is
+	// normalised, to tell an invalid name from an unbound one.
+	if e, ok := t.index.lookup(name); ok {
+		return e.b, nil
+	}
+	if _, err := normalize(name, false); err != nil {
 		return Binding{}, err
 	}
-	e, ok := t.index.get(n)
-	if !ok {
-		return Binding{}, ErrNotFound
-	}
-	return e.b, nil
+	return Binding{}, ErrNotFound
 }
 
 // Len returns how many names are bound.
