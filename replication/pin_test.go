@@ -25,6 +25,7 @@ type pinNode struct {
 	c    *membership.Cluster
 	tree *naming.Tree
 	pins *Pins
+	tc   *clustertest.Cluster // the whole test cluster, for partitions
 }
 
 // startPins starts n members joined through node 0, a tree and Pins on
@@ -41,7 +42,7 @@ func startPins(t testing.TB, n int, mutate ...func(i int, c *membership.Config))
 		pins, err := NewPins(testCtx(t), c, tree, PinOptions{Logger: clustertest.Logger(t, c.Name()+" pins")})
 		require.NoError(t, err)
 		t.Cleanup(pins.Shutdown)
-		nodes[i] = &pinNode{c: c, tree: tree, pins: pins}
+		nodes[i] = &pinNode{c: c, tree: tree, pins: pins, tc: tc}
 	}
 	return nodes
 }

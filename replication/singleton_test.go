@@ -2,6 +2,7 @@ package replication
 
 import (
 	"context"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -198,4 +199,66 @@ func TestSingletonContextAndDuplicate(t *testing.T) {
 	probe.next(t, probe.stopped, "stop when the context ends")
 	s.Stop()
 	assert.False(t, s.Running())
+}
+
+// A partition puts the singleton's node on the minority side: there it
+// stops (no quorum), the majority side starts it with a larger token, and
+// after the heal exactly one instance runs, the majority's, and every
+// node agrees on its owner.
+func TestSingletonPartitionMinorityStops(t *testing.T) {
+	t.Parallel()
+	nodes := startPins(t, 5)
+	ctx := testCtx(t)
+	probe := newProbe()
+	for _, n := range nodes {
+		s, err := n.pins.RunSingleton(ctx, "partitioned", probe.fn(n.name()))
+		require.NoError(t, err)
+		t.Cleanup(s.Stop)
+	}
+	first := probe.next(t, probe.started, "start")
+	// The owner and one other node on one side, three on the other.
+	var minority, majority []int
+	for i, n := range nodes {
+		if n.name() == first.node {
+			minority = append(minority, i, (i+1)%len(nodes))
+		}
+	}
+	for i := range nodes {
+		if !slices.Contains(minority, i) {
+			majority = append(majority, i)
+		}
+	}
+	require.Len(t, minority, 2)
+	tc := nodes[0].tc
+	tc.Net.Partition(tc.Hosts(minority...), tc.Hosts(majority...))
+
+	stop := probe.next(t, probe.stopped, "stop on the minority side")
+	assert.Equal(t, first.node, stop.node)
+	second := probe.next(t, probe.started, "start on the majority side")
+	assert.Contains(t, names(nodes, majority), second.node)
+	assert.Greater(t, second.token, first.token)
+	assert.Equal(t, int32(1), probe.running.Load())
+
+	tc.Net.Heal()
+	clustertest.WaitMembers(t, tc.Nodes, len(nodes))
+	for _, n := range nodes {
+		require.Eventually(t, func() bool {
+			pin, err := n.pins.Owner(singletonDir + "/partitioned")
+			return err == nil && pin.Owner == second.node && pin.Token == second.token
+		}, clustertest.Timeout, 10*time.Millisecond, "%s does not see the majority's owner", n.name())
+	}
+	assert.Equal(t, int32(1), probe.running.Load())
+	select {
+	case r := <-probe.started:
+		t.Fatalf("another instance started after the heal: %+v", r)
+	default:
+	}
+}
+
+func names(nodes []*pinNode, idx []int) []string {
+	var out []string
+	for _, i := range idx {
+		out = append(out, nodes[i].name())
+	}
+	return out
 }
