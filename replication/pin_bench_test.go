@@ -105,7 +105,7 @@ func (h echoHandler) HandleMessage(from string, msg []byte) {
 	}
 	h.wg.Go(func() { _ = h.e.chans[h.self].Send(context.Background(), from, msg) })
 }
-func (echoHandler) LocalState(bool) []byte                  { return nil }
+func (echoHandler) LocalState(bool) []byte                { return nil }
 func (echoHandler) MergeRemoteState(string, []byte, bool) {}
 
 func newEchoRound(tb testing.TB, nodes []*pinNode) *echoRound {
