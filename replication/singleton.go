@@ -239,12 +239,15 @@ func (s *Singleton) loop(ctx context.Context, w *naming.Watcher) {
 	delete(p.mu.singletons, s.name)
 	p.mu.Unlock()
 	if s.graceful.Load() {
-		if pin, err := s.Owner(); err == nil && pin.Owner == p.self {
-			s.unbind()
-		}
+		// The registration goes first, so that when the others see the
+		// singleton free they no longer count this node as the one to
+		// prefer, and claim it at once.
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		_ = p.tree.Unbind(ctx, s.nodes)
+		if pin, err := s.Owner(); err == nil && pin.Owner == p.self {
+			s.unbind()
+		}
 	}
 }
 
