@@ -160,13 +160,7 @@ func TestBenchSingletonHandover(t *testing.T) {
 	nodes := startPins(t, 2*rounds+2)
 	ctx := testCtx(t)
 	probe := newProbe()
-	byName := map[string]*pinNode{}
-	for _, n := range nodes {
-		byName[n.name()] = n
-		s, err := n.pins.RunSingleton(ctx, "bench", probe.fn(n.name()))
-		require.NoError(t, err)
-		t.Cleanup(s.Stop)
-	}
+	_, byName := probe.register(t, ctx, nodes, "bench")
 	cur := probe.next(t, probe.started, "start")
 	live := func() []*pinNode {
 		var out []*pinNode

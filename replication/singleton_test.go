@@ -56,6 +56,22 @@ func (p *singletonProbe) fn(node string) SingletonFunc {
 	}
 }
 
+// register registers the singleton name on every node with the probe's
+// function, and returns the registrations and the nodes by name.
+func (p *singletonProbe) register(t testing.TB, ctx context.Context, nodes []*pinNode, name string, opts ...SingletonOption) ([]*Singleton, map[string]*pinNode) {
+	t.Helper()
+	var singles []*Singleton
+	byName := map[string]*pinNode{}
+	for _, n := range nodes {
+		byName[n.name()] = n
+		s, err := n.pins.RunSingleton(ctx, name, p.fn(n.name()), opts...)
+		require.NoError(t, err)
+		t.Cleanup(s.Stop)
+		singles = append(singles, s)
+	}
+	return singles, byName
+}
+
 func (p *singletonProbe) next(t *testing.T, ch chan singletonRun, what string) singletonRun {
 	t.Helper()
 	select {
@@ -96,13 +112,7 @@ func TestSingletonFailoverAndHandover(t *testing.T) {
 	nodes := startPins(t, 4)
 	ctx := testCtx(t)
 	probe := newProbe()
-	byName := map[string]*pinNode{}
-	for _, n := range nodes {
-		byName[n.name()] = n
-		s, err := n.pins.RunSingleton(ctx, "jms/orders", probe.fn(n.name()))
-		require.NoError(t, err)
-		t.Cleanup(s.Stop)
-	}
+	_, byName := probe.register(t, ctx, nodes, "jms/orders")
 	first := probe.next(t, probe.started, "start")
 	for _, n := range nodes {
 		require.Eventually(t, func() bool {
@@ -162,13 +172,7 @@ func TestSingletonPreferRole(t *testing.T) {
 	})
 	ctx := testCtx(t)
 	probe := newProbe()
-	singles := make([]*Singleton, len(nodes))
-	for i, n := range nodes {
-		s, err := n.pins.RunSingleton(ctx, "cron", probe.fn(n.name()), PreferRole("worker"))
-		require.NoError(t, err)
-		t.Cleanup(s.Stop)
-		singles[i] = s
-	}
+	singles, _ := probe.register(t, ctx, nodes, "cron", PreferRole("worker"))
 	first := probe.next(t, probe.started, "start")
 	assert.Contains(t, []string{nodes[2].name(), nodes[3].name()}, first.node)
 	idx := 2
@@ -210,11 +214,7 @@ func TestSingletonPartitionMinorityStops(t *testing.T) {
 	nodes := startPins(t, 5)
 	ctx := testCtx(t)
 	probe := newProbe()
-	for _, n := range nodes {
-		s, err := n.pins.RunSingleton(ctx, "partitioned", probe.fn(n.name()))
-		require.NoError(t, err)
-		t.Cleanup(s.Stop)
-	}
+	probe.register(t, ctx, nodes, "partitioned")
 	first := probe.next(t, probe.started, "start")
 	// The owner and one other node on one side, three on the other.
 	var minority, majority []int
