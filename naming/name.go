@@ -2,6 +2,7 @@ package naming
 
 import (
 	"fmt"
+	"strings"
 	"unsafe"
 )
 
@@ -29,7 +30,11 @@ func NormalizeName(name string) (string, error) {
 // normalize checks and canonicalises a name; with prefix set, the empty
 // name (the root) is valid.
 func normalize(s string, prefix bool) (string, error) {
-	orig := s
+	// Errors quote a copy of the name, so that the name itself does not
+	// escape: a caller may pass a name built on its stack (Lookup does not
+	// allocate).
+	o := s
+	orig := func() string { return strings.Clone(o) }
 	if len(s) > 0 && s[0] == '/' {
 		s = s[1:]
 	}
@@ -49,23 +54,23 @@ func normalize(s string, prefix bool) (string, error) {
 	for i := 0; i <= len(s); i++ {
 		if i < len(s) && s[i] != '/' {
 			if !nameChar[s[i]] {
-				return "", fmt.Errorf("%w: %q has the character %q at byte %d; allowed are letters, digits and ._~:@+=,!$*-", ErrInvalidName, orig, s[i], i)
+				return "", fmt.Errorf("%w: %q has the character %q at byte %d; allowed are letters, digits and ._~:@+=,!$*-", ErrInvalidName, orig(), s[i], i)
 			}
 			continue
 		}
 		seg := s[start:i]
 		switch {
 		case seg == "":
-			return "", fmt.Errorf("%w: %q has an empty segment", ErrInvalidName, orig)
+			return "", fmt.Errorf("%w: %q has an empty segment", ErrInvalidName, orig())
 		case seg == "." || seg == "..":
-			return "", fmt.Errorf("%w: %q has a %q segment; names are not paths to resolve", ErrInvalidName, orig, seg)
+			return "", fmt.Errorf("%w: %q has a %q segment; names are not paths to resolve", ErrInvalidName, orig(), strings.Clone(seg))
 		case len(seg) > MaxSegmentLen:
-			return "", fmt.Errorf("%w: segment %q… is %d bytes, the limit is %d", ErrInvalidName, seg[:16], len(seg), MaxSegmentLen)
+			return "", fmt.Errorf("%w: segment %q… is %d bytes, the limit is %d", ErrInvalidName, strings.Clone(seg[:16]), len(seg), MaxSegmentLen)
 		}
 		if i < len(s) {
 			depth++
 			if depth > MaxDepth {
-				return "", fmt.Errorf("%w: %q has more than %d segments", ErrInvalidName, orig, MaxDepth)
+				return "", fmt.Errorf("%w: %q has more than %d segments", ErrInvalidName, orig(), MaxDepth)
 			}
 		}
 		start = i + 1
