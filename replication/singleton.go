@@ -116,10 +116,23 @@ func (p *Pins) RunSingleton(ctx context.Context, name string, fn SingletonFunc, 
 	runCtx, cancel := context.WithCancel(p.ctx)
 	s.cancel = cancel
 	stop := context.AfterFunc(ctx, cancel)
-	p.wg.Go(func() {
+	p.mu.Lock()
+	if p.mu.closed { // Shutdown began meanwhile: it may be waiting already
+		delete(p.mu.singletons, name)
+		p.mu.Unlock()
+		stop()
+		cancel()
+		w.Close()
+		close(s.done)
+		return nil, ErrClosed
+	}
+	p.wg.Add(1)
+	p.mu.Unlock()
+	go func() {
+		defer p.wg.Done()
 		defer stop()
 		s.loop(runCtx, w)
-	})
+	}()
 	return s, nil
 }
 
