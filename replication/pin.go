@@ -580,11 +580,6 @@ type PinWatcher struct {
 // channel is then closed. A watcher whose reader falls far behind is
 // dropped (its channel closes early; see naming.ErrSlowWatcher).
 func (p *Pins) Watch(ctx context.Context, prefix string) (*PinWatcher, error) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.mu.closed {
-		return nil, ErrClosed
-	}
 	full := p.opts.Prefix
 	if prefix != "" {
 		full = p.name(prefix)
@@ -594,6 +589,12 @@ func (p *Pins) Watch(ctx context.Context, prefix string) (*PinWatcher, error) {
 		return nil, fmt.Errorf("replication: watch pins %q: %w", prefix, err)
 	}
 	pw := &PinWatcher{p: p, w: w, ctx: ctx, events: make(chan PinEvent, 64), done: make(chan struct{})}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.mu.closed {
+		w.Close()
+		return nil, ErrClosed
+	}
 	p.mu.watchers[pw] = struct{}{}
 	p.wg.Go(pw.run)
 	return pw, nil
