@@ -93,10 +93,12 @@ type lostMember struct {
 }
 
 // minRetransmitMult is the floor of how many times (times log10 N) each
-// node transmits a channel broadcast. memberlist's Local profile uses 2,
-// with which a broadcast misses some node often enough that upper layers
-// would wait for anti-entropy (15 s) to see it; 4, the LAN value, makes
-// that rare at a small cost in bandwidth.
+// node transmits a broadcast: a channel's, and memberlist's own (alive,
+// suspect, dead and leave messages, metadata updates). memberlist's Local
+// profile uses 2, with which a message misses some node often enough that
+// it waits for anti-entropy (15 s) to see it: a metadata update shows up
+// late, a leave is seen only through failure detection. 4, the LAN value,
+// makes that rare at a small cost in bandwidth.
 const minRetransmitMult = 4
 
 // maxLost bounds how many failed members' addresses a node keeps retrying.
@@ -142,7 +144,7 @@ func New(ctx context.Context, cfg Config) (*Cluster, error) {
 	// and it counts members from our own list, not through c.ml.
 	c.queue = &memberlist.TransmitLimitedQueue{
 		NumNodes:       c.NumMembers,
-		RetransmitMult: max(mlc.RetransmitMult, minRetransmitMult),
+		RetransmitMult: mlc.RetransmitMult,
 	}
 	c.ml, err = memberlist.Create(mlc)
 	if err != nil {
@@ -188,6 +190,7 @@ func (c *Cluster) memberlistConfig(adv netip.AddrPort) (*memberlist.Config, erro
 	// A restarted node usually comes back with a new port; let it reclaim
 	// its name as soon as its old incarnation is known to be dead.
 	mlc.DeadNodeReclaimTime = time.Nanosecond
+	mlc.RetransmitMult = max(mlc.RetransmitMult, minRetransmitMult)
 	mlc.Logger = log.New(&logBridge{log: c.log}, "", 0)
 	if len(c.cfg.SecretKeys) > 0 {
 		kr, err := memberlist.NewKeyring(c.cfg.SecretKeys, c.cfg.SecretKeys[0])
