@@ -147,8 +147,17 @@ func (s *Singleton) Stop() {
 // Running reports whether fn is running on this node now.
 func (s *Singleton) Running() bool { return s.running.Load() }
 
+// Key is the singleton's pin key: pass it to Pins.Owner, or return it
+// from the keyOf function of Pins.Handler to forward requests to the node
+// that runs the singleton.
+func (s *Singleton) Key() string { return SingletonKey(s.name) }
+
+// SingletonKey is the pin key of the singleton service name, on any node,
+// registered or not.
+func SingletonKey(name string) string { return singletonDir + "/" + name }
+
 // Owner returns the singleton's current owner, as Pins.Owner does.
-func (s *Singleton) Owner() (Pin, error) { return s.p.Owner(singletonDir + "/" + s.name) }
+func (s *Singleton) Owner() (Pin, error) { return s.p.Owner(s.Key()) }
 
 func (p *Pins) wakeSingletons() {
 	p.mu.Lock()

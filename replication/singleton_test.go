@@ -116,7 +116,7 @@ func TestSingletonFailoverAndHandover(t *testing.T) {
 	first := probe.next(t, probe.started, "start")
 	for _, n := range nodes {
 		require.Eventually(t, func() bool {
-			pin, err := n.pins.Owner(singletonDir + "/jms/orders")
+			pin, err := n.pins.Owner(SingletonKey("jms/orders"))
 			return err == nil && pin.Owner == first.node && pin.Token == first.token
 		}, clustertest.Timeout, 10*time.Millisecond)
 	}
@@ -243,7 +243,7 @@ func TestSingletonPartitionMinorityStops(t *testing.T) {
 	clustertest.WaitMembers(t, tc.Nodes, len(nodes))
 	for _, n := range nodes {
 		require.Eventually(t, func() bool {
-			pin, err := n.pins.Owner(singletonDir + "/partitioned")
+			pin, err := n.pins.Owner(SingletonKey("partitioned"))
 			return err == nil && pin.Owner == second.node && pin.Token == second.token
 		}, clustertest.Timeout, 10*time.Millisecond, "%s does not see the majority's owner", n.name())
 	}

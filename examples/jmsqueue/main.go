@@ -60,14 +60,12 @@ import (
 
 	"github.com/troupe-go/troupe"
 	"github.com/troupe-go/troupe/membership"
+	"github.com/troupe-go/troupe/replication"
 )
 
 const (
 	// singleton is the queue's singleton service name.
 	singleton = "jms/orders"
-	// pinKey is the key Pins.Handler routes by: a singleton s is pinned
-	// under the key "singletons/" + s (see replication.PinOptions.Prefix).
-	pinKey = "singletons/" + singleton
 	// maxMessage bounds one message, in bytes.
 	maxMessage = 64 << 10
 )
@@ -135,6 +133,8 @@ func run(ctx context.Context, name, bind, join, httpAt string) error {
 	}
 
 	// Requests for the queue, on any node, go to the node holding it.
+	// Requests are routed by the singleton's pin key to the node running it.
+	pinKey := replication.SingletonKey(singleton)
 	routed := node.Pins().Handler(func(*http.Request) string { return pinKey }, q.handler())
 	mux := http.NewServeMux()
 	mux.Handle("/queue/orders", routed)
