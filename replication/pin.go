@@ -187,7 +187,9 @@ func PinOn(service string, policy naming.Policy) PinOption {
 // When nodes pin one key at the same moment, each call returns the same
 // single owner. It fails with ErrNoQuorum on a node that sees less than
 // half of the cluster, and with the context's error when it cannot learn
-// the answer of every live member in time.
+// the answer of every live member in time: a member that crashed but is
+// not yet declared failed holds the answer back until failure detection
+// declares it (a few seconds), so give ctx a deadline that allows for it.
 func (p *Pins) Pin(ctx context.Context, key string, opts ...PinOption) (Pin, error) {
 	var po pinOptions
 	for _, f := range opts {
