@@ -144,6 +144,9 @@ func BenchmarkSelect(b *testing.B) {
 		x, err := tr.Lookup("svc/orders")
 		return err == nil && len(x.Offers) == 3 && len(*tr.members.Load()) == 3
 	})
+	// The other trees of this process receive the 100,000 bindings
+	// meanwhile: wait, so as not to measure Select against their sync.
+	eventually(b, trees, "the whole tree everywhere", func(tr *Tree) bool { return tr.Len() == 100_001 })
 	for _, p := range []struct {
 		name string
 		p    Policy
