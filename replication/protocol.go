@@ -51,7 +51,8 @@ func (s status) String() string {
 // arrays rather than maps: decoding field names dominated the cost of a
 // Save. Their fields are therefore positional: only ever append new ones
 // at the end; a decoder fills fields missing from an older sender with
-// zero values.
+// zero values. codec.go encodes and decodes both by hand, in the same
+// bytes: a field added here must be added there.
 //
 // Every request names its sender (a node name; the transport has
 // authenticated the connection with the cluster key or certificate), and

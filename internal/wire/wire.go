@@ -3,6 +3,9 @@
 // same handle settings and the same defensive limits on what a decoder may
 // allocate.
 //
+// Types on a hot path may encode and decode themselves (Appender,
+// FastDecoder) in the very bytes go-msgpack would write.
+//
 // Encoders and decoders are pooled: a codec.Encoder or Decoder is large,
 // and building one per message cost more than encoding a small message.
 package wire
@@ -53,6 +56,9 @@ func Marshal(v any) ([]byte, error) {
 // Append appends the msgpack encoding of v to b and returns the extended
 // slice, which reuses b's spare capacity when it is large enough.
 func Append(b []byte, v any) ([]byte, error) {
+	if a, ok := v.(Appender); ok {
+		return a.AppendWire(b), nil
+	}
 	// The encoder writes from the start of the slice it is given: give it
 	// b's spare capacity, so that when v fits, out already sits in place
 	// after b and the append below copies it onto itself.
@@ -74,6 +80,9 @@ func Append(b []byte, v any) ([]byte, error) {
 // (never panics) on malformed input. v does not alias b: decoded byte
 // slices and strings are copies.
 func Unmarshal(b []byte, v any) error {
+	if d, ok := v.(FastDecoder); ok && d.DecodeWire(b) {
+		return nil
+	}
 	if b == nil {
 		b = []byte{} // ResetBytes ignores nil
 	}
