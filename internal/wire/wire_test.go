@@ -87,3 +87,85 @@ func BenchmarkUnmarshal(b *testing.B) {
 		}
 	}
 }
+
+// fastSample encodes itself as sample does and decodes only what has
+// A == "fast", leaving the rest to go-msgpack.
+type fastSample struct {
+	A string
+	B []byte
+	C map[string]string
+	D uint64
+}
+
+func (s fastSample) AppendWire(b []byte) []byte {
+	b = AppendMapHeader(b, 4)
+	b = AppendString(AppendString(b, "A"), s.A)
+	b = AppendBytes(AppendString(b, "B"), s.B)
+	b = AppendString(b, "C")
+	if s.C == nil {
+		b = AppendNil(b)
+	} else {
+		b = AppendMapHeader(b, len(s.C))
+		for k, v := range s.C {
+			b = AppendString(AppendString(b, k), v)
+		}
+	}
+	return AppendUint(AppendString(b, "D"), s.D)
+}
+
+func (s *fastSample) DecodeWire(b []byte) bool {
+	r := NewReader(b)
+	if r.MapLen() != 4 || r.String() != "A" || r.String() != "fast" || !r.OK() {
+		return false
+	}
+	*s = fastSample{A: "fast", D: 1}
+	return true
+}
+
+func TestHandWrittenCodecs(t *testing.T) {
+	in := sample{A: "x", B: []byte{1}, D: 1 << 40}
+	want, err := Marshal(in)
+	require.NoError(t, err)
+	got, err := Marshal(fastSample(in))
+	require.NoError(t, err)
+	require.Equal(t, want, got)
+
+	var out fastSample
+	require.NoError(t, Unmarshal(got, &out), "declined: decoded by go-msgpack")
+	require.Equal(t, fastSample(in), out)
+
+	b, err := Marshal(fastSample{A: "fast"})
+	require.NoError(t, err)
+	out = fastSample{}
+	require.NoError(t, Unmarshal(b, &out))
+	require.Equal(t, fastSample{A: "fast", D: 1}, out, "accepted: decoded by DecodeWire")
+
+	out = fastSample{}
+	require.Error(t, Unmarshal(b[:3], &out))
+}
+
+func TestReaderLimits(t *testing.T) {
+	for _, b := range [][]byte{
+		{0xdd, 0xff, 0xff, 0xff, 0xff},       // array longer than the input
+		{0xdf, 0x00, 0x00, 0x00, 0x02, 0x01}, // map longer than the input
+		{0xdb, 0xff, 0xff, 0xff, 0xff},       // string longer than the input
+		{0xc6, 0x00, 0x00, 0x00, 0x02, 0x01}, // binary longer than the input
+		{0xcf, 0x01},                         // truncated integer
+	} {
+		r := NewReader(b)
+		switch b[0] {
+		case 0xdd:
+			r.ArrayLen()
+		case 0xdf:
+			r.MapLen()
+		case 0xdb:
+			_ = r.String()
+		case 0xc6:
+			r.Bytes()
+		default:
+			r.Uint(^uint64(0))
+		}
+		require.False(t, r.OK(), "% x", b)
+		require.False(t, r.Done())
+	}
+}
