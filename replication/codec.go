@@ -89,6 +89,9 @@ func (r *applyReq) DecodeWire(b []byte) bool {
 		v.Set = make(map[string][]byte, n)
 		for range n {
 			k := d.String()
+			if _, dup := v.Set[k]; dup {
+				return false // never written by AppendWire; go-msgpack decides what a repeated key means
+			}
 			v.Set[k] = d.Bytes()
 		}
 	}
