@@ -192,7 +192,7 @@ func TestBenchSingletonHandover(t *testing.T) {
 	nodes := startPins(t, 2*rounds+2)
 	ctx := testCtx(t)
 	probe := newProbe()
-	_, byName := probe.register(t, ctx, nodes, "bench")
+	_, byName := probe.register(t, nodes, "bench")
 	cur := probe.next(t, probe.started, "start")
 	live := func() []*pinNode {
 		var out []*pinNode

@@ -2,6 +2,8 @@ package replication
 
 import (
 	"context"
+	"fmt"
+	"maps"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -22,6 +24,7 @@ type singletonProbe struct {
 	max     atomic.Int32
 	mu      sync.Mutex
 	starts  []singletonRun
+	now     map[singletonRun]bool // the instances running now (at zeroed)
 	stopped chan singletonRun
 	started chan singletonRun
 }
@@ -33,7 +36,7 @@ type singletonRun struct {
 }
 
 func newProbe() *singletonProbe {
-	return &singletonProbe{started: make(chan singletonRun, 64), stopped: make(chan singletonRun, 64)}
+	return &singletonProbe{started: make(chan singletonRun, 64), stopped: make(chan singletonRun, 64), now: map[singletonRun]bool{}}
 }
 
 func (p *singletonProbe) fn(node string) SingletonFunc {
@@ -48,18 +51,24 @@ func (p *singletonProbe) fn(node string) SingletonFunc {
 		run := singletonRun{node: node, token: token, at: time.Now()}
 		p.mu.Lock()
 		p.starts = append(p.starts, run)
+		p.now[singletonRun{node: node, token: token}] = true
 		p.mu.Unlock()
 		p.started <- run
 		<-ctx.Done()
+		p.mu.Lock()
+		delete(p.now, singletonRun{node: node, token: token})
+		p.mu.Unlock()
 		p.running.Add(-1)
 		p.stopped <- singletonRun{node: node, token: token, at: time.Now()}
 	}
 }
 
 // register registers the singleton name on every node with the probe's
-// function, and returns the registrations and the nodes by name.
-func (p *singletonProbe) register(t testing.TB, ctx context.Context, nodes []*pinNode, name string, opts ...SingletonOption) ([]*Singleton, map[string]*pinNode) {
+// function, and returns the registrations and the nodes by name. The
+// registrations last until the test ends (not for one wait's timeout).
+func (p *singletonProbe) register(t testing.TB, nodes []*pinNode, name string, opts ...SingletonOption) ([]*Singleton, map[string]*pinNode) {
 	t.Helper()
+	ctx := context.Background()
 	var singles []*Singleton
 	byName := map[string]*pinNode{}
 	for _, n := range nodes {
@@ -112,7 +121,7 @@ func TestSingletonFailoverAndHandover(t *testing.T) {
 	nodes := startPins(t, 4)
 	ctx := testCtx(t)
 	probe := newProbe()
-	_, byName := probe.register(t, ctx, nodes, "jms/orders")
+	_, byName := probe.register(t, nodes, "jms/orders")
 	first := probe.next(t, probe.started, "start")
 	for _, n := range nodes {
 		require.Eventually(t, func() bool {
@@ -170,9 +179,8 @@ func TestSingletonPreferRole(t *testing.T) {
 			c.Role = "worker"
 		}
 	})
-	ctx := testCtx(t)
 	probe := newProbe()
-	singles, _ := probe.register(t, ctx, nodes, "cron", PreferRole("worker"))
+	singles, _ := probe.register(t, nodes, "cron", PreferRole("worker"))
 	first := probe.next(t, probe.started, "start")
 	assert.Contains(t, []string{nodes[2].name(), nodes[3].name()}, first.node)
 	idx := 2
@@ -207,14 +215,13 @@ func TestSingletonContextAndDuplicate(t *testing.T) {
 
 // A partition puts the singleton's node on the minority side: there it
 // stops (no quorum), the majority side starts it with a larger token, and
-// after the heal exactly one instance runs, the majority's, and every
-// node agrees on its owner.
+// after the heal exactly one instance runs and every node agrees on its
+// owner.
 func TestSingletonPartitionMinorityStops(t *testing.T) {
 	t.Parallel()
 	nodes := startPins(t, 5)
-	ctx := testCtx(t)
 	probe := newProbe()
-	probe.register(t, ctx, nodes, "partitioned")
+	probe.register(t, nodes, "partitioned")
 	first := probe.next(t, probe.started, "start")
 	// The owner and one other node on one side, three on the other.
 	var minority, majority []int
@@ -237,22 +244,47 @@ func TestSingletonPartitionMinorityStops(t *testing.T) {
 	second := probe.next(t, probe.started, "start on the majority side")
 	assert.Contains(t, names(nodes, majority), second.node)
 	assert.Greater(t, second.token, first.token)
-	assert.Equal(t, int32(1), probe.running.Load())
 
+	// On a loaded machine failure detection may flap on the majority side
+	// too, and stop and restart the singleton there; a node that regains
+	// the quorum during the heal before it hears of the majority's pin may
+	// claim it again, and then lose it to the earlier claim. What must
+	// hold after the heal: every node agrees on the owner, and exactly one
+	// instance runs, the owner's, with the owner's token.
 	tc.Net.Heal()
 	clustertest.WaitMembers(t, tc.Nodes, len(nodes))
-	for _, n := range nodes {
-		require.Eventually(t, func() bool {
+	state := func() (string, bool) {
+		var owner Pin
+		agree := true
+		desc := ""
+		for i, n := range nodes {
 			pin, err := n.pins.Owner(SingletonKey("partitioned"))
-			return err == nil && pin.Owner == second.node && pin.Token == second.token
-		}, clustertest.Timeout, 10*time.Millisecond, "%s does not see the majority's owner", n.name())
+			desc += fmt.Sprintf("\n%s: owner %+v err %v members %d", n.name(), pin, err, n.c.NumMembers())
+			if err != nil || (i > 0 && pin != owner) {
+				agree = false
+			}
+			owner = pin
+		}
+		probe.mu.Lock()
+		running := maps.Clone(probe.now)
+		probe.mu.Unlock()
+		desc += fmt.Sprintf("\nrunning %v", running)
+		return desc, agree && len(running) == 1 && running[singletonRun{node: owner.Owner, token: owner.Token}]
 	}
-	assert.Equal(t, int32(1), probe.running.Load())
-	select {
-	case r := <-probe.started:
-		t.Fatalf("another instance started after the heal: %+v", r)
-	default:
+	deadline := time.Now().Add(clustertest.Timeout)
+	for {
+		desc, ok := state()
+		if ok {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the nodes do not agree on one running instance after the heal:%s", desc)
+		}
+		time.Sleep(10 * time.Millisecond) // polling
 	}
+	// Between the cut and the minority's detection of it both sides may
+	// have run an instance (probe.max may be 2): that window is what the
+	// tokens are for, and the majority's is the larger.
 }
 
 func names(nodes []*pinNode, idx []int) []string {
