@@ -122,6 +122,7 @@ type Pins struct {
 		sync.Mutex
 		closed     bool
 		failedAt   map[string]time.Time // members seen failing, for the quorum
+		joinedAt   time.Time            // when a member last joined (or came back)
 		owned      map[string]struct{}  // keys this node pinned
 		calls      map[uint64]chan pinMsg
 		nextCall   uint64
@@ -398,6 +399,9 @@ func (p *Pins) eventLoop() {
 			case membership.EventJoin, membership.EventLeave:
 				delete(p.mu.failedAt, ev.Member.Name)
 			}
+			if ev.Type == membership.EventJoin && ev.Member.Name != p.self {
+				p.mu.joinedAt = time.Now()
+			}
 			p.mu.Unlock()
 		case <-tick.C:
 		}
@@ -413,6 +417,23 @@ func (p *Pins) eventLoop() {
 		had = q
 		p.wakeSingletons()
 	}
+}
+
+// joinSettle is how long after a member joins (or comes back, as when a
+// partition heals) singletons wait before claiming: the naming tree
+// fetches the newcomer's bindings at once, and a claim made before they
+// arrive could start a second instance that then loses to the earlier
+// claim.
+const joinSettle = time.Second
+
+// settling returns how long claims should still wait after the last join.
+func (p *Pins) settling() time.Duration {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.mu.joinedAt.IsZero() {
+		return 0
+	}
+	return time.Until(p.mu.joinedAt.Add(joinSettle))
 }
 
 // ---- remote claims (PinOn) ----

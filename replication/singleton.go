@@ -221,6 +221,12 @@ func (s *Singleton) loop(ctx context.Context, w *naming.Watcher) {
 				s.fn(fnCtx, pin.Token)
 			})
 		case errors.Is(err, ErrNotPinned) && q:
+			if delay := p.settling(); delay > 0 {
+				// The preferred nodes' head start counts from the end of it.
+				unownedSince = time.Time{}
+				wait = delay
+				break
+			}
 			if unownedSince.IsZero() {
 				unownedSince = now
 			}
