@@ -9,45 +9,39 @@ import (
 	"github.com/troupe-go/troupe/internal/wire"
 )
 
-// serve is the transport handler: it answers peers' requests. Malformed
-// requests get an error (the peer sees a *transport.RemoteError); a
-// request never panics or blocks the node beyond its own session's lock.
-func (s *Sessions) serve(ctx context.Context, _, method string, body []byte) ([]byte, error) {
+// server is the transport handler: it answers peers' requests.
+// Malformed requests get an error (the peer sees a
+// *transport.RemoteError); a request never panics or blocks the node
+// beyond its own session's lock.
+type server struct{ s *Sessions }
+
+func (h server) ServeRequest(ctx context.Context, _, method string, body []byte) ([]byte, error) {
+	return h.s.serve(ctx, method, body)
+}
+
+// TryServeRequest serves changes on the transport's reader goroutine,
+// which spares a Save two goroutine hand-offs, as long as no session they
+// touch is locked; otherwise it leaves them to ServeRequest.
+func (h server) TryServeRequest(ctx context.Context, _, method string, body []byte) ([]byte, bool, error) {
+	switch method {
+	case methodApply, methodBatch:
+		if h.s.isClosed() {
+			return nil, true, ErrClosed
+		}
+		resp, err, busy := h.s.serveApply(ctx, method, body, false)
+		return resp, !busy, err
+	}
+	return nil, false, nil
+}
+
+func (s *Sessions) serve(ctx context.Context, method string, body []byte) ([]byte, error) {
 	if s.isClosed() {
 		return nil, ErrClosed
 	}
 	switch method {
-	case methodApply:
-		var req applyReq
-		if err := wire.Unmarshal(body, &req); err != nil {
-			return nil, err
-		}
-		if err := validApply(&req); err != nil {
-			return nil, err
-		}
-		s.grant(req.From)
-		st, g := s.applyOne(ctx, &req)
-		return wire.Marshal(reply{St: st, G: g, N: int(s.nSecond.Load())})
-	case methodBatch:
-		var req batchReq
-		if err := wire.Unmarshal(body, &req); err != nil {
-			return nil, err
-		}
-		if req.From == "" {
-			return nil, errors.New("replication: batch without sender")
-		}
-		s.grant(req.From)
-		out := batchReply{St: make([]status, len(req.Items)), G: make([]uint64, len(req.Items))}
-		for i := range req.Items {
-			it := &req.Items[i]
-			it.From = req.From
-			if err := validApply(it); err != nil {
-				return nil, err
-			}
-			out.St[i], out.G[i] = s.applyOne(ctx, it)
-		}
-		out.N = int(s.nSecond.Load())
-		return wire.Marshal(out)
+	case methodApply, methodBatch:
+		resp, err, _ := s.serveApply(ctx, method, body, true)
+		return resp, err
 	case methodVerify:
 		var req verifyReq
 		if err := wire.Unmarshal(body, &req); err != nil {
@@ -164,36 +158,89 @@ func validApply(r *applyReq) error {
 	return nil
 }
 
+// serveApply serves an apply or a batch of them. Without wait it does
+// not wait for a session's lock: it reports busy instead, and a batch may
+// then have been applied in part. Serving it again is harmless: a change
+// applied twice is answered as a repeat, a full copy replaces itself.
+func (s *Sessions) serveApply(ctx context.Context, method string, body []byte, wait bool) (resp []byte, err error, busy bool) {
+	if method == methodApply {
+		var req applyReq
+		if err := wire.Unmarshal(body, &req); err != nil {
+			return nil, err, false
+		}
+		if err := validApply(&req); err != nil {
+			return nil, err, false
+		}
+		s.grant(req.From)
+		st, g, ok := s.applyOne(ctx, &req, wait)
+		if !ok {
+			return nil, nil, true
+		}
+		resp, err := wire.Marshal(reply{St: st, G: g, N: int(s.nSecond.Load())})
+		return resp, err, false
+	}
+	var req batchReq
+	if err := wire.Unmarshal(body, &req); err != nil {
+		return nil, err, false
+	}
+	if req.From == "" {
+		return nil, errors.New("replication: batch without sender"), false
+	}
+	for i := range req.Items {
+		it := &req.Items[i]
+		it.From = req.From
+		if err := validApply(it); err != nil {
+			return nil, err, false
+		}
+	}
+	s.grant(req.From)
+	out := batchReply{St: make([]status, len(req.Items)), G: make([]uint64, len(req.Items))}
+	for i := range req.Items {
+		var ok bool
+		if out.St[i], out.G[i], ok = s.applyOne(ctx, &req.Items[i], wait); !ok {
+			return nil, nil, true
+		}
+	}
+	out.N = int(s.nSecond.Load())
+	resp, err = wire.Marshal(out)
+	return resp, err, false
+}
+
 // applyOne applies a change or a full copy to this node's secondary copy
 // and returns the outcome with the lease generation for the sender, read
 // under the copy's lock so that it cannot be newer than a takeover of this
-// very copy.
-func (s *Sessions) applyOne(ctx context.Context, req *applyReq) (status, uint64) {
+// very copy. Without wait, it reports ok == false, having done nothing,
+// when the copy's lock is taken.
+func (s *Sessions) applyOne(ctx context.Context, req *applyReq, wait bool) (st status, gen uint64, ok bool) {
 	for range 3 {
 		if s.tomb.has(req.Key) {
-			return stGone, s.grantGen(req.From)
+			return stGone, s.grantGen(req.From), true
 		}
 		e := s.lookup(req.Key)
 		if e == nil {
 			if !req.Full {
-				return stGap, s.grantGen(req.From)
+				return stGap, s.grantGen(req.From), true
 			}
 			var err error
 			if e, err = s.insert(newEntry(req.Key, s.now())); err != nil {
-				return stBusy, s.grantGen(req.From)
+				return stBusy, s.grantGen(req.From), true
 			}
 		}
-		if err := e.lockWithin(ctx, s.handlerWait()); err != nil {
-			return stBusy, s.grantGen(req.From)
+		if !wait {
+			if !e.tryLock() {
+				return 0, 0, false
+			}
+		} else if err := e.lockWithin(ctx, s.handlerWait()); err != nil {
+			return stBusy, s.grantGen(req.From), true
 		}
 		st, ok, g := s.applyLocked(e, req)
 		e.unlock()
 		if ok {
-			return st, g
+			return st, g, true
 		}
 		// The entry was dropped while we waited for it: look again.
 	}
-	return stBusy, s.grantGen(req.From)
+	return stBusy, s.grantGen(req.From), true
 }
 
 func (s *Sessions) applyLocked(e *entry, req *applyReq) (status, bool, uint64) {

@@ -157,7 +157,7 @@ func NewSessions(ctx context.Context, cluster *membership.Cluster, opts Options)
 	if o.TLS == nil {
 		tcfg.Keys = cluster.Keys()
 	}
-	tr, err := transport.New(ctx, tcfg, transport.HandlerFunc(s.serve))
+	tr, err := transport.New(ctx, tcfg, server{s})
 	if err != nil {
 		return nil, fmt.Errorf("replication: start transport: %w", err)
 	}

@@ -113,6 +113,16 @@ func (e *entry) lockWithin(ctx context.Context, d time.Duration) error {
 	}
 }
 
+// tryLock takes the write lock if it is free.
+func (e *entry) tryLock() bool {
+	select {
+	case e.wl <- struct{}{}:
+		return true
+	default:
+		return false
+	}
+}
+
 func (e *entry) unlock() { <-e.wl }
 
 func (e *entry) state() state {

@@ -51,6 +51,26 @@ func BenchmarkCall(b *testing.B) {
 	}
 }
 
+// BenchmarkCallInline is BenchmarkCall with a handler that serves the
+// request on the connection's reader goroutine (InlineHandler), as the
+// session replication's does for its changes.
+func BenchmarkCallInline(b *testing.B) {
+	for _, m := range benchModes(b)[:2] {
+		b.Run(m.name, func(b *testing.B) {
+			addr, cli := benchPairInline(b, m.opts, true)
+			req := make([]byte, benchRequestSize)
+			ctx := context.Background()
+			b.ReportAllocs()
+			b.SetBytes(benchRequestSize)
+			for b.Loop() {
+				if _, err := cli.Call(ctx, addr, "bench", req); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
 // BenchmarkCallParallel runs 64 callers at once on the one connection,
 // which is where coalesced writes pay.
 func BenchmarkCallParallel(b *testing.B) {
@@ -91,11 +111,21 @@ func benchModes(b *testing.B) []benchMode {
 // benchPair starts a server answering 16 bytes and a client already
 // connected to it, and returns the server's address and the client.
 func benchPair(b *testing.B, opts func(*Config)) (string, *Transport) {
+	return benchPairInline(b, opts, false)
+}
+
+// benchPairInline is benchPair with a choice of handler: with inline, one
+// that serves every request on the reader goroutine.
+func benchPairInline(b *testing.B, opts func(*Config), inline bool) (string, *Transport) {
 	quiet := func(c *Config) { c.Logger = slog.New(slog.DiscardHandler) }
 	answer := make([]byte, benchAnswerSize)
-	srv := newTransport(b, HandlerFunc(func(context.Context, string, string, []byte) ([]byte, error) {
+	var h Handler = HandlerFunc(func(context.Context, string, string, []byte) ([]byte, error) {
 		return answer, nil
-	}), quiet, opts)
+	})
+	if inline {
+		h = inlineFunc(func(string, []byte) ([]byte, bool, error) { return answer, true, nil })
+	}
+	srv := newTransport(b, h, quiet, opts)
 	cli := newTransport(b, echo, quiet, opts)
 	if _, err := cli.Call(context.Background(), srv.Addr(), "warm up", nil); err != nil {
 		b.Fatal(err)

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -21,8 +22,14 @@ const (
 	maxPooledBuf = 64 << 10
 )
 
-// errRetired closes a dialled connection that the janitor found idle. No
-// call was using it, so a call that meets it just dials again.
+// quietAfter is how long a dialled conn may go unread before a call
+// checks that the peer did not close it: long enough that back-to-back
+// calls never pay for the look.
+const quietAfter = 10 * time.Millisecond
+
+// errRetired closes a dialled connection that the janitor found idle, or
+// that the peer closed while idle. No call was using it, so a call that
+// meets it just dials again.
 var errRetired = errors.New("transport: idle connection closed")
 
 // conn is one established connection. A dialled conn carries this node's
@@ -31,7 +38,14 @@ var errRetired = errors.New("transport: idle connection closed")
 // dialled conn's reader never blocks, which is what lets an accepted
 // conn's reader block on MaxConcurrentRequests without deadlock.
 //
-// Each conn has a reader and a writer goroutine, and the accepted side up
+// Reads: a dialled conn has no reader goroutine. A caller waiting for its
+// answer reads the connection itself while nobody else does (it holds
+// rtok), passes the answers of other calls to their waiters, and hands
+// the read side on when its own answer comes; so a lone call's answer
+// goes from the socket to its caller with no goroutine in between. An
+// accepted conn has a reader goroutine, which serves a request itself
+// when nothing else is waiting to be read and the handler can serve it
+// without blocking (InlineHandler), and otherwise hands it to one of up
 // to MaxConcurrentRequests handler goroutines, started as needed and
 // reused until the connection closes (a reused goroutine keeps the stack
 // that decoding a request grew, instead of growing a fresh one each time).
@@ -51,15 +65,27 @@ type conn struct {
 	dialer  bool
 	peerMax int // the peer's MaxFrameSize
 
-	fr frameReader // reader goroutine only; reads raw or TLS over it
+	sock syscall.RawConn // raw's socket; nil if raw is not a socket
+
+	// fr reads raw or TLS over it. An accepted conn's reader goroutine
+	// owns it; on a dialled conn, whoever holds rtok.
+	fr   frameReader
+	rtok chan struct{} // dialled conns: holding its one slot is reading
+	// interrupted is set when a reader's context ended and moved the
+	// read deadline into the past; the next reader clears it.
+	interrupted   atomic.Bool
+	interruptFunc func()
+	// lastRead is when a dialled conn's last reader stopped reading
+	// (Transport.since); see call.
+	lastRead atomic.Int64
 
 	// wmu guards the write side: bw, sealing and rest. The writer
 	// goroutine takes it to drain the queue and releases it only with bw
 	// flushed; others only ever TryLock it.
 	wmu     sync.Mutex
-	bw      *bufio.Writer   // writes raw or TLS over it
-	rc      syscall.RawConn // raw's socket, for direct writes; nil with TLS
-	seal    cipher.AEAD     // nil unless using a cluster key
+	bw      *bufio.Writer // writes raw or TLS over it
+	direct  bool          // frames may be written to sock directly: not with TLS
+	seal    cipher.AEAD   // nil unless using a cluster key
 	sealSeq uint64
 	iv      [12]byte
 	rest    []byte  // the unwritten tail of a direct write, for the writer to finish first
@@ -103,9 +129,10 @@ type conn struct {
 }
 
 // newConn builds a conn over nc, which is raw or a TLS connection over
-// it. rc is raw's socket, nil when nc is TLS: then every frame goes
-// through the writer goroutine.
-func newConn(t *Transport, raw, nc net.Conn, rc syscall.RawConn, br *bufio.Reader, s session, addr string, dialer bool) *conn {
+// it. sock is raw's socket, if known; frames are written to it directly
+// unless nc is TLS, and then every frame goes through the writer
+// goroutine.
+func newConn(t *Transport, raw, nc net.Conn, sock syscall.RawConn, br *bufio.Reader, s session, addr string, dialer bool) *conn {
 	c := &conn{
 		t:       t,
 		raw:     raw,
@@ -114,16 +141,20 @@ func newConn(t *Transport, raw, nc net.Conn, rc syscall.RawConn, br *bufio.Reade
 		peerMax: s.peerMax,
 		fr:      frameReader{r: br, max: t.cfg.MaxFrameSize, open: s.open},
 		bw:      bufio.NewWriterSize(nc, writeBufSize),
-		rc:      rc,
+		sock:    sock,
+		direct:  sock != nil && nc == raw,
 		seal:    s.seal,
 		queue:   make(chan *[]byte, queueLen),
 		kick:    make(chan struct{}, 1),
 		done:    make(chan struct{}),
 	}
 	c.sockFunc = c.sockWrite
+	c.interruptFunc = c.interruptRead
+	c.lastRead.Store(t.since())
 	c.ctx, c.cancel = context.WithCancel(t.ctx)
 	if dialer {
 		c.mu.pending = map[uint64]chan frame{}
+		c.rtok = make(chan struct{}, 1)
 	} else {
 		c.work = make(chan frame)
 	}
@@ -165,6 +196,17 @@ func (c *conn) call(ctx context.Context, kind uint8, method string, body []byte)
 	}
 	var answer chan frame
 	c.mu.Lock()
+	if len(c.mu.pending) == 0 && c.t.since()-c.lastRead.Load() > int64(quietAfter) {
+		// Nobody has read the connection for a while, so nobody
+		// noticed if the peer closed it (it restarted, say): look
+		// before sending, and dial again if it did.
+		c.mu.Unlock()
+		if c.peerGone() {
+			c.close(fmt.Errorf("%w: %s closed the idle connection", ErrPeerUnreachable, c.addr))
+			return nil, errRetired
+		}
+		c.mu.Lock()
+	}
 	if c.mu.retired {
 		c.mu.Unlock()
 		return nil, errRetired
@@ -195,7 +237,8 @@ func (c *conn) call(ctx context.Context, kind uint8, method string, body []byte)
 }
 
 // wait waits for the answer to the call with this id, once its request
-// is written or queued; answer is nil for a Send.
+// is written or queued; answer is nil for a Send. While nobody else reads
+// the connection, it reads it itself (see readFor).
 func (c *conn) wait(ctx context.Context, id uint64, method string, answer chan frame) ([]byte, error) {
 	if answer == nil {
 		return nil, nil
@@ -203,6 +246,13 @@ func (c *conn) wait(ctx context.Context, id uint64, method string, answer chan f
 	var f frame
 	select {
 	case f = <-answer:
+	case c.rtok <- struct{}{}:
+		var err error
+		f, err = c.readFor(ctx, id, answer)
+		<-c.rtok // the next waiter reads on
+		if err != nil {
+			return nil, c.failed(method, err)
+		}
 	case <-c.done:
 		select {
 		case f = <-answer: // it made it just before the close
@@ -211,13 +261,87 @@ func (c *conn) wait(ctx context.Context, id uint64, method string, answer chan f
 		}
 	case <-ctx.Done():
 		c.abandon(id)
-		return nil, fmt.Errorf("transport: %s on %s: %w", method, c.addr, ctx.Err())
+		return nil, c.failed(method, ctx.Err())
 	}
 	if f.kind == kindError {
 		return nil, &RemoteError{Addr: c.addr, Method: method, Message: string(f.body)}
 	}
 	return f.body, nil
 }
+
+// failed is the error of a call that got no answer: the context's, or
+// why the connection closed.
+func (c *conn) failed(method string, err error) error {
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("transport: %s on %s: %w", method, c.addr, err)
+	}
+	return err
+}
+
+// readFor reads the connection for the call with this id, holding rtok:
+// it passes the answers of other calls to their waiters and returns its
+// own, the context's error when ctx ends first, or why the connection
+// closed. A frame half read when ctx ends stays in c.fr for the next
+// reader.
+func (c *conn) readFor(ctx context.Context, id uint64, answer chan frame) (frame, error) {
+	select {
+	case f := <-answer: // the previous reader read it
+		return f, nil
+	default:
+	}
+	if c.interrupted.Swap(false) {
+		_ = c.raw.SetReadDeadline(time.Time{})
+	}
+	// A context that ends interrupts the read by moving the deadline
+	// into the past; the read fails with a timeout and we leave.
+	stop := context.AfterFunc(ctx, c.interruptFunc)
+	defer func() {
+		stop()
+		c.lastRead.Store(c.t.since())
+	}()
+	for {
+		f, n, err := c.fr.read()
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			if err := ctx.Err(); err != nil {
+				c.abandon(id)
+				return frame{}, err
+			}
+			// A late interruption meant for an earlier reader.
+			c.interrupted.Store(false)
+			_ = c.raw.SetReadDeadline(time.Time{})
+			continue
+		}
+		if err == nil {
+			c.t.stats.framesIn.Add(1)
+			c.t.stats.bytesIn.Add(uint64(n))
+			c.reads.Add(1)
+			if f.id == id && (f.kind == kindResponse || f.kind == kindError) {
+				c.abandon(id) // answered: out of the pending table
+				return f, nil
+			}
+			err = c.dispatch(f)
+		}
+		if err != nil {
+			c.readFailed(err)
+			select {
+			case f := <-answer: // dispatched before the failure
+				return f, nil
+			default:
+				return frame{}, c.err
+			}
+		}
+	}
+}
+
+// interruptRead ends the read in progress on a dialled conn: its reader's
+// context ended.
+func (c *conn) interruptRead() {
+	c.interrupted.Store(true)
+	_ = c.raw.SetReadDeadline(aLongTimeAgo)
+}
+
+// aLongTimeAgo is a read deadline that has passed.
+var aLongTimeAgo = time.Unix(1, 0)
 
 // abandon forgets a call that gave up, so that its late answer is
 // discarded.
@@ -227,6 +351,7 @@ func (c *conn) abandon(id uint64) {
 	c.mu.Unlock()
 }
 
+// readLoop is an accepted conn's reader goroutine.
 func (c *conn) readLoop() {
 	for {
 		f, n, err := c.fr.read()
@@ -243,6 +368,8 @@ func (c *conn) readLoop() {
 	}
 }
 
+// dispatch acts on a frame read from the connection other than the
+// answer its reader was waiting for.
 func (c *conn) dispatch(f frame) error {
 	switch {
 	case c.dialer && (f.kind == kindResponse || f.kind == kindError):
@@ -285,11 +412,24 @@ func (c *conn) readFailed(err error) {
 	c.close(fmt.Errorf("%w: connection to %s: %w", ErrPeerUnreachable, c.addr, err))
 }
 
-// serve hands one request to a handler goroutine: an idle one, or a new
-// one while fewer than MaxConcurrentRequests run. When that many are
-// busy the reader waits here, which pushes back on the peer instead of
-// queueing without bound.
+// serve serves one request on the reader goroutine if it is alone (no
+// other frame is already buffered behind it) and the handler can serve
+// it without blocking; otherwise it hands it to a handler goroutine: an
+// idle one, or a new one while fewer than MaxConcurrentRequests run.
+// When that many are busy the reader waits here, which pushes back on
+// the peer instead of queueing without bound.
 func (c *conn) serve(req frame) {
+	if c.t.inline != nil && c.fr.r.Buffered() == 0 {
+		c.running.Add(1)
+		body, ok, err := c.t.inline.TryServeRequest(c.ctx, c.addr, req.method, req.body)
+		if ok {
+			c.reply(req, body, err)
+		}
+		c.running.Add(-1)
+		if ok {
+			return
+		}
+	}
 	select {
 	case c.work <- req:
 		return
@@ -311,7 +451,8 @@ func (c *conn) serve(req frame) {
 // connection closes.
 func (c *conn) handle(req frame) {
 	for {
-		c.answer(req)
+		body, err := c.t.handler.ServeRequest(c.ctx, c.addr, req.method, req.body)
+		c.reply(req, body, err)
 		c.running.Add(-1)
 		select {
 		case req = <-c.work:
@@ -322,9 +463,9 @@ func (c *conn) handle(req frame) {
 	}
 }
 
-// answer runs the handler for req and sends its answer.
-func (c *conn) answer(req frame) {
-	body, err := c.t.handler.ServeRequest(c.ctx, c.addr, req.method, req.body)
+// reply sends the answer to req: body, or err if not nil. Answers to
+// Sends are dropped.
+func (c *conn) reply(req frame, body []byte, err error) {
 	if req.kind == kindSend {
 		if err != nil {
 			c.t.log.Debug("one-way request failed", "remote", c.addr, "method", req.method, "err", err)
@@ -363,7 +504,7 @@ func (c *conn) enqueue(b *[]byte) {
 // which writes it before anything else. A failed write closes the
 // connection, as in the writer.
 func (c *conn) writeDirect(bp *[]byte) bool {
-	if c.rc == nil || len(c.queue) > 0 || !c.wmu.TryLock() {
+	if !c.direct || len(c.queue) > 0 || !c.wmu.TryLock() {
 		return false
 	}
 	if c.rest != nil || len(c.queue) > 0 {
@@ -372,7 +513,7 @@ func (c *conn) writeDirect(bp *[]byte) bool {
 	}
 	b := c.prepare(bp)
 	c.sockBuf = b
-	err := c.rc.Write(c.sockFunc)
+	err := c.sock.Write(c.sockFunc)
 	n, werr := max(c.sockN, 0), c.sockErr
 	c.sockBuf, c.sockErr = nil, nil
 	if err == nil && werr != nil && werr != syscall.EAGAIN && werr != syscall.EINTR {
@@ -398,6 +539,30 @@ func (c *conn) writeDirect(bp *[]byte) bool {
 	default: // already kicked
 	}
 	return true
+}
+
+// peerGone reports whether the peer closed this idle dialled connection
+// or it failed: a non-blocking look at the socket, taken only while
+// nobody reads it. It cannot tell a TLS peer's close (which starts with
+// an alert record) from a late answer; that close is noticed by the next
+// call instead, which fails.
+func (c *conn) peerGone() bool {
+	if c.sock == nil {
+		return false
+	}
+	select {
+	case c.rtok <- struct{}{}:
+	default:
+		return false // a caller is reading: it will notice
+	}
+	defer func() { <-c.rtok }()
+	if c.fr.r.Buffered() > 0 {
+		return false // a late answer, read but not consumed
+	}
+	if c.interrupted.Swap(false) {
+		_ = c.raw.SetReadDeadline(time.Time{}) // else the look fails at once
+	}
+	return peerClosed(c.sock)
 }
 
 // sockWrite is the one attempt of a direct write, run by c.rc.Write
@@ -520,6 +685,12 @@ func (c *conn) sweep(tick time.Duration) {
 	c.seenIDs = ids
 	if retired {
 		c.close(errRetired)
+		return
+	}
+	if pending == 0 && c.peerGone() {
+		// Nobody reads an idle connection: this is how a peer's close
+		// is noticed between calls.
+		c.close(fmt.Errorf("%w: %s closed the idle connection", ErrPeerUnreachable, c.addr))
 		return
 	}
 

@@ -108,8 +108,11 @@ func parseFrame(p []byte) (frame, error) {
 	return f, nil
 }
 
-// frameReader reads frames from one connection. Only the connection's
-// reader goroutine uses it.
+// frameReader reads frames from one connection, one reader at a time. A
+// read that fails with a timeout keeps what it had read, and the next
+// read carries on from there: a caller reading its own answer may be
+// interrupted by its context mid-frame, and the next reader finishes
+// that frame.
 type frameReader struct {
 	r    *bufio.Reader
 	max  int         // largest length field accepted, before sealing
@@ -117,31 +120,59 @@ type frameReader struct {
 	seq  uint64      // counter of the next sealed frame
 	hdr  [lengthSize]byte
 	iv   [12]byte // scratch nonce, kept here so that it does not escape per frame
+
+	// The frame being read: hdrN bytes of its length field, then body
+	// (nil until the length is known) with bodyN bytes of it.
+	hdrN  int
+	body  []byte
+	bodyN int
 }
 
 // read returns the next frame and its size on the wire. A clean EOF
 // between frames is io.EOF; anything wrong inside a frame wraps
-// errMalformed or ErrFrameTooLarge.
+// errMalformed or ErrFrameTooLarge. A timeout leaves the frame half read,
+// for the next call.
 func (r *frameReader) read() (frame, int, error) {
-	if _, err := io.ReadFull(r.r, r.hdr[:]); err != nil {
-		return frame{}, 0, truncated(err)
-	}
-	n := int(binary.BigEndian.Uint32(r.hdr[:]))
-	limit := r.max
-	if r.open != nil {
-		limit += r.open.Overhead()
-	}
-	// Checked before allocating: the length is the peer's claim.
-	if n > limit {
-		return frame{}, 0, fmt.Errorf("%w: %d bytes, limit %d", ErrFrameTooLarge, n, limit)
-	}
-	p := make([]byte, n)
-	if _, err := io.ReadFull(r.r, p); err != nil {
-		if errors.Is(err, io.EOF) {
-			err = io.ErrUnexpectedEOF
+	for r.hdrN < lengthSize {
+		n, err := r.r.Read(r.hdr[r.hdrN:])
+		r.hdrN += n
+		if r.hdrN == lengthSize {
+			break
 		}
-		return frame{}, 0, truncated(err)
+		if err != nil {
+			if r.hdrN > 0 && errors.Is(err, io.EOF) {
+				err = io.ErrUnexpectedEOF
+			}
+			return frame{}, 0, truncated(err)
+		}
 	}
+	if r.body == nil {
+		n := int(binary.BigEndian.Uint32(r.hdr[:]))
+		limit := r.max
+		if r.open != nil {
+			limit += r.open.Overhead()
+		}
+		// Checked before allocating: the length is the peer's claim.
+		if n > limit {
+			return frame{}, 0, fmt.Errorf("%w: %d bytes, limit %d", ErrFrameTooLarge, n, limit)
+		}
+		r.body = make([]byte, n)
+	}
+	for r.bodyN < len(r.body) {
+		n, err := r.r.Read(r.body[r.bodyN:])
+		r.bodyN += n
+		if r.bodyN == len(r.body) {
+			break
+		}
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				err = io.ErrUnexpectedEOF
+			}
+			return frame{}, 0, truncated(err)
+		}
+	}
+	p, size := r.body, lengthSize+len(r.body)
+	r.hdrN, r.body, r.bodyN = 0, nil, 0
 	if r.open != nil {
 		var err error
 		if p, err = r.open.Open(p[:0], putNonce(&r.iv, r.seq), p, r.hdr[:]); err != nil {
@@ -150,7 +181,7 @@ func (r *frameReader) read() (frame, int, error) {
 		r.seq++
 	}
 	f, err := parseFrame(p)
-	return f, lengthSize + n, err
+	return f, size, err
 }
 
 // truncated marks an end of stream inside a frame as malformed.

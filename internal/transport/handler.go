@@ -22,6 +22,23 @@ type Handler interface {
 	ServeRequest(ctx context.Context, from, method string, body []byte) ([]byte, error)
 }
 
+// InlineHandler is a Handler that can serve some requests without
+// blocking. A request that arrives alone (nothing else is waiting to be
+// read behind it) is first offered to TryServeRequest on the
+// connection's reader goroutine, which saves handing it to a handler
+// goroutine and back: for a small request that hand-off is a good part
+// of a round trip. If TryServeRequest reports ok == false, the request
+// goes to a handler goroutine and ServeRequest as usual.
+//
+// TryServeRequest must never block: no lock that anything holds for
+// long, no channel wait, no network call; it returns ok == false
+// instead. While it runs, the connection reads nothing else. When it
+// returns ok == false it must not have kept or modified body.
+type InlineHandler interface {
+	Handler
+	TryServeRequest(ctx context.Context, from, method string, body []byte) (resp []byte, ok bool, err error)
+}
+
 // HandlerFunc adapts a function to a Handler.
 type HandlerFunc func(ctx context.Context, from, method string, body []byte) ([]byte, error)
 

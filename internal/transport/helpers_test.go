@@ -46,6 +46,18 @@ var echo = HandlerFunc(func(_ context.Context, _, method string, body []byte) ([
 	return body, nil
 })
 
+// inlineFunc is an InlineHandler whose TryServeRequest is the function;
+// ServeRequest, for the requests it declines, echoes.
+type inlineFunc func(method string, body []byte) ([]byte, bool, error)
+
+func (f inlineFunc) ServeRequest(ctx context.Context, from, method string, body []byte) ([]byte, error) {
+	return echo(ctx, from, method, body)
+}
+
+func (f inlineFunc) TryServeRequest(_ context.Context, _, method string, body []byte) ([]byte, bool, error) {
+	return f(method, body)
+}
+
 var errFromHandler = &handlerError{"the handler says no"}
 
 type handlerError struct{ msg string }

@@ -25,6 +25,7 @@ import (
 type Transport struct {
 	cfg       Config
 	handler   Handler
+	inline    InlineHandler // handler, if it serves some requests without blocking
 	log       *slog.Logger
 	ln        net.Listener
 	host      string // bound host, which faultnet knows this node by
@@ -33,6 +34,7 @@ type Transport struct {
 	clientTLS *tls.Config
 	serverTLS *tls.Config
 
+	epoch  time.Time       // for since
 	ctx    context.Context // ends at Shutdown; parent of every connection's context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // every goroutine of the transport, handlers included
@@ -99,10 +101,13 @@ func New(ctx context.Context, cfg Config, h Handler) (*Transport, error) {
 	if err != nil {
 		return nil, fmt.Errorf("transport: listen: %w", err)
 	}
+	inline, _ := h.(InlineHandler)
 	host, _, _ := net.SplitHostPort(ln.Addr().String())
 	t := &Transport{
 		cfg:     cfg,
 		handler: h,
+		inline:  inline,
+		epoch:   time.Now(),
 		log:     cfg.Logger.With("transport", ln.Addr().String()),
 		ln:      ln,
 		host:    host,
@@ -130,6 +135,9 @@ func New(ctx context.Context, cfg Config, h Handler) (*Transport, error) {
 	t.wg.Go(t.janitor)
 	return t, nil
 }
+
+// since is the monotonic time since New, in nanoseconds.
+func (t *Transport) since() int64 { return int64(time.Since(t.epoch)) }
 
 // Addr returns the address the transport listens on, with the actual port.
 func (t *Transport) Addr() string { return t.ln.Addr().String() }
@@ -301,8 +309,8 @@ func (t *Transport) serve(raw net.Conn, sock syscall.RawConn, remote string) {
 	}
 }
 
-// socketOf returns the socket under a TCP connection, for direct writes,
-// or nil. It is taken before faultnet wraps the connection: faultnet
+// socketOf returns the socket under a TCP connection, for direct writes
+// and for looking at an idle connection, or nil. It is taken before faultnet wraps the connection: faultnet
 // acts on Close only, which still goes through the wrapper.
 func socketOf(c net.Conn) syscall.RawConn {
 	sc, ok := c.(syscall.Conn)
@@ -333,11 +341,11 @@ func (t *Transport) open(ctx context.Context, raw net.Conn, sock syscall.RawConn
 	case dialer:
 		tc := tls.Client(raw, t.tlsFor(addr))
 		err = tc.HandshakeContext(ctx)
-		nc, sock = tc, nil
+		nc = tc
 	default:
 		tc := tls.Server(raw, t.serverTLS)
 		err = tc.HandshakeContext(ctx)
-		nc, sock = tc, nil
+		nc = tc
 	}
 	var br *bufio.Reader
 	var sess session
@@ -383,7 +391,9 @@ func (t *Transport) startLocked(c *conn) error {
 	if c.dialer {
 		t.mu.peers[c.addr] = c
 	}
-	t.wg.Go(c.readLoop)
+	if !c.dialer {
+		t.wg.Go(c.readLoop) // a dialled conn is read by its callers
+	}
 	t.wg.Go(c.writeLoop)
 	t.log.Debug("connection open", "remote", c.addr, "dialed", c.dialer)
 	return nil
