@@ -46,6 +46,13 @@ var echo = HandlerFunc(func(_ context.Context, _, method string, body []byte) ([
 	return body, nil
 })
 
+// peerConn returns the open dialled connection to addr, or nil.
+func (t *Transport) peerConn(addr string) *conn {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.mu.peers[addr]
+}
+
 // inlineFunc is an InlineHandler whose TryServeRequest is the function;
 // ServeRequest, for the requests it declines, echoes.
 type inlineFunc func(method string, body []byte) ([]byte, bool, error)
