@@ -56,19 +56,28 @@ func (s *Sessions) groupFor(peer string) *groupQueue {
 // Saves' changes, and returns the peer's answer to it.
 func (s *Sessions) applySync(ctx context.Context, peer string, req *applyReq) (reply, error) {
 	q := s.groupFor(peer)
-	w := &groupWaiter{req: req, size: changeSize(req), done: make(chan groupResult, 1)}
 	q.mu.Lock()
+	if !q.busy {
+		// Nothing in flight to peer (so nothing queued either): send
+		// at once, alone.
+		q.busy = true
+		q.mu.Unlock()
+		r, err := s.apply(ctx, peer, req)
+		s.passLead(q)
+		return r, err
+	}
+	w := &groupWaiter{req: req, size: changeSize(req), done: make(chan groupResult, 1)}
 	q.pending = append(q.pending, w)
-	lead := !q.busy
-	q.busy = true
 	q.mu.Unlock()
-	for !lead {
+	for {
 		select {
 		case res := <-w.done:
 			if !res.lead {
 				return res.r, res.err
 			}
-			lead = true
+			s.sendGroup(ctx, peer, q, w)
+			res = <-w.done
+			return res.r, res.err
 		case <-ctx.Done():
 			q.mu.Lock()
 			if q.handoff == w {
@@ -76,8 +85,9 @@ func (s *Sessions) applySync(ctx context.Context, peer string, req *applyReq) (r
 				// and consume the message that said so.
 				q.mu.Unlock()
 				<-w.done
-				lead = true
-				continue
+				s.sendGroup(ctx, peer, q, w)
+				res := <-w.done
+				return res.r, res.err
 			}
 			if i := slices.Index(q.pending, w); i >= 0 {
 				q.pending = slices.Delete(q.pending, i, i+1)
@@ -88,16 +98,12 @@ func (s *Sessions) applySync(ctx context.Context, peer string, req *applyReq) (r
 			return reply{}, context.Cause(ctx)
 		}
 	}
-	s.sendGroup(ctx, peer, q, w)
-	res := <-w.done
-	return res.r, res.err
 }
 
 // sendGroup sends the queued changes, the leader's own (w) among them,
-// and hands the lead to the first change queued meanwhile. A change sent
-// alone is the leader's: it is sent within the leader's ctx. A batch
-// carries others' changes too and is sent within CallTimeout, whatever
-// becomes of the leader's context.
+// and hands the lead on. A change sent alone is the leader's: it is sent
+// within the leader's ctx. A batch carries others' changes too and is
+// sent within CallTimeout, whatever becomes of the leader's context.
 func (s *Sessions) sendGroup(ctx context.Context, peer string, q *groupQueue, w *groupWaiter) {
 	q.mu.Lock()
 	q.handoff = nil
@@ -119,7 +125,12 @@ func (s *Sessions) sendGroup(ctx context.Context, peer string, q *groupQueue, w 
 		s.sendBatchSync(ctx, peer, batch)
 		cancel()
 	}
+	s.passLead(q)
+}
 
+// passLead hands the lead to the first change queued while a request
+// was in flight, or marks the queue idle.
+func (s *Sessions) passLead(q *groupQueue) {
 	q.mu.Lock()
 	if len(q.pending) > 0 {
 		q.handoff = q.pending[0]

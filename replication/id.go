@@ -80,7 +80,12 @@ func validKey(k string) bool {
 	n, err := b32.Decode(raw[:], []byte(k))
 	// Decoding accepts non-zero trailing bits; re-encoding catches them,
 	// so that every key has exactly one spelling.
-	return err == nil && n == len(raw) && b32.EncodeToString(raw[:]) == k
+	if err != nil || n != len(raw) {
+		return false
+	}
+	var enc [keyLen]byte
+	b32.Encode(enc[:], raw[:])
+	return string(enc[:]) == k
 }
 
 func validNodeID(s string) bool {

@@ -685,7 +685,7 @@ func (s *Sessions) unpick(name string) {
 // callCtx bounds ctx by CallTimeout when it has no deadline.
 func (s *Sessions) callCtx(ctx context.Context) (context.Context, context.CancelFunc) {
 	if _, ok := ctx.Deadline(); ok {
-		return context.WithCancel(ctx)
+		return ctx, func() {}
 	}
 	return context.WithTimeout(ctx, s.opts.CallTimeout)
 }

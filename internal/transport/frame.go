@@ -81,8 +81,9 @@ func appendFrame(b []byte, f frame) []byte {
 }
 
 // parseFrame decodes what follows the length field, after opening it.
-// The body aliases p.
-func parseFrame(p []byte) (frame, error) {
+// The body aliases p. last is the method of the previous request, reused
+// when this one names the same, which spares an allocation per request.
+func parseFrame(p []byte, last string) (frame, error) {
 	if len(p) < headerSize {
 		return frame{}, fmt.Errorf("%w: %d bytes, shorter than a header", errMalformed, len(p))
 	}
@@ -94,7 +95,11 @@ func parseFrame(p []byte) (frame, error) {
 			return frame{}, fmt.Errorf("%w: method name runs past the frame", errMalformed)
 		}
 		n := int(rest[0])
-		f.method = string(rest[1 : 1+n])
+		if m := rest[1 : 1+n]; string(m) == last {
+			f.method = last
+		} else {
+			f.method = string(m)
+		}
 		f.body = rest[1+n:]
 	case kindResponse, kindError:
 		f.body = rest
@@ -126,6 +131,8 @@ type frameReader struct {
 	hdrN  int
 	body  []byte
 	bodyN int
+
+	method string // of the last request read; see parseFrame
 }
 
 // read returns the next frame and its size on the wire. A clean EOF
@@ -180,7 +187,10 @@ func (r *frameReader) read() (frame, int, error) {
 		}
 		r.seq++
 	}
-	f, err := parseFrame(p)
+	f, err := parseFrame(p, r.method)
+	if f.method != "" {
+		r.method = f.method
+	}
 	return f, size, err
 }
 
