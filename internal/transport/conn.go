@@ -35,8 +35,9 @@ var errRetired = errors.New("transport: idle connection closed")
 // conn is one established connection. A dialled conn carries this node's
 // calls and reads their answers; an accepted conn reads the peer's
 // requests and writes the answers. Keeping the roles apart means a
-// dialled conn's reader never blocks, which is what lets an accepted
-// conn's reader block on MaxConcurrentRequests without deadlock.
+// dialled conn is read by the callers waiting on it, who never block on
+// anything but the socket, which is what lets an accepted conn's reader
+// block on MaxConcurrentRequests without deadlock.
 //
 // Reads: a dialled conn has no reader goroutine. A caller waiting for its
 // answer reads the connection itself while nobody else does (it holds

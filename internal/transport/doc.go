@@ -50,16 +50,29 @@
 // on the caller through TCP. A handler's context ends when its connection
 // closes or the transport shuts down.
 //
-// Each connection has one reader and one writer goroutine; an accepted
-// connection also keeps the handler goroutines it started, up to
-// MaxConcurrentRequests, and reuses them for later requests. A caller or
-// handler whose frame finds the connection's write side idle writes it
-// itself, with one non-blocking system call, so that a lone request
-// costs no hand-off to another goroutine; otherwise (and always with TLS)
-// it queues the frame, and the writer drains the queue into a buffer and
-// flushes only when the queue is empty, so that under load many small
-// frames share one system call. Only the writer goroutine ever blocks on
-// a full socket: callers leave when their context ends.
+// An accepted connection has a reader goroutine, which serves a request
+// itself when the request arrived alone and the Handler is an
+// InlineHandler that can serve it without blocking; otherwise it hands
+// the request to one of the handler goroutines it started, up to
+// MaxConcurrentRequests, which it reuses for later requests. A dialled
+// connection has no reader goroutine: a call waiting for its answer
+// reads the connection itself while nobody else does, passes on the
+// answers of other calls, and leaves the reading to the next waiting
+// call when its own answer comes or its context ends (a frame half read
+// is finished by the next reader). So a lone call costs no hand-off from
+// goroutine to goroutine on either side, which for small requests is a
+// good part of a round trip on loopback. Between calls nobody reads a
+// dialled connection: a call that finds it unread for a while first
+// looks whether the peer closed it, and dials again if so, and the
+// janitor looks at idle connections on every tick.
+//
+// Writes: a caller or handler whose frame finds the connection's write
+// side idle writes it itself, with one non-blocking system call;
+// otherwise (and always with TLS) it queues the frame, and the writer
+// goroutine drains the queue into a buffer and flushes only when the
+// queue is empty, so that under load many small frames share one system
+// call. Only the writer goroutine ever blocks on a full socket: callers
+// leave when their context ends.
 //
 // # Security
 //
