@@ -34,30 +34,17 @@ func BenchmarkPingPongRawTCP(b *testing.B) {
 	}
 }
 
-func BenchmarkCall(b *testing.B) {
-	for _, m := range benchModes(b) {
-		b.Run(m.name, func(b *testing.B) {
-			addr, cli := benchPair(b, m.opts)
-			req := make([]byte, benchRequestSize)
-			ctx := context.Background()
-			b.ReportAllocs()
-			b.SetBytes(benchRequestSize)
-			for b.Loop() {
-				if _, err := cli.Call(ctx, addr, "bench", req); err != nil {
-					b.Fatal(err)
-				}
-			}
-		})
-	}
-}
+func BenchmarkCall(b *testing.B) { benchCall(b, benchModes(b), false) }
 
 // BenchmarkCallInline is BenchmarkCall with a handler that serves the
 // request on the connection's reader goroutine (InlineHandler), as the
 // session replication's does for its changes.
-func BenchmarkCallInline(b *testing.B) {
-	for _, m := range benchModes(b)[:2] {
+func BenchmarkCallInline(b *testing.B) { benchCall(b, benchModes(b)[:2], true) }
+
+func benchCall(b *testing.B, modes []benchMode, inline bool) {
+	for _, m := range modes {
 		b.Run(m.name, func(b *testing.B) {
-			addr, cli := benchPairInline(b, m.opts, true)
+			addr, cli := benchPairInline(b, m.opts, inline)
 			req := make([]byte, benchRequestSize)
 			ctx := context.Background()
 			b.ReportAllocs()
