@@ -233,6 +233,19 @@ func (r *Reader) ArrayLen() int {
 	return 0
 }
 
+// ArrayLenOf reads the header of an array whose elements each take at
+// least size bytes, and fails if fewer bytes than that are left: a
+// decoder may then allocate its elements up front without the input's
+// length prefix making it allocate far more than the input holds.
+func (r *Reader) ArrayLenOf(size int) int {
+	n := r.ArrayLen()
+	if n > len(r.b)/size {
+		r.fail()
+		return 0
+	}
+	return n
+}
+
 // MapLen reads a map header.
 func (r *Reader) MapLen() int {
 	c, ok := r.peek()

@@ -169,3 +169,29 @@ func TestReaderLimits(t *testing.T) {
 		require.False(t, r.Done())
 	}
 }
+
+func TestReaderArrayLenOf(t *testing.T) {
+	for _, c := range []struct {
+		b    []byte
+		size int
+		n    int
+		ok   bool
+	}{
+		{[]byte{0x90}, 12, 0, true},
+		{[]byte{0x92, 1, 2, 3, 4}, 2, 2, true},
+		{[]byte{0x92, 1, 2, 3}, 2, 0, false},                // two elements of two bytes need four
+		{[]byte{0xdc, 0x00, 0x02, 1, 2, 3, 4}, 2, 2, true},  // array 16
+		{[]byte{0xdc, 0x00, 0x03, 1, 2, 3, 4}, 2, 0, false}, // array 16, too short
+		{[]byte{0xdd, 0x00, 0x00, 0x00, 0x01, 1}, 1, 1, true},
+		{[]byte{0xdd, 0x00, 0x10, 0x00, 0x00, 1}, 12, 0, false},
+		{[]byte{0xc0}, 1, 0, false}, // not an array
+		{nil, 1, 0, false},
+	} {
+		r := NewReader(c.b)
+		require.Equal(t, c.n, r.ArrayLenOf(c.size), "% x", c.b)
+		require.Equal(t, c.ok, r.OK(), "% x", c.b)
+		if !c.ok {
+			require.Zero(t, r.ArrayLen(), "a failure sticks")
+		}
+	}
+}
