@@ -295,11 +295,11 @@ func (c *conn) readFor(ctx context.Context, id uint64, answer chan frame) (frame
 	}
 	// A context that ends interrupts the read by moving the deadline
 	// into the past; the read fails with a timeout and we leave.
-	stop := context.AfterFunc(ctx, c.interruptFunc)
-	defer func() {
-		stop()
-		c.lastRead.Store(c.t.since())
-	}()
+	if ctx.Done() != nil {
+		stop := context.AfterFunc(ctx, c.interruptFunc)
+		defer stop()
+	}
+	defer func() { c.lastRead.Store(c.t.since()) }()
 	for {
 		f, n, err := c.fr.read()
 		if errors.Is(err, os.ErrDeadlineExceeded) {
