@@ -297,8 +297,9 @@ func (s *Sessions) applyLocked(e *entry, req *applyReq) (status, bool, uint64) {
 	if !s.publish(e, next) {
 		return 0, false, g
 	}
-	e.last.Store(s.now())
-	e.confirmed.Store(s.now())
+	now := s.now()
+	e.last.Store(now)
+	e.confirmed.Store(now)
 	return stOK, true, g
 }
 

@@ -22,9 +22,9 @@ const (
 	maxPooledBuf = 64 << 10
 )
 
-// quietAfter is how long a dialled conn may go unread before a call
-// checks that the peer did not close it: long enough that back-to-back
-// calls never pay for the look.
+// quietAfter is how long a dialled conn may go without a call before the
+// next call checks that the peer did not close it: long enough that
+// back-to-back calls never pay for the look.
 const quietAfter = 10 * time.Millisecond
 
 // errRetired closes a dialled connection that the janitor found idle, or
@@ -76,9 +76,6 @@ type conn struct {
 	// read deadline into the past; the next reader clears it.
 	interrupted   atomic.Bool
 	interruptFunc func()
-	// lastRead is when a dialled conn's last reader stopped reading
-	// (Transport.since); see call.
-	lastRead atomic.Int64
 
 	// wmu guards the write side: bw, sealing and rest. The writer
 	// goroutine takes it to drain the queue and releases it only with bw
@@ -126,6 +123,9 @@ type conn struct {
 		nextID  uint64                // ids of calls and sends; 0 is for pings
 		pending map[uint64]chan frame // dialled conns: calls waiting for their answer
 		retired bool                  // closed as idle: take no more calls
+		// lastCall is when a call last found no other call pending
+		// (Transport.since): from then on nobody may have been reading.
+		lastCall int64
 	}
 }
 
@@ -151,7 +151,7 @@ func newConn(t *Transport, raw, nc net.Conn, sock syscall.RawConn, br *bufio.Rea
 	}
 	c.sockFunc = c.sockWrite
 	c.interruptFunc = c.interruptRead
-	c.lastRead.Store(t.since())
+	c.mu.lastCall = t.since()
 	c.ctx, c.cancel = context.WithCancel(t.ctx)
 	if dialer {
 		c.mu.pending = map[uint64]chan frame{}
@@ -197,16 +197,21 @@ func (c *conn) call(ctx context.Context, kind uint8, method string, body []byte)
 	}
 	var answer chan frame
 	c.mu.Lock()
-	if len(c.mu.pending) == 0 && c.t.since()-c.lastRead.Load() > int64(quietAfter) {
-		// Nobody has read the connection for a while, so nobody
-		// noticed if the peer closed it (it restarted, say): look
-		// before sending, and dial again if it did.
-		c.mu.Unlock()
-		if c.peerGone() {
-			c.close(fmt.Errorf("%w: %s closed the idle connection", ErrPeerUnreachable, c.addr))
-			return nil, errRetired
+	if len(c.mu.pending) == 0 {
+		now := c.t.since()
+		quiet := now-c.mu.lastCall > int64(quietAfter)
+		c.mu.lastCall = now
+		if quiet {
+			// Nobody has read the connection for a while, so nobody
+			// noticed if the peer closed it (it restarted, say): look
+			// before sending, and dial again if it did.
+			c.mu.Unlock()
+			if c.peerGone() {
+				c.close(fmt.Errorf("%w: %s closed the idle connection", ErrPeerUnreachable, c.addr))
+				return nil, errRetired
+			}
+			c.mu.Lock()
 		}
-		c.mu.Lock()
 	}
 	if c.mu.retired {
 		c.mu.Unlock()
@@ -299,7 +304,6 @@ func (c *conn) readFor(ctx context.Context, id uint64, answer chan frame) (frame
 		stop := context.AfterFunc(ctx, c.interruptFunc)
 		defer stop()
 	}
-	defer func() { c.lastRead.Store(c.t.since()) }()
 	for {
 		f, n, err := c.fr.read()
 		if errors.Is(err, os.ErrDeadlineExceeded) {

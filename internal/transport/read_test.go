@@ -101,8 +101,11 @@ func TestPeerCloseOfAnIdleConnectionIsNoticed(t *testing.T) {
 	newTransport(t, echo, func(c *Config) { c.BindAddr = addr })
 	c := cli.peerConn(addr)
 	require.NotNil(t, c)
-	require.Eventually(t, func() bool { return cli.since()-c.lastRead.Load() > int64(quietAfter) },
-		5*time.Second, time.Millisecond, "the connection has been unread long enough to be looked at")
+	require.Eventually(t, func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return cli.since()-c.mu.lastCall > int64(quietAfter)
+	}, 5*time.Second, time.Millisecond, "the connection has gone without a call long enough to be looked at")
 
 	resp, err := cli.Call(ctx, addr, "echo", []byte("again"))
 	require.NoError(t, err, "the first call after the restart succeeds")
