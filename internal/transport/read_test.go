@@ -196,3 +196,38 @@ func (h *inlineBlocking) ServeRequest(ctx context.Context, _, method string, bod
 func (h *inlineBlocking) TryServeRequest(_ context.Context, _, method string, body []byte) ([]byte, bool, error) {
 	return h.try(method, body)
 }
+
+// TestConcurrentRequestsAreBounded: with MaxConcurrentRequests handlers
+// busy, the connection reads no more requests until one finishes; no
+// more than that many ever run at once, and every request is served.
+func TestConcurrentRequestsAreBounded(t *testing.T) {
+	const limit, calls = 2, 6
+	release := make(chan struct{})
+	var running, most atomic.Int32
+	srv := newTransport(t, HandlerFunc(func(ctx context.Context, _, _ string, body []byte) ([]byte, error) {
+		n := running.Add(1)
+		defer running.Add(-1)
+		for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
+		}
+		select {
+		case <-release:
+			return body, nil
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}), func(c *Config) { c.MaxConcurrentRequests = limit })
+	cli := newTransport(t, echo)
+	ctx := testCtx(t)
+
+	res := make([]<-chan error, calls)
+	for i := range res {
+		res[i] = callAsync(ctx, cli, srv.Addr(), "block")
+	}
+	require.Eventually(t, func() bool { return running.Load() == limit }, 5*time.Second, time.Millisecond)
+	require.Never(t, func() bool { return running.Load() > limit }, 100*time.Millisecond, time.Millisecond)
+	close(release)
+	for _, r := range res {
+		require.NoError(t, waitErr(t, r, 5*time.Second))
+	}
+	require.Equal(t, int32(limit), most.Load())
+}
