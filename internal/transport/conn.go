@@ -143,7 +143,7 @@ func newConn(t *Transport, raw, nc net.Conn, sock syscall.RawConn, br *bufio.Rea
 		fr:      frameReader{r: br, max: t.cfg.MaxFrameSize, open: s.open},
 		bw:      bufio.NewWriterSize(nc, writeBufSize),
 		sock:    sock,
-		direct:  sock != nil && nc == raw,
+		direct:  directWrites && sock != nil && nc == raw,
 		seal:    s.seal,
 		queue:   make(chan *[]byte, queueLen),
 		kick:    make(chan struct{}, 1),
@@ -570,10 +570,10 @@ func (c *conn) peerGone() bool {
 	return peerClosed(c.sock)
 }
 
-// sockWrite is the one attempt of a direct write, run by c.rc.Write
+// sockWrite is the one attempt of a direct write, run by c.sock.Write
 // with the socket's descriptor. c.wmu is held.
 func (c *conn) sockWrite(fd uintptr) bool {
-	c.sockN, c.sockErr = syscall.Write(int(fd), c.sockBuf)
+	c.sockN, c.sockErr = writeFD(fd, c.sockBuf)
 	return true // done, whatever happened: never wait for the socket
 }
 

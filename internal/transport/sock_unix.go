@@ -8,6 +8,13 @@ import (
 	"syscall"
 )
 
+// directWrites: a frame may be written to the socket from the calling
+// goroutine (see conn.writeDirect).
+const directWrites = true
+
+// writeFD is one non-blocking write(2) to a socket.
+func writeFD(fd uintptr, b []byte) (int, error) { return syscall.Write(int(fd), b) }
+
 // peerClosed peeks at a socket without blocking or consuming anything,
 // and reports whether the peer closed it (end of stream) or it failed.
 func peerClosed(sock syscall.RawConn) bool {
