@@ -213,25 +213,7 @@ func (r *Reader) Nil() bool {
 }
 
 // ArrayLen reads an array header.
-func (r *Reader) ArrayLen() int {
-	c, ok := r.peek()
-	if !ok {
-		return 0
-	}
-	r.b = r.b[1:]
-	switch {
-	case c&0xf0 == 0x90:
-		if n := int(c & 0x0f); n <= len(r.b) {
-			return n
-		}
-	case c == 0xdc:
-		return r.length(2, 1)
-	case c == 0xdd:
-		return r.length(4, 1)
-	}
-	r.fail()
-	return 0
-}
+func (r *Reader) ArrayLen() int { return r.header(0x90, 0xdc, 0xdd, 1) }
 
 // ArrayLenOf reads the header of an array whose elements each take at
 // least size bytes, and fails if fewer bytes than that are left: a
@@ -247,21 +229,27 @@ func (r *Reader) ArrayLenOf(size int) int {
 }
 
 // MapLen reads a map header.
-func (r *Reader) MapLen() int {
+func (r *Reader) MapLen() int { return r.header(0x80, 0xde, 0xdf, 2) }
+
+// header reads the header of an array or a map: fix is its fixed form's
+// high nibble, code16 and code32 the codes of its longer forms, and unit
+// the fewest bytes an element takes (a map entry, two), so that a count
+// the input cannot hold fails.
+func (r *Reader) header(fix, code16, code32 byte, unit int) int {
 	c, ok := r.peek()
 	if !ok {
 		return 0
 	}
 	r.b = r.b[1:]
 	switch {
-	case c&0xf0 == 0x80:
-		if n := int(c & 0x0f); n <= len(r.b)/2 {
+	case c&0xf0 == fix:
+		if n := int(c & 0x0f); n <= len(r.b)/unit {
 			return n
 		}
-	case c == 0xde:
-		return r.length(2, 2)
-	case c == 0xdf:
-		return r.length(4, 2)
+	case c == code16:
+		return r.length(2, unit)
+	case c == code32:
+		return r.length(4, unit)
 	}
 	r.fail()
 	return 0
