@@ -206,8 +206,7 @@ func (c *conn) call(ctx context.Context, kind uint8, method string, body []byte)
 			// noticed if the peer closed it (it restarted, say): look
 			// before sending, and dial again if it did.
 			c.mu.Unlock()
-			if c.peerGone() {
-				c.close(fmt.Errorf("%w: %s closed the idle connection", ErrPeerUnreachable, c.addr))
+			if c.closeIfPeerGone() {
 				return nil, errRetired
 			}
 			c.mu.Lock()
@@ -305,7 +304,7 @@ func (c *conn) readFor(ctx context.Context, id uint64, answer chan frame) (frame
 		defer stop()
 	}
 	for {
-		f, n, err := c.fr.read()
+		f, err := c.readFrame()
 		if errors.Is(err, os.ErrDeadlineExceeded) {
 			if err := ctx.Err(); err != nil {
 				c.abandon(id)
@@ -317,9 +316,6 @@ func (c *conn) readFor(ctx context.Context, id uint64, answer chan frame) (frame
 			continue
 		}
 		if err == nil {
-			c.t.stats.framesIn.Add(1)
-			c.t.stats.bytesIn.Add(uint64(n))
-			c.reads.Add(1)
 			if f.id == id && (f.kind == kindResponse || f.kind == kindError) {
 				c.abandon(id) // answered: out of the pending table
 				return f, nil
@@ -356,14 +352,23 @@ func (c *conn) abandon(id uint64) {
 	c.mu.Unlock()
 }
 
+// readFrame reads the next frame and counts it. Only the conn's reader
+// calls it.
+func (c *conn) readFrame() (frame, error) {
+	f, n, err := c.fr.read()
+	if err == nil {
+		c.t.stats.framesIn.Add(1)
+		c.t.stats.bytesIn.Add(uint64(n))
+		c.reads.Add(1)
+	}
+	return f, err
+}
+
 // readLoop is an accepted conn's reader goroutine.
 func (c *conn) readLoop() {
 	for {
-		f, n, err := c.fr.read()
+		f, err := c.readFrame()
 		if err == nil {
-			c.t.stats.framesIn.Add(1)
-			c.t.stats.bytesIn.Add(uint64(n))
-			c.reads.Add(1)
 			err = c.dispatch(f)
 		}
 		if err != nil {
@@ -546,11 +551,20 @@ func (c *conn) writeDirect(bp *[]byte) bool {
 	return true
 }
 
-// peerGone reports whether the peer closed this idle dialled connection
-// or it failed: a non-blocking look at the socket, taken only while
-// nobody reads it. It cannot tell a TLS peer's close (which starts with
-// an alert record) from a late answer; that close is noticed by the next
-// call instead, which fails.
+// closeIfPeerGone closes this idle dialled connection, and reports so,
+// if the peer closed it or it failed: a non-blocking look at the socket,
+// taken only while nobody reads it. It cannot tell a TLS peer's close
+// (which starts with an alert record) from a late answer; that close is
+// noticed by the next call instead, which fails.
+func (c *conn) closeIfPeerGone() bool {
+	if !c.peerGone() {
+		return false
+	}
+	c.close(fmt.Errorf("%w: %s closed the idle connection", ErrPeerUnreachable, c.addr))
+	return true
+}
+
+// peerGone is closeIfPeerGone's look, without the close.
 func (c *conn) peerGone() bool {
 	if c.sock == nil {
 		return false
@@ -692,10 +706,9 @@ func (c *conn) sweep(tick time.Duration) {
 		c.close(errRetired)
 		return
 	}
-	if pending == 0 && c.peerGone() {
-		// Nobody reads an idle connection: this is how a peer's close
-		// is noticed between calls.
-		c.close(fmt.Errorf("%w: %s closed the idle connection", ErrPeerUnreachable, c.addr))
+	// Nobody reads an idle connection: this is how a peer's close is
+	// noticed between calls.
+	if pending == 0 && c.closeIfPeerGone() {
 		return
 	}
 
