@@ -37,6 +37,11 @@ const (
 // Config (or the slices and TLS config it points to) after New has no
 // effect.
 type Config struct {
+	// Name is this node's name, sent in the handshake: the handlers of
+	// the peers it dials see it as the sender of its requests (the from
+	// of ServeRequest). At most 255 bytes. Default: BindAddr.
+	Name string
+
 	// BindAddr is the host:port to listen on. Port 0 picks a free port;
 	// Transport.Addr reports it. Outgoing connections are dialled from the
 	// same host, so that peers (and faultnet) see this node's address.
@@ -120,6 +125,9 @@ func (c Config) Validate() error {
 	if _, _, err := net.SplitHostPort(c.BindAddr); err != nil {
 		return fmt.Errorf("transport: BindAddr %q: %w", c.BindAddr, err)
 	}
+	if len(c.Name) > maxName {
+		return fmt.Errorf("transport: Name is %d bytes, at most %d", len(c.Name), maxName)
+	}
 	if c.MaxFrameSize < minFrameSize || c.MaxFrameSize > maxFrameSize {
 		return fmt.Errorf("transport: MaxFrameSize %d is outside [%d, %d]", c.MaxFrameSize, minFrameSize, maxFrameSize)
 	}
@@ -163,6 +171,7 @@ func ValidateTLS(cfg *tls.Config) error {
 }
 
 func (c Config) withDefaults() Config {
+	c.Name = cmp.Or(c.Name, c.BindAddr)
 	c.MaxFrameSize = cmp.Or(c.MaxFrameSize, DefaultMaxFrameSize)
 	c.MaxConcurrentRequests = cmp.Or(c.MaxConcurrentRequests, DefaultMaxConcurrentRequests)
 	c.DialTimeout = cmp.Or(c.DialTimeout, DefaultDialTimeout)

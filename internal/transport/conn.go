@@ -2,6 +2,7 @@ package transport
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"crypto/cipher"
 	"encoding/binary"
@@ -63,6 +64,7 @@ type conn struct {
 	t       *Transport
 	raw     net.Conn // the TCP connection; closing it, unlike a TLS close, never blocks
 	addr    string   // the dialled address, or the peer's address if accepted
+	peer    string   // the peer's name from its hello: the from of its requests
 	dialer  bool
 	peerMax int // the peer's MaxFrameSize
 
@@ -138,6 +140,7 @@ func newConn(t *Transport, raw, nc net.Conn, sock syscall.RawConn, br *bufio.Rea
 		t:       t,
 		raw:     raw,
 		addr:    addr,
+		peer:    cmp.Or(s.peerName, addr),
 		dialer:  dialer,
 		peerMax: s.peerMax,
 		fr:      frameReader{r: br, max: t.cfg.MaxFrameSize, open: s.open},
@@ -269,7 +272,7 @@ func (c *conn) wait(ctx context.Context, id uint64, method string, answer chan f
 		return nil, c.failed(method, ctx.Err())
 	}
 	if f.kind == kindError {
-		return nil, &RemoteError{Addr: c.addr, Method: method, Message: string(f.body)}
+		return nil, parseRemoteError(c.addr, method, f.body)
 	}
 	return f.body, nil
 }
@@ -431,7 +434,7 @@ func (c *conn) readFailed(err error) {
 func (c *conn) serve(req frame) {
 	if c.t.inline != nil && c.fr.r.Buffered() == 0 {
 		c.running.Add(1)
-		body, ok, err := c.t.inline.TryServeRequest(c.ctx, c.addr, req.method, req.body)
+		body, ok, err := c.t.inline.TryServeRequest(c.ctx, c.peer, req.method, req.body)
 		if ok {
 			c.reply(req, body, err)
 		}
@@ -461,7 +464,7 @@ func (c *conn) serve(req frame) {
 // connection closes.
 func (c *conn) handle(req frame) {
 	for {
-		body, err := c.t.handler.ServeRequest(c.ctx, c.addr, req.method, req.body)
+		body, err := c.t.handler.ServeRequest(c.ctx, c.peer, req.method, req.body)
 		c.reply(req, body, err)
 		c.running.Add(-1)
 		select {
@@ -484,11 +487,12 @@ func (c *conn) reply(req frame, body []byte, err error) {
 	}
 	answer := frame{kind: kindResponse, id: req.id, body: body}
 	if err != nil {
-		answer = frame{kind: kindError, id: req.id, body: []byte(err.Error())}
+		answer = frame{kind: kindError, id: req.id, body: appendRemoteError(nil, err)}
 	}
 	if n := frameSize(answer); n > c.peerMax {
 		c.t.log.Warn("answer too large for the caller", "remote", c.addr, "method", req.method, "bytes", n, "limit", c.peerMax)
-		answer = frame{kind: kindError, id: req.id, body: fmt.Appendf(nil, "%v: answer of %d bytes, caller accepts %d", ErrFrameTooLarge, n, c.peerMax)}
+		err := fmt.Errorf("%w: answer of %d bytes, caller accepts %d", ErrFrameTooLarge, n, c.peerMax)
+		answer = frame{kind: kindError, id: req.id, body: appendRemoteError(nil, err)}
 	}
 	c.enqueue(c.t.frameBuf(answer))
 }

@@ -2,6 +2,7 @@ package transport
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 )
@@ -10,11 +11,12 @@ import (
 //
 // ServeRequest is called concurrently, each request on a goroutine of
 // its own (the transport reuses them from one request to the next).
-// from is the remote address of the connection (the peer's host and an
-// ephemeral port, not its listening address), method and body are what the
-// peer passed to Call or Send. body belongs to the handler. The returned
-// body is sent back to the caller; a returned error reaches the caller as
-// a *RemoteError holding err.Error(). The transport reads the returned
+// from is the peer's name from its handshake (its Config.Name, sent
+// inside the handshake that the cluster key or certificate protects);
+// method and body are what the peer passed to Call or Send. body belongs
+// to the handler. The returned body is sent back to the caller; a
+// returned error reaches the caller as a *RemoteError holding
+// err.Error() and, if it is or wraps a *CodedError, its code. The transport reads the returned
 // body after ServeRequest returns, so the handler must not modify it
 // afterwards. Requests made with Send get no answer; what their handler
 // returns is discarded.
@@ -74,7 +76,38 @@ var (
 type RemoteError struct {
 	Addr    string // the address passed to Call
 	Method  string
+	Code    uint64 // the handler error's CodedError.Code; 0 if it had none
 	Message string // the handler error's Error()
+}
+
+// CodedError is an error whose Code travels to the caller beside its
+// message (RemoteError.Code), so that the layer above can map it back to
+// a sentinel error: a string does not survive errors.Is. A handler
+// returns it, or an error that wraps it.
+type CodedError struct {
+	Code uint64
+	Err  error
+}
+
+func (e *CodedError) Error() string { return e.Err.Error() }
+func (e *CodedError) Unwrap() error { return e.Err }
+
+// An error frame's body is the code as a uvarint, then the message.
+func appendRemoteError(b []byte, err error) []byte {
+	var code uint64
+	if ce, ok := errors.AsType[*CodedError](err); ok {
+		code = ce.Code
+	}
+	b = binary.AppendUvarint(b, code)
+	return append(b, err.Error()...)
+}
+
+func parseRemoteError(addr, method string, body []byte) *RemoteError {
+	code, n := binary.Uvarint(body)
+	if n <= 0 {
+		return &RemoteError{Addr: addr, Method: method, Message: string(body)}
+	}
+	return &RemoteError{Addr: addr, Method: method, Code: code, Message: string(body[n:])}
 }
 
 func (e *RemoteError) Error() string {

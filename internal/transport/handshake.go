@@ -21,7 +21,13 @@ import (
 //	mode      uint8   plaintext, cluster key or TLS; both sides must agree
 //	maxFrame  uint32  the sender's MaxFrameSize
 //	nonce     [32]byte fresh random bytes
+//	nameLen   uint8   length of the name that follows
+//	name      the sender's node name (Config.Name), at most 255 bytes
 //
+// The name is what the peer's handlers see as the sender of each request.
+// Both hellos, names included, enter the transcript that the key proofs
+// sign, so in cluster-key mode a name cannot be changed on the way; it is
+// still only as trustworthy as the holders of the cluster key.
 // In cluster-key mode two more messages follow. The dialer sends a count
 // (uint8) and, for each of its keys, primary first,
 // HMAC-SHA256(key, "client proof" || transcript), where the transcript is
@@ -40,8 +46,8 @@ import (
 // Protocol versions. A node refuses peers older than minProtocolVersion;
 // a newer peer is expected to speak down to this node's version.
 const (
-	protocolVersion    = 1
-	minProtocolVersion = 1
+	protocolVersion    = 2 // 2: hellos carry a node name, error frames a code
+	minProtocolVersion = 2
 )
 
 // Security modes, as sent in the hello. Append only.
@@ -58,7 +64,8 @@ const (
 )
 
 const (
-	helloSize = 4 + 1 + 1 + 4 + 32
+	helloSize = 4 + 1 + 1 + 4 + 32 // the fixed part, before the name
+	maxName   = 255
 	proofSize = sha256.Size
 	maxKeys   = 16 // cluster keys a node may hold, so a key offer stays small
 
@@ -75,18 +82,22 @@ type hello struct {
 	mode     uint8
 	maxFrame uint32
 	nonce    [32]byte
+	name     string
 }
 
-func (h hello) marshal() [helloSize]byte {
-	var b [helloSize]byte
+// marshal returns the hello's bytes: the fixed part, then the name.
+func (h hello) marshal() []byte {
+	b := make([]byte, helloSize, helloSize+1+len(h.name))
 	copy(b[:4], magic[:])
 	b[4] = h.version
 	b[5] = h.mode
 	binary.BigEndian.PutUint32(b[6:10], h.maxFrame)
 	copy(b[10:], h.nonce[:])
-	return b
+	b = append(b, byte(len(h.name)))
+	return append(b, h.name...)
 }
 
+// parseHello parses the fixed part of a hello; the name follows it.
 func parseHello(b [helloSize]byte) (hello, error) {
 	if [4]byte(b[:4]) != magic {
 		return hello{}, fmt.Errorf("%w: not a troupe transport peer (or TLS on one side only)", ErrHandshake)
@@ -94,6 +105,27 @@ func parseHello(b [helloSize]byte) (hello, error) {
 	h := hello{version: b[4], mode: b[5], maxFrame: binary.BigEndian.Uint32(b[6:10])}
 	copy(h.nonce[:], b[10:])
 	return h, nil
+}
+
+// readHello reads a peer's hello, name included, and returns it with its
+// bytes for the transcript. A stranger's bytes are rejected on the magic,
+// before any name is read.
+func readHello(r io.Reader) (hello, []byte, error) {
+	var fixed [helloSize + 1]byte
+	if err := readAll(r, fixed[:]); err != nil {
+		return hello{}, nil, err
+	}
+	h, err := parseHello([helloSize]byte(fixed[:helloSize]))
+	if err != nil {
+		return hello{}, nil, err
+	}
+	raw := make([]byte, helloSize+1+int(fixed[helloSize]))
+	copy(raw, fixed[:])
+	if err := readAll(r, raw[helloSize+1:]); err != nil {
+		return hello{}, nil, err
+	}
+	h.name = string(raw[helloSize+1:])
+	return h, raw, nil
 }
 
 func modeName(m uint8) string {
@@ -111,6 +143,7 @@ func modeName(m uint8) string {
 // session is what a handshake agreed on.
 type session struct {
 	peerMax    int         // the peer's MaxFrameSize
+	peerName   string      // the peer's node name, from its hello
 	seal, open cipher.AEAD // nil unless in cluster-key mode
 }
 
@@ -119,21 +152,17 @@ type session struct {
 // wraps ErrHandshake.
 func handshake(r io.Reader, w io.Writer, dialer bool, local hello, keys [][]byte) (session, error) {
 	mine := local.marshal()
-	var theirs [helloSize]byte
 	if dialer {
-		if err := writeAll(w, mine[:]); err != nil {
+		if err := writeAll(w, mine); err != nil {
 			return session{}, err
 		}
 	}
-	if err := readAll(r, theirs[:]); err != nil {
-		return session{}, err
-	}
-	peer, err := parseHello(theirs)
+	peer, theirs, err := readHello(r)
 	if err != nil {
 		return session{}, err // a stranger does not get our hello
 	}
 	if !dialer {
-		if err := writeAll(w, mine[:]); err != nil {
+		if err := writeAll(w, mine); err != nil {
 			return session{}, err
 		}
 	}
@@ -145,16 +174,16 @@ func handshake(r io.Reader, w io.Writer, dialer bool, local hello, keys [][]byte
 	case peer.maxFrame < minFrameSize:
 		return session{}, fmt.Errorf("%w: peer accepts frames of only %d bytes", ErrHandshake, peer.maxFrame)
 	}
-	s := session{peerMax: int(peer.maxFrame)}
+	s := session{peerMax: int(peer.maxFrame), peerName: peer.name}
 	if local.mode != modeKey {
 		return s, nil
 	}
 
-	transcript := make([]byte, 0, 2*helloSize)
+	transcript := make([]byte, 0, len(mine)+len(theirs))
 	if dialer {
-		transcript = append(append(transcript, mine[:]...), theirs[:]...)
+		transcript = append(append(transcript, mine...), theirs...)
 	} else {
-		transcript = append(append(transcript, theirs[:]...), mine[:]...)
+		transcript = append(append(transcript, theirs...), mine...)
 	}
 	var key []byte
 	if dialer {

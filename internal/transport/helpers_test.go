@@ -100,10 +100,7 @@ func rawPeer(tb testing.TB, addr string, h *hello) (net.Conn, *bufio.Reader) {
 		b := h.marshal()
 		_, err = c.Write(b[:])
 		require.NoError(tb, err)
-		var theirs [helloSize]byte
-		_, err = io.ReadFull(br, theirs[:])
-		require.NoError(tb, err)
-		_, err = parseHello(theirs)
+		_, _, err = readHello(br)
 		require.NoError(tb, err)
 	}
 	return c, br

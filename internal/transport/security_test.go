@@ -154,13 +154,16 @@ func TestHandshakeReplayIsRefused(t *testing.T) {
 	require.NoError(t, err)
 
 	toServer, _ := proxy.recorded()
-	opening := toServer[:helloSize+1+proofSize]
+	cliHello := helloSize + 1 + len(cli.cfg.Name)
+	opening := toServer[:cliHello+1+proofSize]
 	conn, br := rawPeer(t, srv.Addr(), nil)
 	_, err = conn.Write(opening)
 	require.NoError(t, err)
-	reply := make([]byte, helloSize+1+proofSize)
+	_, _, err = readHello(br)
+	require.NoError(t, err)
+	reply := make([]byte, 1+proofSize)
 	_, err = io.ReadFull(br, reply)
 	require.NoError(t, err)
-	require.Equal(t, statusRefused, reply[helloSize])
+	require.Equal(t, statusRefused, reply[0])
 	require.Eventually(t, func() bool { return srv.Stats().HandshakeFailures == 1 }, 5*time.Second, 5*time.Millisecond)
 }

@@ -366,7 +366,7 @@ func (t *Transport) open(ctx context.Context, raw net.Conn, sock syscall.RawConn
 }
 
 func (t *Transport) hello() hello {
-	h := hello{version: protocolVersion, mode: t.mode, maxFrame: uint32(t.cfg.MaxFrameSize)}
+	h := hello{version: protocolVersion, mode: t.mode, maxFrame: uint32(t.cfg.MaxFrameSize), name: t.cfg.Name}
 	_, _ = rand.Read(h.nonce[:]) // crypto/rand.Read never fails since Go 1.24
 	return h
 }

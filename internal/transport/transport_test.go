@@ -387,3 +387,28 @@ func TestNewRejectsBadInput(t *testing.T) {
 	_, err = New(context.Background(), Config{}, echo)
 	require.Error(t, err)
 }
+
+// A handler sees the dialling node's name, sent in the handshake, as the
+// sender; and an error's code reaches the caller beside its message.
+func TestSenderNameAndErrorCode(t *testing.T) {
+	errBusy := errors.New("busy")
+	srv := newTransport(t, HandlerFunc(func(_ context.Context, from, method string, _ []byte) ([]byte, error) {
+		if method == "fail" {
+			return nil, fmt.Errorf("wrapped: %w", &CodedError{Code: 7, Err: errBusy})
+		}
+		return []byte(from), nil
+	}), withKeys(key(1)))
+	cli := newTransport(t, echo, withKeys(key(1)), func(c *Config) { c.Name = "node-a" })
+	got, err := cli.Call(testCtx(t), srv.Addr(), "who", nil)
+	require.NoError(t, err)
+	require.Equal(t, "node-a", string(got))
+
+	_, err = cli.Call(testCtx(t), srv.Addr(), "fail", nil)
+	rerr, ok := errors.AsType[*RemoteError](err)
+	require.True(t, ok, "got %v", err)
+	require.Equal(t, uint64(7), rerr.Code)
+	require.Equal(t, "wrapped: busy", rerr.Message)
+
+	_, err = cli.Call(testCtx(t), srv.Addr(), "fail", nil)
+	require.NotErrorIs(t, err, errBusy, "the identity comes back only through a layer that maps codes")
+}
