@@ -12,6 +12,7 @@ import (
 	"github.com/troupe-go/troupe/membership"
 	"github.com/troupe-go/troupe/naming"
 	"github.com/troupe-go/troupe/replication"
+	"github.com/troupe-go/troupe/replication/pins"
 )
 
 // Config configures a Node: one section per layer, each with the defaults
@@ -27,7 +28,7 @@ type Config struct {
 	Sessions replication.Options
 	// Pins: where pins live in the tree, the quorum window, the member tag
 	// that carries HTTP addresses.
-	Pins replication.PinOptions
+	Pins pins.Options
 
 	// HTTPAddr is the "ip:port" of this node's HTTP server, if it has one.
 	// It is published in the member tag Pins.HTTPTag, so that a
@@ -74,7 +75,7 @@ func (c Config) withDefaults() Config {
 	if c.HTTPAddr != "" {
 		tag := c.Pins.HTTPTag
 		if tag == "" {
-			tag = replication.DefaultHTTPTag
+			tag = pins.DefaultHTTPTag
 		}
 		tags := maps.Clone(c.Membership.Tags)
 		if tags == nil {
@@ -92,7 +93,7 @@ type Node struct {
 	cluster  *membership.Cluster
 	tree     *naming.Tree
 	sessions *replication.Sessions
-	pins     *replication.Pins
+	pins     *pins.Pins
 
 	stopOnce sync.Once
 }
@@ -119,7 +120,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		n.Shutdown()
 		return nil, err
 	}
-	if n.pins, err = replication.NewPins(ctx, n.cluster, n.tree, cfg.Pins); err != nil {
+	if n.pins, err = pins.New(ctx, n.cluster, n.tree, cfg.Pins); err != nil {
 		n.Shutdown()
 		return nil, err
 	}
@@ -139,7 +140,7 @@ func (n *Node) Names() *naming.Tree { return n.tree }
 func (n *Node) Sessions() *replication.Sessions { return n.sessions }
 
 // Pins returns pinned objects and singleton services.
-func (n *Node) Pins() *replication.Pins { return n.pins }
+func (n *Node) Pins() *pins.Pins { return n.pins }
 
 // Leave hands everything over and leaves the cluster, top down: the
 // singletons running here stop and move to other nodes and this node's

@@ -12,7 +12,7 @@ import (
 	"github.com/troupe-go/troupe/internal/clustertest"
 	"github.com/troupe-go/troupe/membership"
 	"github.com/troupe-go/troupe/naming"
-	"github.com/troupe-go/troupe/replication"
+	"github.com/troupe-go/troupe/replication/pins"
 )
 
 func TestMain(m *testing.M) { clustertest.VerifyTestMain(m) }
@@ -53,7 +53,7 @@ func TestStartAndLeave(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), clustertest.Timeout)
 	defer cancel()
 
-	require.Equal(t, fmt.Sprintf("%s:8080", clustertest.Host(1)), nodes[1].Cluster().LocalMember().Tag(replication.DefaultHTTPTag))
+	require.Equal(t, fmt.Sprintf("%s:8080", clustertest.Host(1)), nodes[1].Cluster().LocalMember().Tag(pins.DefaultHTTPTag))
 	require.NoError(t, nodes[1].Names().Bind(ctx, "svc/a", []byte("x")))
 	require.Eventually(t, func() bool {
 		_, err := nodes[2].Names().Lookup("svc/a")

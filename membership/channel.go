@@ -1,9 +1,9 @@
 package membership
 
 import (
-	"context"
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"sync"
 
 	"github.com/hashicorp/memberlist"
@@ -63,7 +63,7 @@ func (h HandlerFuncs) MergeRemoteState(from string, state []byte, join bool) {
 // are on the wire.
 const (
 	kindBroadcast byte = 1 // gossiped to all, relayed once by every receiver
-	kindDirect    byte = 2 // to one node over TCP
+	_             byte = 2 // retired (direct messages ride the transport, calls.go); never reuse
 	kindLeave     byte = 3 // "I am leaving", sent directly to every member
 	kindLeaveAck  byte = 4 // the answer to kindLeave
 )
@@ -76,12 +76,6 @@ type broadcastWire struct {
 	C string `codec:"c"` // channel
 	O string `codec:"o"` // origin node
 	I uint64 `codec:"i"` // random id: the dedup key for relaying
-	B []byte `codec:"b"`
-}
-
-type directWire struct {
-	C string `codec:"c"`
-	F string `codec:"f"`
 	B []byte `codec:"b"`
 }
 
@@ -99,8 +93,6 @@ const (
 	// memberlist's compound header, label and encryption overhead within
 	// its 1400-byte UDP buffer.
 	maxPacket = 1200
-	// maxDirect bounds a direct message; memberlist streams it over TCP.
-	maxDirect = 8 << 20
 	// maxState bounds our whole push/pull share, well below memberlist's
 	// 20 MiB receive limit (past which the sender only sees a reset).
 	maxState = 16 << 20
@@ -112,15 +104,21 @@ type Channel struct {
 	name    string
 	cluster *Cluster
 	handler Handler
+	errs    []error // WithErrors: a handler error's code is its index + 1
+
+	methods struct { // wire method names, see wireMethod
+		sync.RWMutex
+		m map[string]string
+	}
 }
 
 // Channel registers a named channel. Its handler starts receiving at once.
 // Every node that wants a channel's messages registers it under the same
 // name; messages for a channel a node does not have are dropped and
 // counted.
-func (c *Cluster) Channel(name string, h Handler) (*Channel, error) {
-	if name == "" || len(name) > 64 {
-		return nil, fmt.Errorf("%w: channel name must be 1-64 bytes", ErrInvalidConfig)
+func (c *Cluster) Channel(name string, h Handler, opts ...ChannelOption) (*Channel, error) {
+	if name == "" || len(name) > 64 || strings.Contains(name, "/") {
+		return nil, fmt.Errorf("%w: channel name must be 1-64 bytes without a slash", ErrInvalidConfig)
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -131,6 +129,10 @@ func (c *Cluster) Channel(name string, h Handler) (*Channel, error) {
 		return nil, fmt.Errorf("%w: %q", ErrChannelExists, name)
 	}
 	ch := &Channel{name: name, cluster: c, handler: h}
+	ch.methods.m = map[string]string{}
+	for _, o := range opts {
+		o(ch)
+	}
 	c.mu.channels[name] = ch
 	return ch, nil
 }
@@ -188,33 +190,6 @@ func (ch *Channel) broadcast(key string, msg []byte) error {
 	}
 	c.dedup.seen(id) // our own message must not be relayed back to us
 	c.enqueue(&broadcast{key: key, msg: raw})
-	return nil
-}
-
-// Send delivers msg to one member over TCP. It returns once the message
-// was written to the peer; it does not wait for the handler.
-func (ch *Channel) Send(ctx context.Context, node string, msg []byte) error {
-	c := ch.cluster
-	if len(msg) > maxDirect {
-		return fmt.Errorf("%w: %d bytes, a direct message carries at most %d", ErrMessageTooLarge, len(msg), maxDirect)
-	}
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	if c.isShutdown() {
-		return ErrShutdown
-	}
-	target := c.memberlistNode(node)
-	if target == nil {
-		return fmt.Errorf("%w: %q", ErrUnknownMember, node)
-	}
-	raw, err := encodeMsg(kindDirect, directWire{C: ch.name, F: c.name, B: msg})
-	if err != nil {
-		return err
-	}
-	if err := c.ml.SendReliable(target, raw); err != nil {
-		return fmt.Errorf("membership: send to %s: %w", node, err)
-	}
 	return nil
 }
 

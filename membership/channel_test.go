@@ -2,6 +2,7 @@ package membership_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"testing"
@@ -183,4 +184,58 @@ func joinWithChannel(t *testing.T, cfg membership.Config, name string, box *inbo
 	_, err = n.Join(context.Background(), wk...)
 	require.NoError(t, err)
 	return n
+}
+
+// calls is a CallHandler for tests: "echo" answers the request prefixed
+// with the caller's name, "busy" fails with errBusy, "other" with an
+// error no channel lists.
+type calls struct{ membership.HandlerFuncs }
+
+var errBusy = errors.New("busy")
+
+func (calls) HandleCall(_ context.Context, from, method string, req []byte) ([]byte, error) {
+	switch method {
+	case "echo":
+		return append([]byte(from+":"), req...), nil
+	case "busy":
+		return nil, fmt.Errorf("cannot now: %w", errBusy)
+	}
+	return nil, errors.New("no such method")
+}
+
+// A call reaches the member by name over the transport, its handler sees
+// the caller's name, and a listed sentinel error keeps its identity.
+func TestChannelCall(t *testing.T) {
+	tc := clustertest.Start(t, 2)
+	tc.WaitMembers(2)
+	var chans []*membership.Channel
+	for _, n := range tc.Nodes {
+		ch, err := n.Channel("rpc", calls{}, membership.WithErrors(errors.New("unused"), errBusy))
+		require.NoError(t, err)
+		t.Cleanup(ch.Close)
+		chans = append(chans, ch)
+	}
+	ctx := context.Background()
+	resp, err := chans[0].Call(ctx, tc.Nodes[1].Name(), "echo", []byte("hi"))
+	require.NoError(t, err)
+	require.Equal(t, tc.Nodes[0].Name()+":hi", string(resp))
+
+	_, err = chans[0].Call(ctx, tc.Nodes[1].Name(), "busy", nil)
+	require.ErrorIs(t, err, errBusy)
+	rerr, ok := errors.AsType[*membership.RemoteError](err)
+	require.True(t, ok)
+	require.Equal(t, tc.Nodes[1].Name(), rerr.Node)
+	require.Contains(t, rerr.Message, "cannot now")
+
+	_, err = chans[0].Call(ctx, tc.Nodes[1].Name(), "other", nil)
+	require.NotErrorIs(t, err, errBusy)
+	require.ErrorAs(t, err, &rerr)
+
+	_, err = chans[0].Call(ctx, "node-9", "echo", nil)
+	require.ErrorIs(t, err, membership.ErrUnknownMember)
+
+	require.NotEmpty(t, tc.Nodes[1].LocalMember().TransportAddr)
+	m, ok := tc.Nodes[0].Member(tc.Nodes[1].Name())
+	require.True(t, ok)
+	require.Equal(t, tc.Nodes[1].TransportAddr(), m.TransportAddr, "the transport address travels in metadata")
 }

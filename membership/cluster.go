@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/memberlist"
+
+	"github.com/troupe-go/troupe/internal/transport"
 )
 
 // ClusterState is the lifecycle state of the local node's Cluster.
@@ -53,7 +55,11 @@ type Cluster struct {
 	ml    *memberlist.Memberlist
 	queue *memberlist.TransmitLimitedQueue
 	dedup *dedup
-	trans *transport
+	trans *gossipNet // memberlist's packets and streams
+	// calls is the node's transport (calls.go); callAddr its published
+	// address.
+	calls    *transport.Transport
+	callAddr string
 	// keyring is nil when the cluster is not encrypted. memberlist owns
 	// its locking; we keep the pointer for rotation and for upper layers.
 	keyring *memberlist.Keyring
@@ -116,7 +122,6 @@ func New(ctx context.Context, cfg Config) (*Cluster, error) {
 	}
 	c := &Cluster{cfg: r, name: r.NodeName, log: r.Logger.With("node", r.NodeName), dedup: newDedup()}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
-	c.meta.Store(&r.meta)
 	c.mu.meta = Meta{Role: r.Role, Group: r.Group, Weight: r.Weight, Tags: r.Tags}
 	c.mu.members = map[string]Member{}
 	c.mu.lost = map[string]lostMember{}
@@ -124,9 +129,21 @@ func New(ctx context.Context, cfg Config) (*Cluster, error) {
 	c.mu.subs = map[*Subscription]struct{}{}
 	c.mu.channels = map[string]*Channel{}
 
-	c.trans, err = newTransport(c.ctx, r.bind, r.Faults, c.log)
+	if err := c.startTransport(ctx); err != nil {
+		c.cancel()
+		return nil, err
+	}
+	meta, err := encodeMeta(c.mu.meta, c.callAddr)
 	if err != nil {
 		c.cancel()
+		_ = c.calls.Shutdown()
+		return nil, err
+	}
+	c.meta.Store(&meta)
+	c.trans, err = newGossipNet(c.ctx, r.bind, r.Faults, c.log)
+	if err != nil {
+		c.cancel()
+		_ = c.calls.Shutdown()
 		return nil, err
 	}
 	adv := r.advertise
@@ -138,6 +155,7 @@ func New(ctx context.Context, cfg Config) (*Cluster, error) {
 	if err != nil {
 		c.cancel()
 		_ = c.trans.Shutdown()
+		_ = c.calls.Shutdown()
 		return nil, err
 	}
 	// The queue must exist before memberlist starts delivering messages,
@@ -150,6 +168,7 @@ func New(ctx context.Context, cfg Config) (*Cluster, error) {
 	if err != nil {
 		c.cancel()
 		_ = c.trans.Shutdown()
+		_ = c.calls.Shutdown()
 		return nil, fmt.Errorf("membership: start memberlist: %w", err)
 	}
 	c.disc = newDiscovery(c)
@@ -254,7 +273,7 @@ func (c *Cluster) LocalMember() Member {
 	if m, ok := c.mu.members[c.name]; ok {
 		return m
 	}
-	return Member{Name: c.name, Addr: c.addr, State: StateAlive, Meta: c.mu.meta}
+	return Member{Name: c.name, Addr: c.addr, TransportAddr: c.callAddr, State: StateAlive, Meta: c.mu.meta}
 }
 
 // Subscribe returns a subscription to member events. Its first events are
@@ -301,7 +320,7 @@ func (c *Cluster) UpdateMeta(ctx context.Context, fn func(*Meta)) error {
 		c.mu.Unlock()
 		return fmt.Errorf("%w: Weight %d is outside 1..%d", ErrInvalidConfig, m.Weight, maxWeight)
 	}
-	b, err := encodeMeta(m)
+	b, err := encodeMeta(m, c.callAddr)
 	if err != nil {
 		c.mu.Unlock()
 		return err
@@ -469,6 +488,9 @@ func (c *Cluster) stop(final ClusterState) {
 		if err := c.ml.Shutdown(); err != nil {
 			c.log.Warn("memberlist shutdown", "err", err)
 		}
+		if err := c.calls.Shutdown(); err != nil {
+			c.log.Warn("transport shutdown", "err", err)
+		}
 		for _, s := range subs {
 			s.Close()
 		}
@@ -546,12 +568,12 @@ func (c *Cluster) apply(t EventType, n *memberlist.Node) {
 }
 
 func (c *Cluster) toMember(n *memberlist.Node) Member {
-	meta, err := decodeMeta(n.Meta)
+	meta, taddr, err := decodeMeta(n.Meta)
 	if err != nil {
 		c.stats.badMeta.Add(1)
 		c.log.Warn("member has unreadable metadata", "member", n.Name, "err", err)
 	}
-	return Member{Name: n.Name, Addr: net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port))), State: StateAlive, Meta: meta}
+	return Member{Name: n.Name, Addr: net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port))), TransportAddr: taddr, State: StateAlive, Meta: meta}
 }
 
 func timeoutOf(ctx context.Context, def time.Duration) time.Duration {

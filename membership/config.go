@@ -2,6 +2,7 @@ package membership
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"log/slog"
 	"net"
@@ -14,17 +15,38 @@ import (
 
 	"github.com/troupe-go/troupe/internal/faultnet"
 	"github.com/troupe-go/troupe/internal/multicast"
+	"github.com/troupe-go/troupe/internal/transport"
 )
 
 // DefaultPort is the TCP and UDP port a node binds when Config.BindAddr
 // names no port.
 const DefaultPort = 7946
 
-// Defaults for multicast discovery; see MulticastConfig.
+// Defaults for the zero fields of MulticastConfig. The multicast
+// discoverer owns them; these names only show them here.
 const (
+	// DefaultMulticastGroup is administratively scoped (239.192.0.0/14,
+	// RFC 2365), as WebLogic's default: routers at the edge of an
+	// organization do not forward it.
 	DefaultMulticastGroup = multicast.DefaultGroup
-	DefaultMulticastPort  = multicast.DefaultPort
+	// DefaultMulticastPort is DefaultPort plus one.
+	DefaultMulticastPort = multicast.DefaultPort
+	// DefaultMulticastTTL keeps announcements on the local network
+	// segment: the first router drops them.
+	DefaultMulticastTTL = multicast.DefaultTTL
+	// DefaultMulticastInterval is the announcement period of a node that
+	// has no peer yet: fast, so that a cluster forms within a second.
+	DefaultMulticastInterval = multicast.DefaultInterval
+	// DefaultMulticastSlowInterval is the announcement period once the
+	// node has peers.
+	DefaultMulticastSlowInterval = multicast.DefaultSlowInterval
 )
+
+// MulticastMaxSkew is how far the timestamp of a multicast announcement
+// may be from the receiver's clock: the clocks of a cluster's hosts must
+// agree to within it, or their announcements are dropped (counted as
+// MulticastStats.Stale).
+const MulticastMaxSkew = multicast.DefaultMaxSkew
 
 // Profile selects a timing preset for failure detection, gossip and
 // re-joining. The presets are memberlist's, which are tuned and measured;
@@ -83,25 +105,31 @@ type Resolver interface {
 
 // MulticastConfig enables discovery by IP multicast. A node announces
 // itself to the group and joins every node of its cluster that it hears.
-// Zero fields take the defaults written beside them.
+// Zero fields take the defaults written beside them; New applies them to
+// a copy and never writes to the caller's value.
 type MulticastConfig struct {
-	// Group is the IPv4 multicast group. Default DefaultMulticastGroup, an
-	// administratively scoped address as WebLogic uses.
+	// Group is the IPv4 multicast group (224.0.0.0/4). Default
+	// DefaultMulticastGroup.
 	Group string
-	// Port is the UDP port of the group. Default DefaultMulticastPort.
+	// Port is the UDP port of the group, 1..65535. Default
+	// DefaultMulticastPort.
 	Port int
 	// Interface names the network interface to announce and listen on.
 	// Default: the one the kernel routes the group to.
 	Interface string
-	// TTL is the announcements' time to live. Default 1: announcements
-	// never cross a router, so a cluster spans one network segment.
+	// TTL is the announcements' IP time to live, 1..255. Default
+	// DefaultMulticastTTL: announcements never cross a router, so a
+	// cluster spans one network segment.
 	TTL int
-	// Interval is the announcement period while the node has no peers.
-	// Default 250 ms.
+	// Interval is the announcement period while the node has no peers,
+	// and the shortest time between two joins of the same node heard on
+	// the group. Default DefaultMulticastInterval. Each period is
+	// jittered by ±10%.
 	Interval time.Duration
 	// SlowInterval is the announcement period once the node has peers; it
-	// keeps the two halves of a healed partition finding each other.
-	// Default 5 s.
+	// keeps the two halves of a healed partition finding each other. At
+	// least Interval. Default DefaultMulticastSlowInterval, or Interval if
+	// that is longer.
 	SlowInterval time.Duration
 }
 
@@ -162,6 +190,29 @@ type Config struct {
 	// authenticated, and a node without the key can neither join nor read.
 	SecretKeys [][]byte
 
+	// TransportAddr is the "ip:port" of this node's transport: the one
+	// listener on which it serves its peers' calls and direct messages
+	// (Channel.Call, Channel.Send), shared by every layer above, over
+	// pooled, multiplexed connections. Default: the advertised IP with
+	// port 0 (a free port). The bound address travels in the member's
+	// metadata (Member.TransportAddr); binding 0.0.0.0 publishes the
+	// advertised IP with the bound port.
+	TransportAddr string
+
+	// TLS makes the transport mutual TLS: both RootCAs and ClientCAs are
+	// required, so that a certificate from a public CA does not admit a
+	// stranger. When nil and SecretKeys are set, transport connections are
+	// authenticated and encrypted with the cluster keys; with neither,
+	// they are plaintext.
+	TLS *tls.Config
+
+	// MaxMessageSize bounds one call, its answer, or one direct message on
+	// the transport, in bytes: a peer that sends more is disconnected, and
+	// a call that would send more fails with ErrMessageTooLarge. Memory
+	// for a message is allocated only after its length is checked.
+	// Default DefaultMaxMessageSize (4 MiB); at most 512 MiB.
+	MaxMessageSize int
+
 	// Profile picks failure detection and discovery timings. Default
 	// ProfileLAN.
 	Profile Profile
@@ -170,11 +221,14 @@ type Config struct {
 	// logger that discards everything.
 	Logger *slog.Logger
 
-	// Faults, when set, routes all of this node's traffic through a fault
-	// injection network so that tests can partition nodes. Leave nil in
-	// production.
+	// Faults, when set, routes all of this node's traffic (gossip, state
+	// exchange, multicast and the transport) through a fault injection
+	// network so that tests can partition nodes. Leave nil in production.
 	Faults *faultnet.Network
 }
+
+// DefaultMaxMessageSize is the default of Config.MaxMessageSize.
+const DefaultMaxMessageSize = 4 << 20
 
 // Limits enforced by Validate.
 const (
@@ -185,6 +239,8 @@ const (
 	defaultWeight   = 100
 	maxWeight       = 1_000_000
 	defaultBindHost = "127.0.0.1"
+	minMessageSize  = 64 << 10
+	maxMessageSize  = 512 << 20
 )
 
 // Validate reports every problem with c at once, each wrapping
@@ -237,7 +293,9 @@ func (c Config) withDefaults() (resolved, error) {
 		bad("Weight %d is outside 1..%d", r.Weight, maxWeight)
 	}
 	r.Tags = cloneTags(c.Tags)
-	meta, err := encodeMeta(Meta{Role: r.Role, Group: r.Group, Weight: r.Weight, Tags: r.Tags})
+	// The transport's address is known only once it is bound: count the
+	// longest it can be.
+	meta, err := encodeMeta(Meta{Role: r.Role, Group: r.Group, Weight: r.Weight, Tags: r.Tags}, "[ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff]:65535")
 	if err != nil {
 		errs = append(errs, err)
 	}
@@ -296,6 +354,23 @@ func (c Config) withDefaults() (resolved, error) {
 			bad("SecretKeys[%d] is %d bytes; keys are 16, 24 or 32 bytes", i, n)
 		}
 		r.SecretKeys = append(r.SecretKeys, append([]byte(nil), k...))
+	}
+
+	if c.TransportAddr != "" {
+		if _, err := parseAddrPort(c.TransportAddr, 0); err != nil {
+			bad("TransportAddr: %v", err)
+		}
+	}
+	if c.TLS != nil {
+		if err := transport.ValidateTLS(c.TLS); err != nil {
+			bad("TLS: %v", err)
+		}
+	}
+	if r.MaxMessageSize == 0 {
+		r.MaxMessageSize = DefaultMaxMessageSize
+	}
+	if r.MaxMessageSize < minMessageSize || r.MaxMessageSize > maxMessageSize {
+		bad("MaxMessageSize %d is outside [%d, %d]", r.MaxMessageSize, minMessageSize, maxMessageSize)
 	}
 
 	if r.Profile < ProfileLAN || r.Profile > ProfileWAN {

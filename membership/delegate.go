@@ -54,13 +54,6 @@ func (d *delegate) NotifyMsg(buf []byte) {
 		c.enqueue(&broadcast{msg: append([]byte(nil), buf...)})
 		c.stats.relayed.Add(1)
 		c.deliver(m.C, m.O, m.B)
-	case kindDirect:
-		var m directWire
-		if err := wire.Unmarshal(buf[1:], &m); err != nil {
-			c.stats.malformed.Add(1)
-			return
-		}
-		c.deliver(m.C, m.F, m.B)
 	case kindLeave, kindLeaveAck:
 		var m leaveWire
 		if err := wire.Unmarshal(buf[1:], &m); err != nil {

@@ -31,18 +31,19 @@ func TestDelegateDropsAndCountsBadInput(t *testing.T) {
 		Message: func(from string, msg []byte) { got = append(got, from+":"+string(msg)) },
 	}}
 
-	for _, bad := range [][]byte{nil, {}, {99}, {kindBroadcast}, {kindBroadcast, 0xc1}, {kindDirect, 0x91, 0x01}, {kindLeave, 0xff}} {
+	for _, bad := range [][]byte{nil, {}, {99}, {kindBroadcast}, {kindBroadcast, 0xc1}, {2, 0x91, 0x01}, {kindLeave, 0xff}} {
 		d.NotifyMsg(bad)
 	}
 	require.Equal(t, uint64(7), c.stats.malformed.Load(), "every undecodable message is counted (an empty one too)")
 	require.Empty(t, got)
 
-	msg, err := encodeMsg(kindDirect, directWire{C: "nope", F: "peer", B: []byte("x")})
+	c.queue = newTestQueue()
+	msg, err := encodeMsg(kindBroadcast, broadcastWire{C: "nope", O: "peer", I: 1, B: []byte("x")})
 	require.NoError(t, err)
 	d.NotifyMsg(msg)
 	require.Equal(t, uint64(1), c.stats.unknownChannel.Load())
 
-	msg, err = encodeMsg(kindDirect, directWire{C: "ch", F: "peer", B: []byte("hello")})
+	msg, err = encodeMsg(kindBroadcast, broadcastWire{C: "ch", O: "peer", I: 2, B: []byte("hello")})
 	require.NoError(t, err)
 	d.NotifyMsg(msg)
 	require.Equal(t, []string{"peer:hello"}, got)
@@ -63,7 +64,7 @@ func TestDedupIsBounded(t *testing.T) {
 }
 
 func FuzzDelegateNotifyMsg(f *testing.F) {
-	for _, kind := range []byte{kindBroadcast, kindDirect, kindLeave} {
+	for _, kind := range []byte{kindBroadcast, kindLeave} {
 		msg, _ := encodeMsg(kind, broadcastWire{C: "ch", O: "o", I: 7, B: []byte("b")})
 		f.Add(msg)
 	}

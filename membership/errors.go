@@ -28,12 +28,19 @@ var (
 	// ErrChannelExists is returned by Channel when the name is taken.
 	ErrChannelExists = errors.New("membership: channel already registered")
 
-	// ErrUnknownMember is returned by Channel.Send for a node that is not a
-	// live member.
+	// ErrUnknownMember is returned by Channel.Send and Channel.Call for a
+	// node that is not a live member.
 	ErrUnknownMember = errors.New("membership: unknown member")
 
+	// ErrUnreachable is returned by Channel.Send and Channel.Call when the
+	// member could not be dialled, refused the handshake (another cluster
+	// key or CA), or its connection broke or went silent before the
+	// answer came: then the call may or may not have run there.
+	ErrUnreachable = errors.New("membership: member unreachable")
+
 	// ErrMessageTooLarge is returned by Channel.Broadcast for a message that
-	// does not fit in one gossip packet, and by Channel.Send above its limit.
+	// does not fit in one gossip packet, and by Channel.Send and
+	// Channel.Call above the peer's MaxMessageSize.
 	ErrMessageTooLarge = errors.New("membership: message too large")
 
 	// ErrSlowSubscriber is reported by Subscription.Err when a subscriber

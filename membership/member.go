@@ -47,7 +47,10 @@ type Meta struct {
 type Member struct {
 	Name  string // unique among live members
 	Addr  string // advertised "ip:port" of its membership listener
-	State MemberState
+	// TransportAddr is the "ip:port" of its transport, where its peers'
+	// calls and direct messages go (Config.TransportAddr).
+	TransportAddr string
+	State         MemberState
 	Meta
 }
 
@@ -63,12 +66,13 @@ type metaWire struct {
 	G string            `codec:"g,omitempty"`
 	W int               `codec:"w,omitempty"`
 	T map[string]string `codec:"t,omitempty"`
+	C string            `codec:"c,omitempty"` // the transport's address
 }
 
 const metaVersion = 1
 
-func encodeMeta(m Meta) ([]byte, error) {
-	b, err := wire.Marshal(metaWire{V: metaVersion, R: m.Role, G: m.Group, W: m.Weight, T: m.Tags})
+func encodeMeta(m Meta, transportAddr string) ([]byte, error) {
+	b, err := wire.Marshal(metaWire{V: metaVersion, R: m.Role, G: m.Group, W: m.Weight, T: m.Tags, C: transportAddr})
 	if err != nil {
 		return nil, err
 	}
@@ -81,15 +85,15 @@ func encodeMeta(m Meta) ([]byte, error) {
 // decodeMeta reads a member's metadata. A member whose metadata cannot be
 // read (a broken peer) is still a member: the caller keeps it with empty
 // metadata and weight 0, so that weighted balancing skips it.
-func decodeMeta(b []byte) (Meta, error) {
+func decodeMeta(b []byte) (meta Meta, transportAddr string, err error) {
 	var w metaWire
 	if len(b) == 0 {
-		return Meta{}, nil
+		return Meta{}, "", nil
 	}
 	if err := wire.Unmarshal(b, &w); err != nil {
-		return Meta{}, err
+		return Meta{}, "", err
 	}
-	return Meta{Role: w.R, Group: w.G, Weight: w.W, Tags: w.T}, nil
+	return Meta{Role: w.R, Group: w.G, Weight: w.W, Tags: w.T}, w.C, nil
 }
 
 func cloneTags(t map[string]string) map[string]string {

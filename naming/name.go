@@ -105,8 +105,12 @@ func under(name, prefix string) bool {
 	return len(name) == len(prefix) || name[len(prefix)] == '/'
 }
 
-// keyOf views a string as the radix tree's []byte key without copying.
-// The tree only reads it during Get and seeks, never keeps it.
+// keyOf views a string as a []byte key for the radix tree without copying
+// it. Its one use is Txn.Delete in recompute: Delete only reads the key
+// while it walks down the tree and keeps no reference to it. Insert must
+// not be given such a view, because the tree keeps an inserted key in its
+// leaf (recompute passes a copy, []byte(name)). The bytes are the
+// string's and must never be written.
 func keyOf(s string) []byte {
 	return unsafe.Slice(unsafe.StringData(s), len(s))
 }

@@ -143,46 +143,8 @@
 //
 // # Pins and singletons
 //
-// Objects that are not replicated live on one node: NewPins starts pinning
-// on a cluster and its naming tree. Pin claims a key for this node (or,
-// with PinOn, for a node chosen by a naming Policy among a service's
-// offers) unless it has an owner already, and returns the owner; Owner
-// reads it from the local copy of the tree; Handler forwards HTTP requests
-// for a key to its owner; Watch reports pins acquired, released and lost.
-//
-//	pins, err := replication.NewPins(ctx, cluster, tree, replication.PinOptions{})
-//	pin, err := pins.Pin(ctx, "cart/42")          // pin.Owner, pin.Token
-//	http.Handle("/carts/", pins.Handler(cartKey, carts))
-//
-// A pin is a node-scoped naming binding, Prefix/key, made with
-// naming.Confirmed: the binding goes to every live member, which answers
-// with what it holds, so when nodes pin one key at once every Pin returns
-// the same owner. It goes when the owner releases it, leaves or fails, and
-// every watcher then gets PinLost naming the owner; the next Pin places
-// the key anew. A pin's Token is the binding's Claimed time, which grows
-// from owner to owner (each claims after seeing the previous claim), so a
-// store written by pinned objects can refuse an older owner.
-//
-// RunSingleton registers this node for a singleton service; one of the
-// registered nodes runs it, with the pin Prefix/singletons/name and its
-// token. When that node fails or leaves (or Stops), another claims the pin
-// and runs the service; a node that leaves stops its instance before
-// releasing the pin, so two instances never overlap on a graceful move.
-// PreferRole and PreferNode choose who claims first.
-//
-// Partitions. A node takes a pin or starts a singleton only while it sees
-// at least half of the members seen alive within QuorumWindow, and a node
-// that stops seeing them releases its pins and stops its singletons. So
-// on the minority side of a partition nothing is pinned and nothing runs,
-// while the majority side re-pins what the minority held once failure
-// detection declares it failed (with larger tokens); after the heal the
-// minority's members find the majority's pins. Between the cut and failure
-// detection both sides may run a singleton: that is what the token is for.
-// When the sides are even, both keep and take pins; after the heal, for a
-// key pinned on both sides the earlier claim wins everywhere (naming's
-// conflict rule), the other owner's watchers get PinLost, and the winner
-// keeps its older, smaller token: a store that accepted the larger one
-// will refuse it until the key is pinned again.
+// Objects that are not replicated, and services that must run once, live
+// on one node at a time: see the sub-package replication/pins.
 //
 // # Stop
 //

@@ -32,26 +32,8 @@ var (
 	// every node on the route is unreachable. Retrying later may succeed.
 	ErrUnavailable = errors.New("replication: session unavailable")
 
-	// ErrClosed is returned by every call on Sessions or Pins after
-	// Shutdown.
+	// ErrClosed is returned by every call on Sessions after Shutdown.
 	ErrClosed = errors.New("replication: closed")
-
-	// ErrNotPinned is returned by Pins.Owner when a key has no owner: it
-	// was never pinned, was released, or its owner failed or left.
-	ErrNotPinned = errors.New("replication: key not pinned")
-
-	// ErrNotOwner is returned by Pins.Release on a node that does not own
-	// the key.
-	ErrNotOwner = errors.New("replication: not the key's owner")
-
-	// ErrInvalidKey is returned for a pin key or singleton name that is
-	// not a valid naming path (see naming.ErrInvalidName, which it wraps).
-	ErrInvalidKey = errors.New("replication: invalid key")
-
-	// ErrNoQuorum is returned by Pins.Pin on a node that sees less than
-	// half of the cluster (PinOptions.QuorumWindow): it may be on the
-	// minority side of a partition, where it takes nothing.
-	ErrNoQuorum = errors.New("replication: no quorum")
 
 	// ErrInvalidOptions is wrapped by Options.Validate and NewSessions for
 	// every configuration mistake.

@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/troupe-go/troupe/internal/clustertest"
+	"github.com/troupe-go/troupe/internal/testcerts"
 	"github.com/troupe-go/troupe/internal/transport"
 	"github.com/troupe-go/troupe/internal/wire"
 	"github.com/troupe-go/troupe/membership"
@@ -55,7 +56,7 @@ func TestClusterKeyRefusesStrangers(t *testing.T) {
 // mutual TLS, and a peer with a certificate from another CA, or none, is
 // refused.
 func TestTLSRefusesStrangers(t *testing.T) {
-	ca, other := clustertest.NewCA(t), clustertest.NewCA(t)
+	ca, other := testcerts.NewCA(t), testcerts.NewCA(t)
 	c := startSessions(t, 2, func(_ int, o *Options) { o.TLS = ca.TLSConfig(t) })
 	a := c.nodes[0]
 	h, err := a.s.Create(testCtx(t))

@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/troupe-go/troupe/internal/quorum"
 	"github.com/troupe-go/troupe/internal/transport"
 	"github.com/troupe-go/troupe/internal/wire"
 	"github.com/troupe-go/troupe/membership"
@@ -632,7 +633,7 @@ func (s *Sessions) quorum() bool {
 			base++
 		}
 	}
-	return 2*live >= base
+	return quorum.Holds(live, base)
 }
 
 // gone reports whether name's sessions are certainly not served any

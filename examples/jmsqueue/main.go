@@ -60,7 +60,7 @@ import (
 
 	"github.com/troupe-go/troupe"
 	"github.com/troupe-go/troupe/membership"
-	"github.com/troupe-go/troupe/replication"
+	"github.com/troupe-go/troupe/replication/pins"
 )
 
 const (
@@ -134,7 +134,7 @@ func run(ctx context.Context, name, bind, join, httpAt string) error {
 
 	// Requests for the queue, on any node, go to the node holding it.
 	// Requests are routed by the singleton's pin key to the node running it.
-	pinKey := replication.SingletonKey(singleton)
+	pinKey := pins.SingletonKey(singleton)
 	routed := node.Pins().Handler(func(*http.Request) string { return pinKey }, q.handler())
 	mux := http.NewServeMux()
 	mux.Handle("/queue/orders", routed)

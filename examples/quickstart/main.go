@@ -20,7 +20,7 @@ import (
 	"github.com/troupe-go/troupe"
 	"github.com/troupe-go/troupe/membership"
 	"github.com/troupe-go/troupe/naming"
-	"github.com/troupe-go/troupe/replication"
+	"github.com/troupe-go/troupe/replication/pins"
 )
 
 func main() {
@@ -178,13 +178,13 @@ func run() error {
 		return err
 	}
 	fmt.Printf("   %s pins orders/42 (token %d); node-1 watches orders/\n", pin.Owner, pin.Token)
-	if _, err := nextPinEvent(ctx, w, replication.PinAcquired); err != nil {
+	if _, err := nextPinEvent(ctx, w, pins.Acquired); err != nil {
 		return err
 	}
 	fmt.Printf("   %s crashes\n", pin.Owner)
 	crashed = time.Now()
 	worker3.Shutdown()
-	ev, err := nextPinEvent(ctx, w, replication.PinLost)
+	ev, err := nextPinEvent(ctx, w, pins.Lost)
 	if err != nil {
 		return err
 	}
@@ -257,18 +257,18 @@ func nameOf(nodes []*troupe.Node, id string) string {
 
 // nextPinEvent returns the watcher's next event of type typ, skipping
 // others.
-func nextPinEvent(ctx context.Context, w *replication.PinWatcher, typ replication.PinEventType) (replication.PinEvent, error) {
+func nextPinEvent(ctx context.Context, w *pins.Watcher, typ pins.EventType) (pins.Event, error) {
 	for {
 		select {
 		case ev, ok := <-w.Events():
 			if !ok {
-				return replication.PinEvent{}, errors.New("pin watcher stopped")
+				return pins.Event{}, errors.New("pin watcher stopped")
 			}
 			if ev.Type == typ {
 				return ev, nil
 			}
 		case <-ctx.Done():
-			return replication.PinEvent{}, fmt.Errorf("waiting for a pin %s event: %w", typ, ctx.Err())
+			return pins.Event{}, fmt.Errorf("waiting for a pin %s event: %w", typ, ctx.Err())
 		}
 	}
 }

@@ -59,6 +59,9 @@ type peer struct{ node, addr string }
 // queued. A rising Forged, Malformed or Replayed count means someone on
 // the network sends what no node of this cluster sends; a rising Stale
 // count, clocks that disagree by more than MaxSkew.
+//
+// membership.MulticastStats has the same fields, in the same order, and
+// is converted from Stats: a field added here must be added there.
 type Stats struct {
 	Sent       uint64 // announcements sent
 	SendErrors uint64 // announcements that could not be encoded or sent

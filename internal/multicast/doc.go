@@ -22,10 +22,11 @@
 //	d.Close()
 //
 // The announcing goroutine sends one announcement at once, then one every
-// Interval (250 ms) while Joined reports false, and every SlowInterval
-// (5 s) once it reports true: a cluster forms fast, and announcements go on
-// at a low rate so that the two halves of a healed partition hear each
-// other again. AnnounceNow brings the next announcement forward.
+// Interval (DefaultInterval) while Joined reports false, and every
+// SlowInterval (DefaultSlowInterval) once it reports true: a cluster
+// forms fast, and announcements go on at a low rate so that the two
+// halves of a healed partition hear each other again. AnnounceNow brings
+// the next announcement forward.
 //
 // The receiving goroutine reads every datagram of the group and drops, and
 // counts in Stats, what must not be reported: datagrams cut off by a

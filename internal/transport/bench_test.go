@@ -7,7 +7,7 @@ import (
 	"testing"
 
 	"github.com/troupe-go/troupe/internal/benchnet"
-	"github.com/troupe-go/troupe/internal/clustertest"
+	"github.com/troupe-go/troupe/internal/testcerts"
 )
 
 // The benchmarks send a 1 KiB request and get a 16-byte answer, on one
@@ -87,7 +87,7 @@ type benchMode struct {
 }
 
 func benchModes(b *testing.B) []benchMode {
-	ca := clustertest.NewCA(b)
+	ca := testcerts.NewCA(b)
 	return []benchMode{
 		{"plain", func(*Config) {}},
 		{"key", withKeys(key(1))},

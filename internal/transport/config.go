@@ -104,6 +104,12 @@ type Config struct {
 	// reach BindAddr can call the handler.
 	Keys [][]byte
 
+	// KeySource, when set with Keys, is asked for the current keys at
+	// each handshake, so that a key rotation (see Keys) reaches new
+	// connections without a restart. Connections already open keep the
+	// key they were made with.
+	KeySource func() [][]byte
+
 	// Logger receives connection-level events: refused handshakes and
 	// malformed frames at Warn, connections opened and closed at Debug.
 	// Default: discard.

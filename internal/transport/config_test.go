@@ -6,11 +6,11 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
-	"github.com/troupe-go/troupe/internal/clustertest"
+	"github.com/troupe-go/troupe/internal/testcerts"
 )
 
 func TestConfigValidate(t *testing.T) {
-	ca := clustertest.NewCA(t)
+	ca := testcerts.NewCA(t)
 	ok := Config{BindAddr: "127.0.0.1:0"}
 	require.NoError(t, ok.Validate())
 	require.Equal(t, Config{BindAddr: "127.0.0.1:0"}, ok, "Validate must not fill in the caller's config")

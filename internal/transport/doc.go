@@ -1,7 +1,8 @@
 // Package transport carries requests and their answers between Troupe
-// nodes over persistent, multiplexed connections. Session replication and
-// every other node-to-node request/response use it instead of
-// memberlist's SendReliable, which opens a TCP connection per message.
+// nodes over persistent, multiplexed connections. Troupe's layers send
+// their requests to peers over it rather than over memberlist's
+// SendReliable, which opens a TCP connection per message; memberlist
+// keeps gossip and failure detection.
 //
 // # Start
 //
@@ -30,8 +31,9 @@
 // connection that goes silent while calls wait on it is pinged, and
 // declared broken if the peer does not answer within Config.DialTimeout;
 // one that carries no call for Config.IdleTimeout is closed.
-// Send is the one-way form: it returns once the request is queued and no
-// answer comes back.
+// Send is the one-way form: it returns once the request is written or
+// queued (after dialling, like Call, if there is no connection yet) and
+// no answer comes back.
 //
 //	resp, err := t.Call(ctx, peerAddr, "session.save", body)
 //	var rerr *transport.RemoteError
@@ -44,10 +46,13 @@
 //
 // # Serve
 //
-// Each accepted connection runs the Handler given to New for its
-// requests, concurrently, up to Config.MaxConcurrentRequests at a time per
-// connection; beyond that the connection stops reading, which pushes back
-// on the caller through TCP. A handler's context ends when its connection
+// Each accepted connection serves its requests with the Handler given to
+// New: on handler goroutines, concurrently, up to
+// Config.MaxConcurrentRequests at a time per connection; beyond that the
+// connection stops reading, which pushes back on the caller through TCP.
+// Not every request gets a handler goroutine: one that arrives alone may
+// be served inline, on the connection's reader goroutine, by an
+// InlineHandler (below). A handler's context ends when its connection
 // closes or the transport shuts down.
 //
 // An accepted connection has a reader goroutine, which serves a request
@@ -64,15 +69,16 @@
 // good part of a round trip on loopback. Between calls nobody reads a
 // dialled connection: a call that finds it unread for a while first
 // looks whether the peer closed it, and dials again if so, and the
-// janitor looks at idle connections on every tick.
+// janitor looks at idle connections on every tick (on Unix; elsewhere
+// the look sees nothing, and the next call fails instead).
 //
 // Writes: a caller or handler whose frame finds the connection's write
-// side idle writes it itself, with one non-blocking system call;
-// otherwise (and always with TLS) it queues the frame, and the writer
-// goroutine drains the queue into a buffer and flushes only when the
-// queue is empty, so that under load many small frames share one system
-// call. Only the writer goroutine ever blocks on a full socket: callers
-// leave when their context ends.
+// side idle writes it itself, with one non-blocking system call (on
+// Unix); otherwise (and always with TLS) it queues the frame, and the
+// writer goroutine drains the queue into a buffer and flushes only when
+// the queue is empty, so that under load many small frames share one
+// system call. Only the writer goroutine ever blocks on a full socket:
+// callers leave when their context ends.
 //
 // # Security
 //

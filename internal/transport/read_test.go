@@ -13,7 +13,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/troupe-go/troupe/internal/clustertest"
+	"github.com/troupe-go/troupe/internal/testcerts"
 )
 
 // TestCallersShareTheReadSide: many callers on one connection, large
@@ -22,7 +22,7 @@ import (
 // own caller, every failure is the caller's deadline, and the connection
 // survives it all, in each security mode.
 func TestCallersShareTheReadSide(t *testing.T) {
-	ca := clustertest.NewCA(t)
+	ca := testcerts.NewCA(t)
 	modes := []struct {
 		name string
 		opts func(*Config)

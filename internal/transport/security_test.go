@@ -8,11 +8,11 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
-	"github.com/troupe-go/troupe/internal/clustertest"
+	"github.com/troupe-go/troupe/internal/testcerts"
 )
 
 func TestMutualTLS(t *testing.T) {
-	ca, otherCA := clustertest.NewCA(t), clustertest.NewCA(t)
+	ca, otherCA := testcerts.NewCA(t), testcerts.NewCA(t)
 	srv := newTransport(t, echo, withTLS(ca.TLSConfig(t)))
 	ctx := testCtx(t)
 	refusals := func() uint64 { return srv.Stats().HandshakeFailures }
@@ -120,7 +120,7 @@ func TestClusterKey(t *testing.T) {
 // the plaintext case shows that the recording would catch it.
 func TestPayloadIsNotOnTheWire(t *testing.T) {
 	secret := []byte("the secret session attribute 0123456789")
-	ca := clustertest.NewCA(t)
+	ca := testcerts.NewCA(t)
 	for _, tc := range []struct {
 		name    string
 		opts    func(*testing.T) func(*Config)

@@ -353,7 +353,7 @@ func (t *Transport) open(ctx context.Context, raw net.Conn, sock syscall.RawConn
 		err = fmt.Errorf("%w: TLS: %w", ErrHandshake, err)
 	} else {
 		br = bufio.NewReaderSize(nc, readBufSize)
-		sess, err = handshake(br, nc, dialer, t.hello(), t.cfg.Keys)
+		sess, err = handshake(br, nc, dialer, t.hello(), t.keys())
 	}
 	if !stop() && err == nil {
 		err = fmt.Errorf("%w: %w", ErrHandshake, ctx.Err())
@@ -363,6 +363,16 @@ func (t *Transport) open(ctx context.Context, raw net.Conn, sock syscall.RawConn
 	}
 	_ = raw.SetDeadline(time.Time{})
 	return newConn(t, raw, nc, sock, br, sess, addr, dialer), nil
+}
+
+// keys returns the cluster keys for a handshake, primary first.
+func (t *Transport) keys() [][]byte {
+	if t.cfg.KeySource != nil {
+		if k := t.cfg.KeySource(); len(k) > 0 {
+			return k
+		}
+	}
+	return t.cfg.Keys
 }
 
 func (t *Transport) hello() hello {

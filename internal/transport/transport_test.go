@@ -14,7 +14,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/troupe-go/troupe/internal/clustertest"
+	"github.com/troupe-go/troupe/internal/testcerts"
 	"github.com/troupe-go/troupe/internal/faultnet"
 )
 
@@ -178,7 +178,7 @@ func TestCallHonoursContext(t *testing.T) {
 // socket: callers must still leave when their context ends, and the
 // frames written in part must go out whole once the peer reads again.
 func TestCallHonoursContextWhenPeerStopsReading(t *testing.T) {
-	ca := clustertest.NewCA(t)
+	ca := testcerts.NewCA(t)
 	for _, m := range []struct {
 		name string
 		opts func(*Config)

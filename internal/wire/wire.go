@@ -1,7 +1,13 @@
-// Package wire is Troupe's one msgpack codec: every layer that puts a
-// struct on the network encodes it here, so that all of them share the
-// same handle settings and the same defensive limits on what a decoder may
-// allocate.
+// Package wire is the msgpack codec of Troupe's messages: membership
+// (its messages, state exchange and member metadata), naming and
+// replication encode the structs they put on the network here, so that
+// they share the same handle settings and the same defensive limits on
+// what a decoder may allocate.
+//
+// Two packages keep formats of their own. internal/transport's frame
+// headers and handshake are fixed binary, and it never decodes the bodies
+// it carries (its callers encode them). internal/multicast frames its own
+// datagrams and encodes their small msgpack body with a handle of its own.
 //
 // Types on a hot path may encode and decode themselves (Appender,
 // FastDecoder) in the very bytes go-msgpack would write.

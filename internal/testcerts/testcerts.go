@@ -1,4 +1,7 @@
-package clustertest
+// Package testcerts makes throwaway certificate authorities and node
+// certificates for mutual-TLS tests. It imports nothing of Troupe, so the
+// transport's own tests can use it.
+package testcerts
 
 import (
 	"crypto/ecdsa"
@@ -47,14 +50,15 @@ func NewCA(tb testing.TB) *CA {
 }
 
 // Issue returns a certificate usable as server and client, valid for
-// 127.0.0.1 and the first sixteen test hosts (Host(0) to Host(15)).
+// 127.0.0.1 and the first sixteen test hosts (clustertest.Host(0) to
+// Host(15): 127.0.0.2 to 127.0.0.17).
 func (ca *CA) Issue(tb testing.TB) tls.Certificate {
 	tb.Helper()
 	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	require.NoError(tb, err)
 	ips := []net.IP{net.IPv4(127, 0, 0, 1)}
 	for i := range 16 {
-		ips = append(ips, net.ParseIP(Host(i)))
+		ips = append(ips, net.IPv4(127, 0, 0, byte(i+2)))
 	}
 	tmpl := &x509.Certificate{
 		SerialNumber: big.NewInt(time.Now().UnixNano()),

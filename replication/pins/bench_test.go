@@ -1,12 +1,12 @@
-package replication
+package pins
 
 import (
 	"context"
-	"encoding/binary"
 	"fmt"
 	"os"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -18,7 +18,7 @@ import (
 // BenchmarkPinOwner: Owner of a pinned key, against the naming Lookup it
 // is built on (with the name already built) in the same run.
 //
-//	go test -run '^$' -bench BenchmarkPinOwner -benchmem -count 6 ./replication/
+//	go test -run '^$' -bench BenchmarkPinOwner -benchmem -count 6 ./replication/pins/
 func BenchmarkPinOwner(b *testing.B) {
 	nodes := startPins(b, 1)
 	ctx := testCtx(b)
@@ -57,14 +57,14 @@ func BenchmarkPinOwner(b *testing.B) {
 
 // BenchmarkPin: the latency of pinning a new key from one node of N,
 // against its floor measured in the same run, turn by turn: one parallel
-// round of a request and an answer with every other member over a
-// membership channel (what a confirmed bind costs at least). Each
+// round of a request and an answer with every other member over the
+// cluster's transport (what a confirmed bind costs at least). Each
 // iteration does one round and one Pin; the metrics are their medians and
 // the ratio of the medians. A round whose answers do not all come within
 // a second (memberlist gave up a connection under load) is counted as
 // lost, not measured.
 //
-//	go test -run '^$' -bench BenchmarkPin/ -benchtime 1000x -count 3 ./replication/
+//	go test -run '^$' -bench BenchmarkPin/ -benchtime 1000x -count 3 ./replication/pins/
 func BenchmarkPin(b *testing.B) {
 	for _, n := range []int{3, 10} {
 		b.Run(fmt.Sprintf("N=%d", n), func(b *testing.B) {
@@ -104,47 +104,31 @@ func median(d []time.Duration) time.Duration {
 	return s[len(s)/2]
 }
 
-// echoRound sends a message from node 0 to every other node over a
-// membership channel and waits for all the answers.
+// echoRound calls every other node from node 0 at once over a membership
+// channel (the cluster's transport, which a Pin's confirmation rides too)
+// and waits for all the answers: one parallel request/answer round.
 type echoRound struct {
-	chans []*membership.Channel
+	ch    *membership.Channel
 	peers []string
-	got   chan uint64
-	id    uint64
+	msg   []byte
 }
 
-type echoHandler struct {
-	e    *echoRound
-	self int
-	wg   *sync.WaitGroup
-}
+// echoHandler answers every call with its request.
+type echoHandler struct{ membership.HandlerFuncs }
 
-func (h echoHandler) HandleMessage(from string, msg []byte) {
-	if h.self == 0 {
-		if len(msg) == 8 {
-			h.e.got <- binary.BigEndian.Uint64(msg)
-		}
-		return
-	}
-	h.wg.Go(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = h.e.chans[h.self].Send(ctx, from, msg)
-	})
+func (echoHandler) HandleCall(_ context.Context, _, _ string, req []byte) ([]byte, error) {
+	return req, nil
 }
-func (echoHandler) LocalState(bool) []byte                { return nil }
-func (echoHandler) MergeRemoteState(string, []byte, bool) {}
 
 func newEchoRound(tb testing.TB, nodes []*pinNode) *echoRound {
-	e := &echoRound{got: make(chan uint64, 4*len(nodes))}
-	var wg sync.WaitGroup
-	tb.Cleanup(wg.Wait)
+	e := &echoRound{msg: make([]byte, 64)}
 	for i, n := range nodes {
-		ch, err := n.c.Channel("bench.echo", echoHandler{e: e, self: i, wg: &wg})
+		ch, err := n.c.Channel("bench.echo", echoHandler{})
 		require.NoError(tb, err)
 		tb.Cleanup(ch.Close)
-		e.chans = append(e.chans, ch)
-		if i > 0 {
+		if i == 0 {
+			e.ch = ch
+		} else {
 			e.peers = append(e.peers, n.name())
 		}
 	}
@@ -156,25 +140,18 @@ func newEchoRound(tb testing.TB, nodes []*pinNode) *echoRound {
 func (e *echoRound) round(ctx context.Context) (time.Duration, bool) {
 	ctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
-	e.id++
-	msg := binary.BigEndian.AppendUint64(nil, e.id)
 	start := time.Now()
 	var wg sync.WaitGroup
+	var failed atomic.Bool
 	for _, p := range e.peers {
-		wg.Go(func() { _ = e.chans[0].Send(ctx, p, msg) })
+		wg.Go(func() {
+			if _, err := e.ch.Call(ctx, p, "echo", e.msg); err != nil {
+				failed.Store(true)
+			}
+		})
 	}
 	wg.Wait()
-	for n := 0; n < len(e.peers); {
-		select {
-		case id := <-e.got:
-			if id == e.id { // a late answer of a lost round is not counted
-				n++
-			}
-		case <-ctx.Done():
-			return 0, false
-		}
-	}
-	return time.Since(start), true
+	return time.Since(start), !failed.Load()
 }
 
 // TestBenchSingletonHandover measures how long a singleton is down when
@@ -183,7 +160,7 @@ func (e *echoRound) round(ctx context.Context) (time.Duration, bool) {
 // the crash, and the spread of a naming Unbind to every other member for
 // the leave (the hand-over is an Unbind seen, then a confirmed Bind).
 //
-//	TROUPE_BENCH=1 go test -run TestBenchSingletonHandover -v ./replication/
+//	TROUPE_BENCH=1 go test -run TestBenchSingletonHandover -v ./replication/pins/
 func TestBenchSingletonHandover(t *testing.T) {
 	if os.Getenv("TROUPE_BENCH") == "" {
 		t.Skip("a benchmark: set TROUPE_BENCH=1")

@@ -1,4 +1,4 @@
-package replication
+package pins
 
 import (
 	"context"
@@ -19,7 +19,7 @@ type forwardTarget struct{}
 // Handler serves requests for pinned objects from any node. keyOf names
 // the key a request is for. When this node owns the key, local serves
 // the request; when another node does, the request is forwarded to that
-// node's HTTP address (its member tag PinOptions.HTTPTag), where the same
+// node's HTTP address (its member tag Options.HTTPTag), where the same
 // Handler serves it locally. When the key has no owner (never pinned,
 // released, or its owner failed) or the owner cannot be reached, the
 // answer is 503 Service Unavailable with the reason in the body; the

@@ -1,4 +1,4 @@
-package replication
+package pins
 
 import (
 	"context"
@@ -38,7 +38,7 @@ type singletonOptions struct {
 }
 
 // PreferRole makes registered nodes with this role claim the singleton
-// first when it has no owner; the others wait PinOptions.PreferDelay. It
+// first when it has no owner; the others wait Options.PreferDelay. It
 // does not move a running singleton. Every node should register the
 // singleton with the same preferences.
 func PreferRole(role string) SingletonOption {
@@ -104,14 +104,14 @@ func (p *Pins) RunSingleton(ctx context.Context, name string, fn SingletonFunc, 
 		if errors.Is(err, naming.ErrInvalidName) {
 			return nil, fmt.Errorf("%w: %w", ErrInvalidKey, err)
 		}
-		return nil, fmt.Errorf("replication: register singleton %q: %w", name, err)
+		return nil, fmt.Errorf("pins: register singleton %q: %w", name, err)
 	}
 	w, err := p.tree.Watch(p.ctx, s.owner)
 	if err != nil {
 		p.mu.Lock()
 		delete(p.mu.singletons, name)
 		p.mu.Unlock()
-		return nil, fmt.Errorf("replication: watch singleton %q: %w", name, err)
+		return nil, fmt.Errorf("pins: watch singleton %q: %w", name, err)
 	}
 	runCtx, cancel := context.WithCancel(p.ctx)
 	s.cancel = cancel

@@ -16,11 +16,11 @@ import (
 	"github.com/troupe-go/troupe/internal/faultnet"
 )
 
-// transport is memberlist's NetTransport with two changes: dials are
+// gossipNet is memberlist's NetTransport with two changes: dials are
 // cancelled when the Cluster stops (so Shutdown never waits out a TCP
 // timeout against a dead peer), and, when a fault network is configured,
 // traffic across its cuts is dropped so tests can partition nodes.
-type transport struct {
+type gossipNet struct {
 	*memberlist.NetTransport
 	ctx    context.Context
 	host   string // bind IP, identifies this node to the fault network
@@ -39,9 +39,9 @@ type transport struct {
 	once sync.Once
 }
 
-var _ memberlist.NodeAwareTransport = (*transport)(nil)
+var _ memberlist.NodeAwareTransport = (*gossipNet)(nil)
 
-func newTransport(ctx context.Context, bind netip.AddrPort, faults *faultnet.Network, lg *slog.Logger) (*transport, error) {
+func newGossipNet(ctx context.Context, bind netip.AddrPort, faults *faultnet.Network, lg *slog.Logger) (*gossipNet, error) {
 	nc := &memberlist.NetTransportConfig{
 		BindAddrs: []string{bind.Addr().String()},
 		BindPort:  int(bind.Port()),
@@ -66,7 +66,7 @@ func newTransport(ctx context.Context, bind netip.AddrPort, faults *faultnet.Net
 	if err != nil {
 		return nil, fmt.Errorf("membership: bind %s: %w", bind, err)
 	}
-	t := &transport{
+	t := &gossipNet{
 		NetTransport: nt,
 		ctx:          ctx,
 		host:         bind.Addr().String(),
@@ -85,22 +85,22 @@ func newTransport(ctx context.Context, bind netip.AddrPort, faults *faultnet.Net
 	return t, nil
 }
 
-func (t *transport) WriteTo(b []byte, addr string) (time.Time, error) {
+func (t *gossipNet) WriteTo(b []byte, addr string) (time.Time, error) {
 	return t.WriteToAddress(b, memberlist.Address{Addr: addr})
 }
 
-func (t *transport) WriteToAddress(b []byte, a memberlist.Address) (time.Time, error) {
+func (t *gossipNet) WriteToAddress(b []byte, a memberlist.Address) (time.Time, error) {
 	if t.faults.Drop(t.host, a.Addr) {
 		return time.Now(), nil // a cut loses packets silently, like a real one
 	}
 	return t.NetTransport.WriteToAddress(b, a)
 }
 
-func (t *transport) DialTimeout(addr string, timeout time.Duration) (net.Conn, error) {
+func (t *gossipNet) DialTimeout(addr string, timeout time.Duration) (net.Conn, error) {
 	return t.DialAddressTimeout(memberlist.Address{Addr: addr}, timeout)
 }
 
-func (t *transport) DialAddressTimeout(a memberlist.Address, timeout time.Duration) (net.Conn, error) {
+func (t *gossipNet) DialAddressTimeout(a memberlist.Address, timeout time.Duration) (net.Conn, error) {
 	d := net.Dialer{Timeout: timeout}
 	if ip := net.ParseIP(t.host); !ip.IsUnspecified() {
 		// Dial from the bound address so peers (and the fault network)
@@ -117,21 +117,21 @@ func (t *transport) DialAddressTimeout(a memberlist.Address, timeout time.Durati
 	return t.faults.Track(conn, t.host, a.Addr), nil
 }
 
-func (t *transport) PacketCh() <-chan *memberlist.Packet {
+func (t *gossipNet) PacketCh() <-chan *memberlist.Packet {
 	if t.faults == nil {
 		return t.NetTransport.PacketCh()
 	}
 	return t.packets
 }
 
-func (t *transport) StreamCh() <-chan net.Conn {
+func (t *gossipNet) StreamCh() <-chan net.Conn {
 	if t.faults == nil {
 		return t.NetTransport.StreamCh()
 	}
 	return t.streams
 }
 
-func (t *transport) filterPackets() {
+func (t *gossipNet) filterPackets() {
 	defer t.wg.Done()
 	in := t.NetTransport.PacketCh()
 	for {
@@ -150,7 +150,7 @@ func (t *transport) filterPackets() {
 	}
 }
 
-func (t *transport) filterStreams() {
+func (t *gossipNet) filterStreams() {
 	defer t.wg.Done()
 	in := t.NetTransport.StreamCh()
 	for {
@@ -172,7 +172,7 @@ func (t *transport) filterStreams() {
 	}
 }
 
-func (t *transport) Shutdown() error {
+func (t *gossipNet) Shutdown() error {
 	var err error
 	t.once.Do(func() {
 		close(t.stop)

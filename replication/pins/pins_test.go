@@ -1,4 +1,4 @@
-package replication
+package pins
 
 import (
 	"context"
@@ -39,7 +39,7 @@ func startPins(t testing.TB, n int, mutate ...func(i int, c *membership.Config))
 		tree, err := naming.New(c, naming.Options{Logger: clustertest.Logger(t, c.Name()+" naming")})
 		require.NoError(t, err)
 		t.Cleanup(func() { tree.Close() })
-		pins, err := NewPins(testCtx(t), c, tree, PinOptions{Logger: clustertest.Logger(t, c.Name()+" pins")})
+		pins, err := New(testCtx(t), c, tree, Options{Logger: clustertest.Logger(t, c.Name()+" pins")})
 		require.NoError(t, err)
 		t.Cleanup(pins.Shutdown)
 		nodes[i] = &pinNode{c: c, tree: tree, pins: pins, tc: tc}
@@ -103,14 +103,14 @@ func TestPinOwnerKilledWatchersTold(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, nodes[0].name(), pin.Owner)
 
-	lost := make(chan PinEvent, 16)
+	lost := make(chan Event, 16)
 	for _, n := range nodes[1:] {
 		w, err := n.pins.Watch(ctx, "orders")
 		require.NoError(t, err)
 		t.Cleanup(w.Close)
 		go func() {
 			for ev := range w.Events() {
-				if ev.Type == PinLost || ev.Type == PinReleased {
+				if ev.Type == Lost || ev.Type == Released {
 					// Owner must not name the failed node once the loss is known.
 					_, err := n.pins.Owner("orders/42")
 					if !errors.Is(err, ErrNotPinned) {
@@ -125,7 +125,7 @@ func TestPinOwnerKilledWatchersTold(t *testing.T) {
 	for range 3 {
 		select {
 		case ev := <-lost:
-			assert.Equal(t, PinLost, ev.Type)
+			assert.Equal(t, Lost, ev.Type)
 			assert.Equal(t, pin, ev.Pin)
 			assert.Contains(t, ev.Reason, nodes[0].name())
 			assert.NotContains(t, ev.Reason, "BUT")
@@ -144,7 +144,7 @@ func TestPinOwnerKilledWatchersTold(t *testing.T) {
 	}
 }
 
-// PinOn places the pin on a node chosen among a service's offers.
+// On places the pin on a node chosen among a service's offers.
 func TestPinOnServiceByPolicy(t *testing.T) {
 	t.Parallel()
 	nodes := startPins(t, 3)
@@ -159,7 +159,7 @@ func TestPinOnServiceByPolicy(t *testing.T) {
 	placed := map[string]int{}
 	policy := naming.RoundRobin()
 	for i := range 6 {
-		pin, err := nodes[0].pins.Pin(ctx, fmt.Sprintf("cart/%d", i), PinOn("svc/carts", policy))
+		pin, err := nodes[0].pins.Pin(ctx, fmt.Sprintf("cart/%d", i), On("svc/carts", policy))
 		require.NoError(t, err)
 		placed[pin.Owner]++
 		got, err := nodes[0].pins.Owner(pin.Key)
@@ -168,7 +168,7 @@ func TestPinOnServiceByPolicy(t *testing.T) {
 	}
 	assert.Equal(t, map[string]int{nodes[1].name(): 3, nodes[2].name(): 3}, placed)
 	// A pinned key stays where it is.
-	pin, err := nodes[0].pins.Pin(ctx, "cart/0", PinOn("svc/carts", policy))
+	pin, err := nodes[0].pins.Pin(ctx, "cart/0", On("svc/carts", policy))
 	require.NoError(t, err)
 	before, _ := nodes[1].pins.Owner("cart/0")
 	assert.Equal(t, before, pin)
@@ -197,12 +197,12 @@ func TestPinReleaseAndLeave(t *testing.T) {
 	require.NoError(t, nodes[0].pins.Leave(ctx))
 	_, err = nodes[0].pins.Pin(ctx, "x")
 	require.ErrorIs(t, err, ErrClosed)
-	want := map[string]PinEventType{"a": PinReleased, "b/c": PinReleased}
-	got := map[string]PinEventType{}
+	want := map[string]EventType{"a": Released, "b/c": Released}
+	got := map[string]EventType{}
 	for len(got) < len(want) {
 		select {
 		case ev := <-w.Events():
-			if ev.Type != PinAcquired {
+			if ev.Type != Acquired {
 				got[ev.Pin.Key] = ev.Type
 			}
 		case <-ctx.Done():
@@ -287,9 +287,9 @@ func TestPinForwardingHandler(t *testing.T) {
 }
 
 func TestPinOptionsValidate(t *testing.T) {
-	require.NoError(t, PinOptions{}.Validate())
-	require.ErrorIs(t, PinOptions{Prefix: "/"}.Validate(), ErrInvalidOptions)
-	require.ErrorIs(t, PinOptions{QuorumWindow: time.Millisecond}.Validate(), ErrInvalidOptions)
-	_, err := NewPins(context.Background(), nil, nil, PinOptions{})
+	require.NoError(t, Options{}.Validate())
+	require.ErrorIs(t, Options{Prefix: "/"}.Validate(), ErrInvalidOptions)
+	require.ErrorIs(t, Options{QuorumWindow: time.Millisecond}.Validate(), ErrInvalidOptions)
+	_, err := New(context.Background(), nil, nil, Options{})
 	require.ErrorIs(t, err, ErrInvalidOptions)
 }
