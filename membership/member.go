@@ -45,8 +45,8 @@ type Meta struct {
 // Member is one node of the cluster as this node sees it. Members are
 // values: a Member returned by Members never changes afterwards.
 type Member struct {
-	Name  string // unique among live members
-	Addr  string // advertised "ip:port" of its membership listener
+	Name string // unique among live members
+	Addr string // advertised "ip:port" of its membership listener
 	// TransportAddr is the "ip:port" of its transport, where its peers'
 	// calls and direct messages go (Config.TransportAddr).
 	TransportAddr string

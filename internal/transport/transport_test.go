@@ -14,8 +14,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/troupe-go/troupe/internal/testcerts"
 	"github.com/troupe-go/troupe/internal/faultnet"
+	"github.com/troupe-go/troupe/internal/testcerts"
 )
 
 // blocking returns a handler that signals started and then waits for
