@@ -1,0 +1,64 @@
+// Package pins places objects that cannot be replicated, and services
+// that must run once, on one node of the cluster at a time: WebLogic's
+// pinned objects and migratable services. It works on a membership
+// Cluster and its naming Tree, and owns nothing else.
+//
+// # Start
+//
+// New starts pinning on a cluster and its naming tree (which must run on
+// the same cluster); Leave releases this node's pins and hands its
+// singletons over, Shutdown stops at once, as a crash would.
+//
+//	p, err := pins.New(ctx, cluster, tree, pins.Options{})
+//	defer p.Shutdown()
+//
+// # Pins
+//
+// Pin claims a key for this node (or, with On, for a node chosen by a
+// naming Policy among a service's offers) unless it has an owner already,
+// and returns the owner; Owner reads it from the local copy of the tree;
+// Handler forwards HTTP requests for a key to its owner; Watch reports
+// pins acquired, released and lost.
+//
+//	pin, err := p.Pin(ctx, "cart/42")          // pin.Owner, pin.Token
+//	http.Handle("/carts/", p.Handler(cartKey, carts))
+//
+// A pin is a node-scoped naming binding, Prefix/key, made with
+// naming.Confirmed: the binding goes to every live member, which answers
+// with what it holds, so when nodes pin one key at once every Pin returns
+// the same owner. It goes when the owner releases it, leaves or fails, and
+// every watcher then gets Lost naming the owner; the next Pin places the
+// key anew. A pin's Token is the binding's Claimed time, which grows from
+// owner to owner (each claims after seeing the previous claim), so a
+// store written by pinned objects can refuse an older owner.
+//
+// A pin placed with On is claimed by the chosen node itself, which this
+// node asks over the cluster's transport; its errors keep their identity
+// (errors.Is(err, ErrNoQuorum) holds for a remote node's refusal too).
+//
+// # Singletons
+//
+// RunSingleton registers this node for a singleton service; one of the
+// registered nodes runs it, with the pin Prefix/singletons/name and its
+// token. When that node fails or leaves (or Stops), another claims the pin
+// and runs the service; a node that leaves stops its instance before
+// releasing the pin, so two instances never overlap on a graceful move.
+// PreferRole and PreferNode choose who claims first.
+//
+// # Partitions
+//
+// A node takes a pin or starts a singleton only while it sees at least
+// half of the members seen alive within QuorumWindow (the rule of
+// internal/quorum, shared with sessions), and a node that stops seeing
+// them releases its pins and stops its singletons. So on the minority
+// side of a partition nothing is pinned and nothing runs, while the
+// majority side re-pins what the minority held once failure detection
+// declares it failed (with larger tokens); after the heal the minority's
+// members find the majority's pins. Between the cut and failure detection
+// both sides may run a singleton: that is what the token is for. When the
+// sides are even, both keep and take pins; after the heal, for a key
+// pinned on both sides the earlier claim wins everywhere (naming's
+// conflict rule), the other owner's watchers get Lost, and the winner
+// keeps its older, smaller token: a store that accepted the larger one
+// will refuse it until the key is pinned again.
+package pins
