@@ -293,3 +293,22 @@ func TestPinOptionsValidate(t *testing.T) {
 	_, err := New(context.Background(), nil, nil, Options{})
 	require.ErrorIs(t, err, ErrInvalidOptions)
 }
+
+// A remote node's refusal keeps its sentinel identity across the call,
+// and an empty key never pins the prefix itself.
+func TestPinRemoteErrorsKeepIdentity(t *testing.T) {
+	nodes := startPins(t, 2)
+	ctx := testCtx(t)
+	_, err := nodes[0].pins.ch.Call(ctx, nodes[1].name(), methodClaim, []byte(""))
+	require.ErrorIs(t, err, ErrInvalidKey)
+	var rerr *membership.RemoteError
+	require.ErrorAs(t, err, &rerr)
+	require.Equal(t, nodes[1].name(), rerr.Node)
+
+	_, err = nodes[0].pins.Pin(ctx, "")
+	require.ErrorIs(t, err, ErrInvalidKey)
+	_, err = nodes[0].pins.Owner("")
+	require.ErrorIs(t, err, ErrInvalidKey)
+	_, err = nodes[1].tree.Lookup(DefaultPrefix)
+	require.ErrorIs(t, err, naming.ErrNotFound, "nothing was bound at the prefix")
+}
