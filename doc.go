@@ -63,8 +63,15 @@
 //     metadata, events, channels), on hashicorp/memberlist.
 //   - naming: the cluster-wide naming tree with clusterable names and load
 //     balancing.
-//   - replication: replicated sessions (primary/secondary), pinned objects
-//     and singletons.
+//   - replication: replicated sessions (primary/secondary).
+//   - replication/pins: pinned objects and singleton services.
+//
+// Every node-to-node request (session replication, naming's confirmed
+// binds, remote pins) rides one transport per node, which membership owns:
+// pooled, multiplexed connections, authenticated with the cluster key or
+// mutual TLS (membership.Config.SecretKeys, membership.Config.TLS).
+// Package troupetest starts whole clusters in one process, with faults to
+// inject, for testing services built on Troupe.
 //
 // examples/quickstart tours all of it on three local nodes.
 package troupe

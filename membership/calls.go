@@ -263,14 +263,23 @@ func (r router) ServeRequest(ctx context.Context, from, method string, body []by
 	return resp, ch.codeOf(err)
 }
 
+// TryServeRequest serves direct messages at once: HandleMessage must
+// return quickly by its contract (it was called from memberlist's network
+// goroutines before the transport carried direct messages), so it costs
+// no hand-off to a handler goroutine. Calls are served here only by an
+// InlineCallHandler that accepts them.
 func (r router) TryServeRequest(ctx context.Context, from, method string, body []byte) ([]byte, bool, error) {
 	name, op, call := strings.Cut(method, "/")
-	if !call {
-		return nil, false, nil
-	}
 	r.c.mu.RLock()
 	ch := r.c.mu.channels[name]
 	r.c.mu.RUnlock()
+	if !call {
+		if ch == nil {
+			return nil, false, nil // counted by ServeRequest
+		}
+		ch.handler.HandleMessage(from, body)
+		return nil, true, nil
+	}
 	h, ok := chHandler(ch).(InlineCallHandler)
 	if !ok {
 		return nil, false, nil

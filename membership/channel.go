@@ -11,9 +11,11 @@ import (
 	"github.com/troupe-go/troupe/internal/wire"
 )
 
-// Handler receives what peers send on a channel. memberlist calls it from
-// its network goroutines, so every method must return quickly: hand work
-// to a goroutine of your own rather than doing I/O here.
+// Handler receives what peers send on a channel. It is called from the
+// network goroutines: memberlist's for broadcasts and state, the one that
+// reads the sender's transport connection for direct messages. So every
+// method must return quickly and never block: hand work to a goroutine of
+// your own rather than doing I/O here.
 type Handler interface {
 	// HandleMessage receives a broadcast or a direct message. from is the
 	// sending node's name (for a relayed broadcast: the node that first

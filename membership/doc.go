@@ -41,8 +41,22 @@
 // Upper layers register a Channel each. A channel has its own gossip
 // broadcasts (relayed by every receiver, since memberlist transmits only
 // from the sender), its own share of memberlist's periodic state exchange
-// (anti-entropy: send a digest, fetch what differs), and direct messages
-// to one node. Gossip is best effort: repair with the state exchange.
+// (anti-entropy: send a digest, fetch what differs), direct messages to
+// one node, and calls: a request to one node and its answer. Gossip is
+// best effort: repair with the state exchange.
+//
+// Direct messages and calls ride the node's transport, one per node:
+// a listener at Config.TransportAddr, whose address travels in the
+// member's metadata, and one pooled, multiplexed connection to each peer,
+// authenticated and encrypted with the cluster keys or mutual TLS
+// (Config.TLS). Every layer above talks to other nodes through it, so a
+// node has one port for all of them. A handler sees the sender's name as
+// proven in the connection's handshake. Errors a handler returns keep
+// their identity at the caller when the channel lists them (WithErrors):
+// a remote ErrNoQuorum is errors.Is ErrNoQuorum.
+//
+//	ch, err := c.Channel("orders", handler, membership.WithErrors(ErrSoldOut))
+//	resp, err := ch.Call(ctx, "worker-2", "reserve", req)
 //
 // # Stopping
 //
@@ -57,7 +71,9 @@
 // node of another cluster cannot join or be joined, even on the same port.
 // With SecretKeys, gossip and state exchange are encrypted (AES-GCM) and
 // multicast announcements are authenticated (HMAC); a node without the key
-// can neither join nor read. Keys rotate with InstallKey, UseKey and
-// RemoveKey. Two live nodes may not share a name: the second is refused
+// can neither join nor read; the transport's connections prove the key in
+// their handshake and are sealed with fresh keys per connection. Keys
+// rotate with InstallKey, UseKey and RemoveKey; the transport's next
+// handshakes use the new keys. Two live nodes may not share a name: the second is refused
 // with ErrNameInUse, naming the address of the first.
 package membership
