@@ -13,7 +13,6 @@ import (
 	"time"
 	"unicode"
 
-	"github.com/troupe-go/troupe/internal/faultnet"
 	"github.com/troupe-go/troupe/internal/multicast"
 	"github.com/troupe-go/troupe/internal/transport"
 )
@@ -222,9 +221,11 @@ type Config struct {
 	Logger *slog.Logger
 
 	// Faults, when set, routes all of this node's traffic (gossip, state
-	// exchange, multicast and the transport) through a fault injection
-	// network so that tests can partition nodes. Leave nil in production.
-	Faults *faultnet.Network
+	// exchange, received multicast announcements and the transport)
+	// through a fault injection network, so that tests can cut, isolate
+	// and delay nodes: see Network and troupetest.Network. Nil in
+	// production, which is the default.
+	Faults Network
 }
 
 // DefaultMaxMessageSize is the default of Config.MaxMessageSize.

@@ -1,6 +1,7 @@
 package membership
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"log"
@@ -18,30 +19,38 @@ import (
 
 // gossipNet is memberlist's NetTransport with two changes: dials are
 // cancelled when the Cluster stops (so Shutdown never waits out a TCP
-// timeout against a dead peer), and, when a fault network is configured,
-// traffic across its cuts is dropped so tests can partition nodes.
+// timeout against a dead peer), and, when a fault network is configured
+// (Config.Faults), traffic across its cuts is dropped and its delayed
+// packets are sent late, so tests can partition and slow down nodes.
 type gossipNet struct {
 	*memberlist.NetTransport
 	ctx    context.Context
 	host   string // bind IP, identifies this node to the fault network
 	port   int
-	faults *faultnet.Network
+	faults Network // nil in production
+
+	// later keeps delayed packets from starting a goroutine once
+	// Shutdown has begun.
+	later struct {
+		sync.Mutex
+		stopped bool
+	}
 
 	packets chan *memberlist.Packet // filtered copies when faults != nil
 	streams chan net.Conn
 	// stop ends forwarding; done, closed once the NetTransport's listeners
 	// have exited, ends the filters. In between, the filters keep draining
 	// the NetTransport's unbuffered channels so that its listeners, which
-	// block on sending to them, can exit.
+	// block on sending to them, can exit. stop also drops delayed packets.
 	stop chan struct{}
 	done chan struct{}
-	wg   sync.WaitGroup
+	wg   sync.WaitGroup // the filters and the delayed packets
 	once sync.Once
 }
 
 var _ memberlist.NodeAwareTransport = (*gossipNet)(nil)
 
-func newGossipNet(ctx context.Context, bind netip.AddrPort, faults *faultnet.Network, lg *slog.Logger) (*gossipNet, error) {
+func newGossipNet(ctx context.Context, bind netip.AddrPort, faults Network, lg *slog.Logger) (*gossipNet, error) {
 	nc := &memberlist.NetTransportConfig{
 		BindAddrs: []string{bind.Addr().String()},
 		BindPort:  int(bind.Port()),
@@ -90,10 +99,37 @@ func (t *gossipNet) WriteTo(b []byte, addr string) (time.Time, error) {
 }
 
 func (t *gossipNet) WriteToAddress(b []byte, a memberlist.Address) (time.Time, error) {
-	if t.faults.Drop(t.host, a.Addr) {
-		return time.Now(), nil // a cut loses packets silently, like a real one
+	if t.faults != nil {
+		if t.faults.Drop(t.host, a.Addr) {
+			return time.Now(), nil // a cut loses packets silently, like a real one
+		}
+		if d := t.faults.Latency(t.host, a.Addr); d > 0 {
+			t.sendLater(b, a, d)
+			return time.Now().Add(d), nil
+		}
 	}
 	return t.NetTransport.WriteToAddress(b, a)
+}
+
+// sendLater sends a copy of packet b to a after d, on a goroutine of its
+// own, so that a delayed peer does not hold up packets to the others.
+// Shutdown drops the packets still waiting.
+func (t *gossipNet) sendLater(b []byte, a memberlist.Address, d time.Duration) {
+	t.later.Lock()
+	defer t.later.Unlock()
+	if t.later.stopped {
+		return
+	}
+	b = bytes.Clone(b)
+	t.wg.Go(func() {
+		timer := time.NewTimer(d)
+		defer timer.Stop()
+		select {
+		case <-timer.C:
+			_, _ = t.NetTransport.WriteToAddress(b, a) // lost if it fails, like any packet
+		case <-t.stop:
+		}
+	})
 }
 
 func (t *gossipNet) DialTimeout(addr string, timeout time.Duration) (net.Conn, error) {
@@ -107,14 +143,17 @@ func (t *gossipNet) DialAddressTimeout(a memberlist.Address, timeout time.Durati
 		// see the same source for our TCP streams as for our UDP packets.
 		d.LocalAddr = &net.TCPAddr{IP: ip}
 	}
-	if t.faults.Drop(t.host, a.Addr) {
+	if t.faults != nil && t.faults.Drop(t.host, a.Addr) {
 		return nil, &net.OpError{Op: "dial", Net: "tcp", Err: faultnet.ErrPartitioned}
 	}
 	conn, err := d.DialContext(t.ctx, "tcp", a.Addr)
 	if err != nil {
 		return nil, err
 	}
-	return t.faults.Track(conn, t.host, a.Addr), nil
+	if t.faults != nil {
+		conn = t.faults.Track(conn, t.host, a.Addr)
+	}
+	return conn, nil
 }
 
 func (t *gossipNet) PacketCh() <-chan *memberlist.Packet {
@@ -175,6 +214,9 @@ func (t *gossipNet) filterStreams() {
 func (t *gossipNet) Shutdown() error {
 	var err error
 	t.once.Do(func() {
+		t.later.Lock()
+		t.later.stopped = true
+		t.later.Unlock()
 		close(t.stop)
 		err = t.NetTransport.Shutdown()
 		close(t.done)

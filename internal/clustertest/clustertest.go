@@ -1,13 +1,17 @@
-// Package clustertest starts in-process Troupe clusters for tests: N
-// members on loopback, each on its own 127.0.0.x address and a free port,
-// with short timings, logs routed to the test, a shared fault network for
-// partitions, and Shutdown registered with t.Cleanup.
+// Package clustertest starts in-process membership clusters for Troupe's
+// own tests: N members on loopback, each on its own 127.0.0.x address and
+// a free port, with short timings, logs routed to the test, a shared fault
+// network for partitions, and Shutdown registered with t.Cleanup.
 //
 //	tc := clustertest.Start(t, 5)           // 5 nodes joined through node 0
 //	tc.WaitMembers(5)                       // every node sees 5 alive
 //	tc.Net.Partition(tc.Hosts(0, 1, 2), tc.Hosts(3, 4))
 //
-// It is internal: test helpers are not part of Troupe's API.
+// It starts bare membership.Clusters, for the layers that are built on
+// them (naming, replication) and whose in-package tests cannot import the
+// root package. Clusters of full troupe.Nodes, and the public side of the
+// same fault network, are package troupetest, which uses Logger and
+// VerifyTestMain from here.
 package clustertest
 
 import (
@@ -56,16 +60,20 @@ func (tc *Cluster) Hosts(idx ...int) []string {
 }
 
 // Config returns the configuration of node i of a test cluster: ProfileLocal
-// timings, its own 127.0.0.x host and a free port, logs to t.
+// timings, its own 127.0.0.x host and a free port, logs to t, and net as
+// its fault network unless net is nil.
 func Config(t testing.TB, clusterName string, i int, net *faultnet.Network) membership.Config {
-	return membership.Config{
+	cfg := membership.Config{
 		ClusterName: clusterName,
 		NodeName:    fmt.Sprintf("node-%d", i),
 		BindAddr:    Host(i) + ":0",
 		Profile:     membership.ProfileLocal,
 		Logger:      Logger(t, fmt.Sprintf("node-%d", i)),
-		Faults:      net,
 	}
+	if net != nil {
+		cfg.Faults = net // not a nil *Network in a non-nil interface
+	}
+	return cfg
 }
 
 // New prepares a cluster without starting nodes; use Add to start them.

@@ -118,9 +118,10 @@ type Config struct {
 	MaxSkew time.Duration
 
 	// Faults, when not nil, drops received announcements whose source
-	// address is cut off from LocalHost (faultnet.Network.Drop), so that
+	// address is cut off from LocalHost (faultnet.Hook.Drop), so that
 	// tests can partition multicast discovery like the other transports.
-	Faults *faultnet.Network
+	// Announcements are never delayed: one goes to the whole group.
+	Faults faultnet.Hook
 	// LocalHost is this node's IP address. When set, announcements are
 	// sent from it (their source address), and Faults decides with it.
 	LocalHost string

@@ -58,7 +58,7 @@ type receiver struct {
 	rateLimit     time.Duration // shortest time between two reports of one node
 	keys          func() [][]byte
 	known         func(string) bool
-	faults        *faultnet.Network
+	faults        faultnet.Hook // nil: no faults
 	h             *codec.MsgpackHandle
 	senders       *senderTable
 }
@@ -84,7 +84,7 @@ func newReceiver(cfg Config) *receiver {
 // enters the sender table. It returns the announcement for outReport and
 // an error that explains a drop, for logging.
 func (r *receiver) handle(b []byte, from netip.Addr, now time.Time) (outcome, announcement, error) {
-	if r.faults.Drop(from.String(), r.localHost) {
+	if r.faults != nil && r.faults.Drop(from.String(), r.localHost) {
 		return outPartitioned, announcement{}, nil
 	}
 	p, err := decodeAnnouncement(r.h, b)

@@ -115,10 +115,10 @@ type Config struct {
 	// Default: discard.
 	Logger *slog.Logger
 
-	// Faults, when set, can partition this node from others in tests:
+	// Faults, when set, can partition and delay this node in tests:
 	// every dialled and accepted connection is checked and tracked by it.
 	// Nil in production.
-	Faults *faultnet.Network
+	Faults faultnet.Hook
 }
 
 // Validate reports the first problem with c, after applying defaults. It

@@ -235,7 +235,7 @@ func (t *Transport) connect(addr string) (*conn, error) {
 	defer cancel()
 	// This is faultnet.Network.Dial with a context, so that Shutdown does
 	// not wait out a connect to a dead host.
-	if t.cfg.Faults.Drop(t.host, addr) {
+	if t.cfg.Faults != nil && t.cfg.Faults.Drop(t.host, addr) {
 		return nil, fmt.Errorf("%w: dial %s: %w", ErrPeerUnreachable, addr, faultnet.ErrPartitioned)
 	}
 	raw, err := t.dialer.DialContext(ctx, "tcp", addr)
@@ -245,8 +245,10 @@ func (t *Transport) connect(addr string) (*conn, error) {
 		}
 		return nil, fmt.Errorf("%w: dial %s: %w", ErrPeerUnreachable, addr, err)
 	}
+	if t.cfg.Faults != nil {
+		raw = t.cfg.Faults.Track(raw, t.host, addr)
+	}
 	sock := socketOf(raw)
-	raw = t.cfg.Faults.Track(raw, t.host, addr)
 	c, err := t.open(ctx, raw, sock, addr, true)
 	if err != nil {
 		_ = raw.Close()
@@ -281,8 +283,10 @@ func (t *Transport) acceptLoop() {
 		backoff = 0
 		t.stats.accepts.Add(1)
 		remote := raw.RemoteAddr().String()
+		if t.cfg.Faults != nil {
+			raw = t.cfg.Faults.Track(raw, t.host, remote)
+		}
 		sock := socketOf(raw)
-		raw = t.cfg.Faults.Track(raw, t.host, remote)
 		// The handshake runs on its own goroutine so that a slow or
 		// silent peer does not hold up the next accept.
 		t.wg.Go(func() { t.serve(raw, sock, remote) })
@@ -310,8 +314,9 @@ func (t *Transport) serve(raw net.Conn, sock syscall.RawConn, remote string) {
 }
 
 // socketOf returns the socket under a TCP connection, for direct writes
-// and for looking at an idle connection, or nil. It is taken before faultnet wraps the connection: faultnet
-// acts on Close only, which still goes through the wrapper.
+// and for looking at an idle connection, or nil. It is taken after Faults
+// wraps the connection, so that direct writes wait for a fault network's
+// delay as the writer's do.
 func socketOf(c net.Conn) syscall.RawConn {
 	sc, ok := c.(syscall.Conn)
 	if !ok {
