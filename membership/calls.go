@@ -114,6 +114,27 @@ func (ch *Channel) Send(ctx context.Context, node string, msg []byte) error {
 	return nil
 }
 
+// TrySend is Send that never waits: when it would have to (no connection
+// to node is open yet, or its queue is full) it sends nothing and returns
+// ErrWouldBlock, and the caller may Send from a goroutine that can wait.
+// It is for goroutines that own state and must not block, such as an
+// event loop answering a peer.
+func (ch *Channel) TrySend(node string, msg []byte) error {
+	c := ch.cluster
+	addr, err := c.transportAddrOf(node)
+	if err != nil {
+		return err
+	}
+	err = c.calls.TrySend(addr, ch.name, msg)
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, transport.ErrWouldBlock):
+		return ErrWouldBlock
+	}
+	return ch.callError(node, "", err)
+}
+
 // wireMethod returns "<channel>/<method>", built once per method.
 func (ch *Channel) wireMethod(method string) string {
 	ch.methods.RLock()

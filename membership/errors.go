@@ -38,6 +38,10 @@ var (
 	// answer came: then the call may or may not have run there.
 	ErrUnreachable = errors.New("membership: member unreachable")
 
+	// ErrWouldBlock is returned by Channel.TrySend when the message could
+	// not be sent without waiting; it was not sent.
+	ErrWouldBlock = errors.New("membership: send would block")
+
 	// ErrMessageTooLarge is returned by Channel.Broadcast for a message that
 	// does not fit in one gossip packet, and by Channel.Send and
 	// Channel.Call above the peer's MaxMessageSize.

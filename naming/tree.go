@@ -63,6 +63,10 @@ type Tree struct {
 	wg       sync.WaitGroup // the loop, the senders, the watchers
 	wake     chan struct{}
 	sendq    chan outMsg
+	// queued counts the messages in sendq and in the sender's hands. The
+	// loop sends a message itself only while it is zero, so that a
+	// message never overtakes an earlier one to the same peer.
+	queued atomic.Int64
 
 	// Lock order: mu, then a Watcher's mu.
 	mu struct {
@@ -524,11 +528,15 @@ func (t *Tree) countBad(from string, err error) {
 	t.log.Debug("dropped a message", "from", from, "err", err)
 }
 
-// publish makes the loop's work visible: the new root, the member
-// snapshot and digest, watch events, messages, and the replies to local
-// operations (last, so that a Lookup after Bind returns sees the binding).
+// publish makes the loop's work visible: messages first (a confirmed
+// Bind's requests and the answers to peers' waits are on the critical
+// path of some caller; the peers' copies do not depend on this one's
+// root), then the new root, the member snapshot and digest, watch events,
+// and the replies to local operations (last, so that a Lookup after Bind
+// returns sees the binding).
 func (t *Tree) publish() {
 	c := t.core
+	t.flushOut(false)
 	if root := c.flush(); root != nil {
 		t.root.Store(root)
 	}
@@ -560,7 +568,6 @@ func (t *Tree) publish() {
 		clear(c.events)
 		c.events = c.events[:0]
 	}
-	t.flushOut(false)
 	t.replies = append(t.replies, c.answers...)
 	clear(c.answers)
 	c.answers = c.answers[:0]
@@ -599,9 +606,18 @@ func (t *Tree) flushOut(final bool) {
 		if final {
 			continue
 		}
+		// A small message goes out from here when it can without waiting
+		// (a connection to the peer is open): a hand-off to the sender
+		// goroutine costs a wake-up on each side of every confirmation.
+		if m.raw != nil && t.queued.Load() == 0 && t.ch.TrySend(m.to, m.raw) == nil {
+			t.stats.bytesOut.Add(uint64(len(m.raw)))
+			continue
+		}
+		t.queued.Add(1)
 		select {
 		case t.sendq <- m:
 		default:
+			t.queued.Add(-1)
 			t.stats.dropped.Add(1)
 		}
 	}
@@ -618,6 +634,7 @@ func (t *Tree) sender() {
 			return
 		case m := <-t.sendq:
 			t.send(m)
+			t.queued.Add(-1)
 		}
 	}
 }

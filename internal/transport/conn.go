@@ -192,8 +192,9 @@ func (c *conn) closed() bool {
 }
 
 // call sends a request or, for kindSend, queues it, and waits for the
-// answer.
-func (c *conn) call(ctx context.Context, kind uint8, method string, body []byte) ([]byte, error) {
+// answer. With noWait, a request that cannot be written or queued at once
+// (the queue is full) is not sent: call returns ErrWouldBlock.
+func (c *conn) call(ctx context.Context, kind uint8, method string, body []byte, noWait bool) ([]byte, error) {
 	req := frame{kind: kind, method: method, body: body}
 	if n := frameSize(req); n > c.peerMax {
 		return nil, fmt.Errorf("%w: %s request of %d bytes, %s accepts %d", ErrFrameTooLarge, method, n, c.addr, c.peerMax)
@@ -230,6 +231,16 @@ func (c *conn) call(ctx context.Context, kind uint8, method string, body []byte)
 	b := c.t.frameBuf(req)
 	if c.writeDirect(b) {
 		return c.wait(ctx, req.id, method, answer)
+	}
+	if noWait {
+		select {
+		case c.queue <- b:
+			return c.wait(ctx, req.id, method, answer)
+		default:
+			c.t.putBuf(b)
+			c.abandon(req.id)
+			return nil, ErrWouldBlock
+		}
 	}
 	select {
 	case c.queue <- b:

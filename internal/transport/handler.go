@@ -70,6 +70,10 @@ var (
 	// the answer arrived. In the second case the request may or may not
 	// have run on the peer.
 	ErrPeerUnreachable = errors.New("transport: peer unreachable")
+
+	// ErrWouldBlock is returned by TrySend when the request could not be
+	// sent without waiting. It was not sent.
+	ErrWouldBlock = errors.New("transport: would block")
 )
 
 // RemoteError is the error a peer's handler returned, as seen by Call.

@@ -161,6 +161,31 @@ func (t *Transport) Send(ctx context.Context, addr, method string, body []byte) 
 	return err
 }
 
+// TrySend is Send that never waits: when it would have to (no connection
+// to addr is open yet, or its queue is full) it sends nothing and returns
+// ErrWouldBlock, and the caller may Send from a goroutine that can wait.
+// A goroutine that owns state and must not block, such as an event loop,
+// sends this way.
+func (t *Transport) TrySend(addr, method string, body []byte) error {
+	if len(method) > maxMethodLen {
+		return fmt.Errorf("transport: method name of %d bytes, limit %d", len(method), maxMethodLen)
+	}
+	t.mu.Lock()
+	c, closed := t.mu.peers[addr], t.mu.closed
+	t.mu.Unlock()
+	switch {
+	case closed:
+		return ErrClosed
+	case c == nil:
+		return ErrWouldBlock
+	}
+	_, err := c.call(context.Background(), kindSend, method, body, true)
+	if errors.Is(err, errRetired) {
+		return ErrWouldBlock
+	}
+	return err
+}
+
 func (t *Transport) do(ctx context.Context, kind uint8, addr, method string, body []byte) ([]byte, error) {
 	if len(method) > maxMethodLen {
 		return nil, fmt.Errorf("transport: method name of %d bytes, limit %d", len(method), maxMethodLen)
@@ -173,7 +198,7 @@ func (t *Transport) do(ctx context.Context, kind uint8, addr, method string, bod
 		if err != nil {
 			return nil, err
 		}
-		resp, err := c.call(ctx, kind, method, body)
+		resp, err := c.call(ctx, kind, method, body, false)
 		// The janitor closed the connection as idle in the instant we
 		// picked it, before anything was sent: dial again.
 		if !errors.Is(err, errRetired) {

@@ -412,3 +412,27 @@ func TestSenderNameAndErrorCode(t *testing.T) {
 	_, err = cli.Call(testCtx(t), srv.Addr(), "fail", nil)
 	require.NotErrorIs(t, err, errBusy, "the identity comes back only through a layer that maps codes")
 }
+
+// TrySend sends only over a connection that is already open.
+func TestTrySendNeverDials(t *testing.T) {
+	got := make(chan string, 1)
+	srv := newTransport(t, HandlerFunc(func(_ context.Context, _, method string, body []byte) ([]byte, error) {
+		if method == "note" {
+			got <- string(body)
+		}
+		return nil, nil
+	}))
+	cli := newTransport(t, echo)
+	require.ErrorIs(t, cli.TrySend(srv.Addr(), "note", []byte("early")), ErrWouldBlock)
+	require.Zero(t, cli.Stats().Dials, "TrySend dialled")
+
+	_, err := cli.Call(testCtx(t), srv.Addr(), "open", nil)
+	require.NoError(t, err)
+	require.NoError(t, cli.TrySend(srv.Addr(), "note", []byte("late")))
+	select {
+	case b := <-got:
+		require.Equal(t, "late", b)
+	case <-testCtx(t).Done():
+		t.Fatal("the message sent with TrySend never arrived")
+	}
+}
