@@ -23,8 +23,9 @@ type Config struct {
 	Membership membership.Config
 	// Naming: the naming tree's limits and channel.
 	Naming naming.Options
-	// Sessions: the session transport (TLS, bind address), sync or async
-	// replication, expiry and size limits.
+	// Sessions: sync or async replication, expiry and size limits. Sessions
+	// ride the cluster's transport, which Membership configures (TLS,
+	// TransportAddr, MaxMessageSize).
 	Sessions replication.Options
 	// Pins: where pins live in the tree, the quorum window, the member tag
 	// that carries HTTP addresses.

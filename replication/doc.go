@@ -7,18 +7,21 @@
 // # Start
 //
 // NewSessions starts this node's share of the store on a
-// *membership.Cluster. It starts a session transport (persistent,
-// multiplexed node-to-node connections; mutual TLS with Options.TLS,
-// otherwise authenticated and encrypted with the cluster keys), publishes
-// its address in the member's tags under TagKey, and subscribes to member
-// events. Every node that holds sessions does the same; nodes find each
-// other's transports in the member list.
+// *membership.Cluster. It registers the sessions channel on the cluster's
+// transport (persistent, multiplexed node-to-node connections; mutual TLS
+// with membership.Config.TLS, otherwise authenticated and encrypted with
+// the cluster keys), marks the member as holding sessions with the tag
+// TagKey, and subscribes to member events. Every node that holds sessions
+// does the same; a member without the tag (a load balancer) is never a
+// secondary. WaitPeers returns once this node sees enough peers to place
+// secondaries on.
 //
 //	sessions, err := replication.NewSessions(ctx, cluster, replication.Options{})
 //	if err != nil {
 //		return err
 //	}
 //	defer sessions.Shutdown()
+//	err = sessions.WaitPeers(ctx, 1) // a secondary can be placed
 //
 // # Run
 //
@@ -105,8 +108,8 @@
 //
 // # Failover
 //
-// When membership declares a primary failed (or it leaves, or its session
-// transport disappears from its tags), its secondary promotes its copy at
+// When membership declares a primary failed (or it leaves, or the tag
+// TagKey disappears from its member), its secondary promotes its copy at
 // the next epoch and gives it a new secondary; when a secondary fails,
 // the primary gives the session a new secondary. A Get on a node that
 // holds no copy asks the route's primary to hand the session over (or,
@@ -116,9 +119,10 @@
 // primary at a time and an answer lost on the way loses nothing. A Get on
 // the secondary whose primary does not answer promotes the secondary's
 // copy at once, without waiting for failure detection, if the primary's
-// session port refuses connections (the process is gone); a primary that
-// is merely unreachable may be serving on the other side of a cut, so
-// then the Get waits for membership to decide.
+// transport refuses connections (the process is gone) or answers that
+// its sessions are shut down; a primary that is merely unreachable may be
+// serving on the other side of a cut, so then the Get waits for
+// membership to decide.
 //
 // A node takes over the sessions of failed peers only while it sees at
 // least half of the session nodes alive within the last QuorumWindow, and
@@ -149,7 +153,7 @@
 // # Stop
 //
 // Shutdown stops at once, as a crash would: peers fail over when
-// membership reports the node failed. Leave first removes the transport
-// address from the node's tags, so that peers promote and re-home its
-// sessions at once, then shuts down. Neither stops the Cluster.
+// membership reports the node failed. Leave first removes the tag TagKey
+// from the node's member, so that peers promote and re-home its sessions
+// at once, then shuts down. Neither stops the Cluster.
 package replication

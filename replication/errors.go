@@ -1,6 +1,9 @@
 package replication
 
-import "errors"
+import (
+	"errors"
+	"fmt"
+)
 
 // Errors returned by this package. Match them with errors.Is: returned
 // errors usually wrap one of these with details.
@@ -39,3 +42,21 @@ var (
 	// every configuration mistake.
 	ErrInvalidOptions = errors.New("replication: invalid options")
 )
+
+// Internal outcomes, never returned to callers.
+var (
+	errRetry     = errors.New("replication: retry")
+	errStaleCopy = errors.New("replication: a peer holds a newer copy")
+	errGoneCopy  = errors.New("replication: session was invalidated")
+	errBusy      = errors.New("replication: cannot vouch for this copy now")
+)
+
+// droppedError says that check dropped the local copy because a peer
+// holds a newer one; winner is that peer, if known.
+type droppedError struct{ winner string }
+
+func (e *droppedError) Error() string { return "replication: local copy was stale" }
+
+func unavailable(what string, err error) error {
+	return fmt.Errorf("%w: %s: %w", ErrUnavailable, what, err)
+}

@@ -6,15 +6,24 @@ import (
 	"sync"
 )
 
+// Failover: when a peer's sessions are gone, its sessions move. A copy
+// this node backs for it is promoted; a session whose secondary it was
+// gets a new one; contested copies are compared once the peer is back.
+
 // failoverParallelism bounds the sessions one failover moves at a time.
 const failoverParallelism = 8
 
+func (s *Sessions) goFailover(name string, failed bool) {
+	s.spawn(func() { s.failover(name, failed) })
+}
+
 // failover reacts to a peer whose sessions are gone: membership declared
-// it failed (failed true) or it left, or its session transport stopped.
-// Every copy we back for it is promoted; every session we serve whose
-// secondary it was gets a new secondary. When it failed, it may come back
-// with copies that diverged meanwhile (a partition, a pause), so the
-// sessions record it as contested until the two copies are compared.
+// it failed (failed true) or it left, or its sessions stopped (its tag
+// TagKey went away). Every copy we back for it is promoted; every
+// session we serve whose secondary it was gets a new secondary. When it
+// failed, it may come back with copies that diverged meanwhile (a
+// partition, a pause), so the sessions record it as contested until the
+// two copies are compared.
 func (s *Sessions) failover(name string, failed bool) {
 	if !s.quorum() {
 		s.log.Warn("not taking sessions over: this node sees fewer than half of the recent session nodes", "peer", name)
@@ -207,34 +216,4 @@ func (s *Sessions) resolveWith(name string, list []*entry) {
 		}
 		e.unlock()
 	}
-}
-
-// resolveItem compares the caller's copy of a session with ours: the
-// higher rank wins; ours is dropped if it loses.
-func (s *Sessions) resolveItem(ctx context.Context, from string, it rankWire) status {
-	e := s.lookup(it.Key)
-	if e == nil {
-		return stOK
-	}
-	if err := e.lockWithin(ctx, s.handlerWait()); err != nil {
-		return stBusy
-	}
-	defer e.unlock()
-	st := e.state()
-	theirs := rank{it.Epoch, it.Members, from}
-	switch {
-	case st.role == roleNone:
-		return stOK
-	case st.primary == from && st.epoch == it.Epoch:
-		return stOK // its own lineage: we are its secondary
-	case st.rank().cmp(theirs) > 0:
-		return stStale
-	}
-	if st.role == rolePrimary {
-		s.dropStale(e, st)
-	} else {
-		s.drop(e, "resolve: the caller copy wins")
-	}
-	s.movedTo(it.Key, from)
-	return stOK
 }

@@ -297,3 +297,25 @@ func TestFailoverRestartSameName(t *testing.T) {
 	require.Equal(t, back.s.NodeID(), h2.Route().Primary)
 	c.waitOneCopyEach(h.e.key)
 }
+
+// TestFailoverPrimarySessionsStopped: a primary whose Sessions stop while
+// its node stays in the cluster (so membership reports nothing) answers
+// that its sessions are shut down; the secondary takes that as gone, as
+// it takes a refused connection, and promotes its copy on the next Get.
+func TestFailoverPrimarySessionsStopped(t *testing.T) {
+	c := startSessions(t, 3, nil)
+	p := c.nodes[0]
+	h, err := p.s.Create(testCtx(t))
+	require.NoError(t, err)
+	set(t, p, h, "v", "kept")
+	_, sec := c.byID(h.Route().Secondary)
+	p.s.Shutdown()
+	require.Equal(t, 3, p.c.NumMembers(), "the node is still a member")
+	require.True(t, sec.s.gone(testCtx(t), p.c.Name()))
+
+	h2, v := mustGet(t, sec, h.ID(), "v")
+	require.Equal(t, "kept", v)
+	require.Equal(t, sec.s.NodeID(), h2.Route().Primary)
+	require.NotEqual(t, p.s.NodeID(), h2.Route().Secondary)
+	require.NotEmpty(t, h2.Route().Secondary)
+}

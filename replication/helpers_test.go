@@ -31,10 +31,11 @@ type testCluster struct {
 	opts  func(i int, o *Options)
 }
 
-// startSessions starts n members joined through node 0, waits until
-// they all see each other, starts Sessions on each (opts may adjust each
-// node's Options) and waits until every node sees every other's session
-// transport. Everything is shut down at cleanup.
+// startSessions starts n members joined through node 0 (mutate may
+// adjust each member's config: keys, TLS), waits until they all see each
+// other, starts Sessions on each (opts may adjust each node's Options)
+// and waits until every node sees every other's sessions. Everything is
+// shut down at cleanup.
 func startSessions(t testing.TB, n int, opts func(i int, o *Options), mutate ...func(i int, c *membership.Config)) *testCluster {
 	t.Helper()
 	tc := clustertest.Start(t, n, mutate...)
@@ -50,7 +51,6 @@ func startSessions(t testing.TB, n int, opts func(i int, o *Options), mutate ...
 func (c *testCluster) options(i int) Options {
 	o := Options{
 		Logger:      clustertest.Logger(c.t, fmt.Sprintf("sess-%d", i)),
-		Faults:      c.tc.Net,
 		LeaseTerm:   testLease,
 		CallTimeout: 10 * time.Second,
 	}
@@ -98,7 +98,7 @@ func (c *testCluster) live() []*node {
 }
 
 // waitPeers waits until every live node sees every other live node's
-// session transport.
+// sessions.
 func (c *testCluster) waitPeers() {
 	c.t.Helper()
 	live := c.live()

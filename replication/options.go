@@ -2,15 +2,10 @@ package replication
 
 import (
 	"cmp"
-	"crypto/tls"
 	"fmt"
 	"log/slog"
-	"net"
 	"strconv"
 	"time"
-
-	"github.com/troupe-go/troupe/internal/faultnet"
-	"github.com/troupe-go/troupe/internal/transport"
 )
 
 // Mode says when Save returns.
@@ -49,33 +44,26 @@ const (
 
 // Limits enforced by Validate.
 const (
-	minTimeout        = 10 * time.Millisecond
-	minSessionSize    = 1 << 10
-	maxSessionSize    = 256 << 20
-	frameOverhead     = 64 << 10 // room for keys, route and message fields around a full copy
-	defaultFrameFloor = 4 << 20
+	minTimeout     = 10 * time.Millisecond
+	minSessionSize = 1 << 10
+	maxSessionSize = 256 << 20
+	frameOverhead  = 64 << 10 // room for keys, route and message fields around a full copy
 )
 
-// TagKey is the member tag under which a node publishes the address of
-// its session transport. Peers without it do not hold sessions.
+// TagKey is the member tag that marks a node holding sessions; its value
+// is the incarnation of the node's Sessions, which tells a restarted
+// store from the one before. A member without it (a load balancer, a
+// client) is never chosen as a secondary.
 const TagKey = "troupe.sessions"
 
 // Options configure Sessions. The zero value is usable: every zero field
 // takes the default written beside it. NewSessions works on a copy.
+//
+// Sessions talk to their peers over the cluster's transport (see
+// membership.Config: TransportAddr, TLS, SecretKeys, MaxMessageSize and
+// Faults configure it), so Options hold no address and no security
+// settings.
 type Options struct {
-	// BindAddr is the "ip:port" the session transport listens on.
-	// Default: the cluster member's advertised IP with port 0 (a free
-	// port). The bound address is published in the member's tags under
-	// TagKey, so it must be reachable by peers: binding an unspecified
-	// address (0.0.0.0) publishes the member's advertised IP instead.
-	BindAddr string
-
-	// TLS makes the session transport mutual TLS (see internal/transport:
-	// both RootCAs and ClientCAs are required). When nil and the cluster
-	// has secret keys, connections are authenticated and encrypted with
-	// the cluster keys; with neither, traffic is plaintext.
-	TLS *tls.Config
-
 	// Mode is ModeSync (default) or ModeAsync.
 	Mode Mode
 
@@ -93,7 +81,10 @@ type Options struct {
 
 	// MaxSessionSize bounds a session's attributes: the sum of the
 	// lengths of keys and values, in bytes. Set, SetValue and Save refuse
-	// to go beyond it with ErrTooLarge. Default 1 MiB.
+	// to go beyond it with ErrTooLarge. Default 1 MiB, at most 256 MiB.
+	// A full copy of the session travels in one message: the cluster's
+	// membership.Config.MaxMessageSize must be at least MinMessageSize
+	// (MaxSessionSize plus 64 KiB; the defaults fit).
 	MaxSessionSize int
 
 	// LeaseTerm is how long a primary may serve a session after its
@@ -123,22 +114,12 @@ type Options struct {
 	// Logger receives failovers and takeovers at Info, problems with
 	// peers at Warn. Default: discard.
 	Logger *slog.Logger
-
-	// Faults, when set, routes the session transport through a fault
-	// injection network so that tests can partition nodes. Leave nil in
-	// production.
-	Faults *faultnet.Network
 }
 
 // Validate reports the first problem with o, after applying defaults. It
 // does not modify o.
 func (o Options) Validate() error {
 	o = o.withDefaults()
-	if o.BindAddr != "" {
-		if _, _, err := net.SplitHostPort(o.BindAddr); err != nil {
-			return fmt.Errorf("%w: BindAddr %q: %v", ErrInvalidOptions, o.BindAddr, err)
-		}
-	}
 	switch o.Mode {
 	case ModeSync, ModeAsync:
 	default:
@@ -158,12 +139,15 @@ func (o Options) Validate() error {
 	if o.MaxSessionSize < minSessionSize || o.MaxSessionSize > maxSessionSize {
 		return fmt.Errorf("%w: MaxSessionSize %d is outside [%d, %d]", ErrInvalidOptions, o.MaxSessionSize, minSessionSize, maxSessionSize)
 	}
-	if o.TLS != nil {
-		if err := transport.ValidateTLS(o.TLS); err != nil {
-			return fmt.Errorf("%w: %w", ErrInvalidOptions, err)
-		}
-	}
 	return nil
+}
+
+// MinMessageSize is the smallest membership.Config.MaxMessageSize with
+// which the cluster's transport carries a full copy of a session of
+// MaxSessionSize (default applied): MaxSessionSize plus 64 KiB for the
+// message around it.
+func (o Options) MinMessageSize() int {
+	return o.withDefaults().MaxSessionSize + frameOverhead
 }
 
 func (o Options) withDefaults() Options {

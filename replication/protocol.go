@@ -1,21 +1,49 @@
 package replication
 
-import "strings"
-
-// Methods of the session protocol between nodes, carried by
-// internal/transport. Append only: they are on the wire.
-const (
-	methodApply      = "sess.apply"      // primary → secondary: a change, or a full copy
-	methodBatch      = "sess.batch"      // primary → secondary: several applies, in order
-	methodVerify     = "sess.verify"     // primary → secondary: do you still back my copy?
-	methodTouch      = "sess.touch"      // primary → secondary: these sessions were used
-	methodDrop       = "sess.drop"       // forget your copy: invalidated, expired or moved
-	methodTake       = "sess.take"       // hand your copy over: I become the primary
-	methodResolve    = "sess.resolve"    // after a partition heals: whose copy wins
-	methodInvalidate = "sess.invalidate" // invalidate a session on behalf of another node
-	methodPing       = "sess.ping"       // is your session transport up?
-	methodConfirm    = "sess.confirm"    // secondary → primary: am I still your secondary for these?
+import (
+	"errors"
+	"strings"
 )
+
+// channelName is the membership channel that carries the session
+// protocol: calls travel as "<channelName>/<method>". On the wire.
+const channelName = "troupe.sessions"
+
+// Methods of the session protocol between nodes, calls on channelName.
+// Append only: they are on the wire.
+const (
+	methodApply      = "apply"      // primary → secondary: a change, or a full copy
+	methodBatch      = "batch"      // primary → secondary: several applies, in order
+	methodVerify     = "verify"     // primary → secondary: do you still back my copy?
+	methodTouch      = "touch"      // primary → secondary: these sessions were used
+	methodDrop       = "drop"       // forget your copy: invalidated, expired or moved
+	methodTake       = "take"       // hand your copy over: I become the primary
+	methodResolve    = "resolve"    // after a partition heals: whose copy wins
+	methodInvalidate = "invalidate" // invalidate a session on behalf of another node
+	methodPing       = "ping"       // are your sessions up?
+	methodConfirm    = "confirm"    // secondary → primary: am I still your secondary for these?
+)
+
+// Errors of the session protocol, kept by identity across a call (see
+// callErrors).
+var (
+	// errPeerClosed: the peer's Sessions are shut down, its node runs.
+	errPeerClosed = errors.New("replication: the peer's sessions are shut down")
+	// errBadRequest: a request the peer could not decode or does not
+	// know.
+	errBadRequest = errors.New("replication: bad request")
+)
+
+// Errors that a handler returns and the caller tells apart by identity
+// (membership.WithErrors gives each a code on the wire, its index + 1).
+// Every error the handler returns matches one of them, so that a
+// membership.RemoteError that matches none comes from the peer's
+// transport itself: the peer runs no sessions channel (see notServing).
+// Append only: the codes are on the wire.
+var callErrors = []error{
+	errPeerClosed, // the peer's Sessions are shut down
+	errBadRequest, // malformed request, unknown method
+}
 
 // status is a peer's answer about one session. Append only.
 type status uint8

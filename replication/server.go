@@ -5,38 +5,84 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"time"
 
 	"github.com/troupe-go/troupe/internal/wire"
+	"github.com/troupe-go/troupe/membership"
 )
 
-// server is the transport handler: it answers peers' requests.
-// Malformed requests get an error (the peer sees a
-// *transport.RemoteError); a request never panics or blocks the node
-// beyond its own session's lock.
+// The server side of the session protocol: peers' calls to this node on
+// the sessions channel. client.go makes them.
+
+// server is the handler of the sessions channel: it answers peers'
+// requests. Malformed requests get an error that wraps errBadRequest (the
+// peer sees a *membership.RemoteError); a request never panics or blocks
+// the node beyond its own session's lock.
 type server struct{ s *Sessions }
 
-func (h server) ServeRequest(ctx context.Context, _, method string, body []byte) ([]byte, error) {
-	return h.s.serve(ctx, method, body)
+var _ membership.InlineCallHandler = server{}
+
+// HandleCall serves a peer's request on a goroutine of its own. The
+// request counts as a goroutine of Sessions, which Shutdown waits for,
+// and its ctx ends at Shutdown.
+func (h server) HandleCall(ctx context.Context, _, method string, req []byte) ([]byte, error) {
+	s := h.s
+	if !s.enter() {
+		return nil, errPeerClosed
+	}
+	defer s.wg.Done()
+	ctx, cancel := context.WithCancel(ctx)
+	stop := context.AfterFunc(s.ctx, cancel)
+	defer func() {
+		stop()
+		cancel()
+	}()
+	resp, err := s.serve(ctx, method, req)
+	return resp, callError(err)
 }
 
-// TryServeRequest serves changes on the transport's reader goroutine,
+// TryHandleCall serves changes on the transport's reader goroutine,
 // which spares a Save two goroutine hand-offs, as long as no session they
-// touch is locked; otherwise it leaves them to ServeRequest.
-func (h server) TryServeRequest(ctx context.Context, _, method string, body []byte) ([]byte, bool, error) {
+// touch is locked; otherwise it leaves them to HandleCall. It never
+// blocks: the locks it takes (the table's, the peers', a copy's mu) are
+// never held across I/O, and a session's write lock is only tried.
+func (h server) TryHandleCall(ctx context.Context, _, method string, req []byte) ([]byte, bool, error) {
 	switch method {
 	case methodApply, methodBatch:
 		if h.s.isClosed() {
-			return nil, true, ErrClosed
+			return nil, true, errPeerClosed
 		}
-		resp, err, busy := h.s.serveApply(ctx, method, body, false)
-		return resp, !busy, err
+		resp, err, busy := h.s.serveApply(ctx, method, req, false)
+		return resp, !busy, callError(err)
 	}
 	return nil, false, nil
 }
 
+// HandleMessage drops one-way messages: the protocol has none.
+func (server) HandleMessage(string, []byte) {}
+
+// LocalState shares nothing in the cluster's state exchange.
+func (server) LocalState(bool) []byte { return nil }
+
+// MergeRemoteState ignores the state exchange.
+func (server) MergeRemoteState(string, []byte, bool) {}
+
+// callError makes every error the handler returns match one of
+// callErrors.
+func callError(err error) error {
+	if err == nil || errors.Is(err, errPeerClosed) || errors.Is(err, errBadRequest) {
+		return err
+	}
+	return fmt.Errorf("%w: %w", errBadRequest, err)
+}
+
+// handlerWait bounds how long a request from a peer waits for a
+// session's lock.
+func (s *Sessions) handlerWait() time.Duration { return max(s.opts.LeaseTerm/2, minTimeout) }
+
 func (s *Sessions) serve(ctx context.Context, method string, body []byte) ([]byte, error) {
 	if s.isClosed() {
-		return nil, ErrClosed
+		return nil, errPeerClosed
 	}
 	switch method {
 	case methodApply, methodBatch:
@@ -303,23 +349,6 @@ func (s *Sessions) applyLocked(e *entry, req *applyReq) (status, bool, uint64) {
 	return stOK, true, g
 }
 
-// confirmItem answers whether from is the secondary of our copy of a
-// session at that epoch.
-func (s *Sessions) confirmItem(from string, it rankWire) status {
-	e := s.lookup(it.Key)
-	if e == nil {
-		if s.tomb.has(it.Key) {
-			return stGone
-		}
-		return stUnknown
-	}
-	st := e.state()
-	if st.role == rolePrimary && st.secondary == from && st.epoch == it.Epoch {
-		return stOK
-	}
-	return stStale
-}
-
 // verifyOne answers whether this node still holds the sender's copy at
 // its epoch as the secondary.
 func (s *Sessions) verifyOne(ctx context.Context, req *verifyReq) (status, uint64) {
@@ -349,6 +378,23 @@ func (s *Sessions) verifyOne(ctx context.Context, req *verifyReq) (status, uint6
 		return stStale, g
 	}
 	return stUnknown, g
+}
+
+// confirmItem answers whether from is the secondary of our copy of a
+// session at that epoch.
+func (s *Sessions) confirmItem(from string, it rankWire) status {
+	e := s.lookup(it.Key)
+	if e == nil {
+		if s.tomb.has(it.Key) {
+			return stGone
+		}
+		return stUnknown
+	}
+	st := e.state()
+	if st.role == rolePrimary && st.secondary == from && st.epoch == it.Epoch {
+		return stOK
+	}
+	return stStale
 }
 
 // dropOne removes a secondary copy that ranks no higher than the
@@ -549,4 +595,34 @@ func (s *Sessions) relay(e *entry, st state, primary string, r *takeReply) takeR
 		r.Secondary = "" // that was us: dropped
 	}
 	return *r
+}
+
+// resolveItem compares the caller's copy of a session with ours: the
+// higher rank wins; ours is dropped if it loses.
+func (s *Sessions) resolveItem(ctx context.Context, from string, it rankWire) status {
+	e := s.lookup(it.Key)
+	if e == nil {
+		return stOK
+	}
+	if err := e.lockWithin(ctx, s.handlerWait()); err != nil {
+		return stBusy
+	}
+	defer e.unlock()
+	st := e.state()
+	theirs := rank{it.Epoch, it.Members, from}
+	switch {
+	case st.role == roleNone:
+		return stOK
+	case st.primary == from && st.epoch == it.Epoch:
+		return stOK // its own lineage: we are its secondary
+	case st.rank().cmp(theirs) > 0:
+		return stStale
+	}
+	if st.role == rolePrimary {
+		s.dropStale(e, st)
+	} else {
+		s.drop(e, "resolve: the caller copy wins")
+	}
+	s.movedTo(it.Key, from)
+	return stOK
 }

@@ -257,7 +257,7 @@ func TestMalformedIDs(t *testing.T) {
 	require.ErrorIs(t, err, ErrNotFound)
 }
 
-// TestBadRequests sends malformed requests to a node's session transport:
+// TestBadRequests sends malformed requests to a node's sessions channel:
 // each gets an error, and the node keeps working.
 func TestBadRequests(t *testing.T) {
 	c := startSessions(t, 2, nil)
@@ -279,10 +279,10 @@ func TestBadRequests(t *testing.T) {
 		{methodBatch, "\x92\x01"},
 		{methodTake, "\xc1"},
 		{methodResolve, "\x81\xa1i\x91\x80"},
-		{"sess.nonsense", string(ok)},
+		{"nonsense", string(ok)},
 	}
 	for _, tc := range cases {
-		_, err := rogue.Call(testCtx(t), a.s.Addr(), tc.method, []byte(tc.body))
+		_, err := rogue.Call(testCtx(t), a.c.TransportAddr(), channelName+"/"+tc.method, []byte(tc.body))
 		var rerr *transport.RemoteError
 		require.ErrorAs(t, err, &rerr, "%s %q", tc.method, tc.body)
 	}

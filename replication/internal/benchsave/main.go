@@ -201,8 +201,10 @@ func startPair(ctx context.Context, key bool, mode replication.Mode) (*node, *no
 	}
 	a := start("a")
 	b := start("b", a.c.Addr())
-	for !slices.Contains(a.s.Peers(), "b") || !slices.Contains(b.s.Peers(), "a") {
-		time.Sleep(10 * time.Millisecond)
+	for _, n := range []*node{a, b} {
+		if err := n.s.WaitPeers(ctx, 1); err != nil {
+			log.Fatal(err)
+		}
 	}
 	return a, b
 }

@@ -16,7 +16,8 @@ import (
 // holds two changes of one session.
 
 // groupMax bounds the changes in one batch; their size is bounded by
-// MaxSessionSize plus frameOverhead, which fits a transport frame.
+// MaxSessionSize plus frameOverhead, which fits a message when the
+// cluster's MaxMessageSize is at least Options.MinMessageSize.
 const groupMax = 128
 
 type groupQueue struct {

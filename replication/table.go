@@ -9,6 +9,10 @@ import (
 	"time"
 )
 
+// The table of copies: every session this node holds, as primary or
+// secondary (entry, its replicated state, its locks), the attributes,
+// and the keys remembered for a while (tombstones, forwarding pointers).
+
 type role uint8
 
 const (
@@ -129,6 +133,138 @@ func (e *entry) state() state {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	return e.st
+}
+
+func (s *Sessions) lookup(key string) *entry {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.mu.entries[key]
+}
+
+// insert adds e unless the key is taken, and returns the entry in the
+// table.
+func (s *Sessions) insert(e *entry) (*entry, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.mu.closed {
+		return nil, ErrClosed
+	}
+	if old := s.mu.entries[e.key]; old != nil {
+		return old, nil
+	}
+	s.mu.entries[e.key] = e
+	return e, nil
+}
+
+func (s *Sessions) entries() []*entry {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	out := make([]*entry, 0, len(s.mu.entries))
+	for _, e := range s.mu.entries {
+		out = append(out, e)
+	}
+	return out
+}
+
+// publish replaces e's state with st, unless e was dropped meanwhile; a
+// state with roleNone drops it. It keeps the role counters right.
+func (s *Sessions) publish(e *entry, st state) bool {
+	e.mu.Lock()
+	if e.dead {
+		e.mu.Unlock()
+		return false
+	}
+	old := e.st.role
+	e.st = st
+	e.dead = st.role == roleNone
+	e.mu.Unlock()
+	s.countRole(old, -1)
+	s.countRole(st.role, +1)
+	if st.role == roleNone {
+		s.mu.Lock()
+		if s.mu.entries[e.key] == e {
+			delete(s.mu.entries, e.key)
+		}
+		s.mu.Unlock()
+	}
+	return true
+}
+
+// drop removes e from the table whatever its state (invalidation, or
+// under e's write lock); handles on it get ErrStale.
+func (s *Sessions) drop(e *entry, reason string) {
+	if s.publish(e, state{role: roleNone}) {
+		s.log.Debug("dropped a session copy", "key", e.key, "reason", reason)
+	}
+}
+
+// dropIf drops e only if it still holds the copy that st, an earlier
+// snapshot, describes (same role, epoch and primary): a decision made on
+// a snapshot must not drop a copy that changed meanwhile, such as a
+// secondary copy promoted in place by a concurrent Get.
+func (s *Sessions) dropIf(e *entry, st state, reason string) bool {
+	e.mu.Lock()
+	if e.dead || e.st.role != st.role || e.st.epoch != st.epoch || e.st.primary != st.primary {
+		e.mu.Unlock()
+		return false
+	}
+	old := e.st.role
+	e.st = state{}
+	e.dead = true
+	e.mu.Unlock()
+	s.countRole(old, -1)
+	s.mu.Lock()
+	if s.mu.entries[e.key] == e {
+		delete(s.mu.entries, e.key)
+	}
+	s.mu.Unlock()
+	s.log.Debug("dropped a session copy", "key", e.key, "reason", reason)
+	return true
+}
+
+// dropStale drops a primary copy found outdated and tells its secondary,
+// whose copy is as outdated (it keeps a copy that ranks higher).
+func (s *Sessions) dropStale(e *entry, st state) {
+	if !s.dropIf(e, st, "stale: a newer copy exists") {
+		return
+	}
+	s.stats.staleDrops.Add(1)
+	s.log.Info("dropped a stale session copy", "key", e.key, "epoch", st.epoch)
+	if st.secondary != "" {
+		s.spawn(func() { s.sendDrop(st.secondary, e.key, st.rank(), false) })
+	}
+}
+
+func (s *Sessions) countRole(r role, d int64) {
+	switch r {
+	case rolePrimary:
+		s.nPrimary.Add(d)
+	case roleSecondary:
+		s.nSecond.Add(d)
+	}
+}
+
+// now is the monotonic clock entries record their last access with.
+func (s *Sessions) now() int64 { return int64(time.Since(s.start)) }
+
+func (s *Sessions) touch(e *entry) {
+	e.last.Store(s.now())
+	if !e.used.Load() {
+		e.used.Store(true)
+	}
+}
+
+// tombTTL is how long an invalidated key is remembered: past it, every
+// copy left anywhere has expired.
+func (s *Sessions) tombTTL() time.Time {
+	return time.Now().Add(s.opts.IdleTimeout + 4*s.opts.tick())
+}
+
+// movedTo remembers that key's session went to name.
+func (s *Sessions) movedTo(key, name string) {
+	if name != "" && name != s.self {
+		s.moved.put(key, name, s.tombTTL())
+	}
 }
 
 // attrs is a session's attributes, sorted by name. A published attrs is

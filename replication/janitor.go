@@ -1,0 +1,162 @@
+package replication
+
+import (
+	"context"
+	"time"
+)
+
+// The janitor: a periodic sweep of the table that expires idle copies,
+// tells secondaries which sessions were used, repairs sessions without a
+// secondary, and starts the failovers that events missed.
+
+// wake makes the janitor sweep now rather than at its next tick.
+func (s *Sessions) wake() {
+	select {
+	case s.kick <- struct{}{}:
+	default:
+	}
+}
+
+// janitor expires idle copies, tells secondaries which sessions were
+// used, gives a secondary to sessions that lack one, resolves copies
+// contested with peers that came back, and forgets old tombstones and
+// peers.
+func (s *Sessions) janitor() {
+	tick := s.opts.tick()
+	t := time.NewTicker(tick)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+		case <-s.kick:
+		case <-s.ctx.Done():
+			return
+		}
+		s.sweep(tick)
+	}
+}
+
+func (s *Sessions) sweep(tick time.Duration) {
+	now := s.now()
+	idle := int64(s.opts.IdleTimeout)
+	grace := int64(2 * tick)
+	touches := map[string][]string{}
+	contested := map[string][]*entry{}
+	confirms := map[string][]*entry{}
+	confirmAge := int64(4 * tick)
+	var repairs, moves []*entry
+	for _, e := range s.entries() {
+		st := e.state()
+		age := now - e.last.Load()
+		switch st.role {
+		case rolePrimary:
+			if age > idle {
+				s.expire(e, st)
+				continue
+			}
+			if st.secondary != "" && e.used.Swap(false) {
+				touches[st.secondary] = append(touches[st.secondary], e.key)
+			}
+			if st.secondary == "" {
+				repairs = append(repairs, e)
+			} else if down, _ := s.down(st.secondary); down {
+				moves = append(moves, e)
+			}
+			for _, n := range s.contestedLive(st.contested) {
+				contested[n] = append(contested[n], e)
+			}
+		case roleSecondary:
+			if age > idle+grace {
+				s.dropIf(e, st, "secondary expired")
+				s.stats.expired.Add(1)
+				continue
+			}
+			if down, _ := s.down(st.primary); down {
+				moves = append(moves, e)
+			} else if now-e.confirmed.Load() > confirmAge && s.isAlive(st.primary) {
+				confirms[st.primary] = append(confirms[st.primary], e)
+			}
+		}
+	}
+	s.tomb.sweep(time.Now())
+	s.moved.sweep(time.Now())
+	s.prunePeers()
+	for name, keys := range touches {
+		s.wg.Go(func() { s.sendTouch(name, keys) })
+	}
+	if len(repairs) > 0 {
+		s.wg.Go(func() { s.repair(repairs) })
+	}
+	if len(moves) > 0 && s.quorum() {
+		// Failovers that an event started without quorum, or missed.
+		s.wg.Go(func() { s.move(moves) })
+	}
+	for name, list := range contested {
+		s.wg.Go(func() { s.resolveWith(name, list) })
+	}
+	for name, list := range confirms {
+		s.wg.Go(func() { s.confirmWith(name, list) })
+	}
+}
+
+// expire drops an idle primary copy and tells its secondary.
+func (s *Sessions) expire(e *entry, st state) {
+	select {
+	case e.wl <- struct{}{}: // busy sessions are not idle; try next tick
+	default:
+		return
+	}
+	defer e.unlock()
+	if e.state().role != rolePrimary || s.now()-e.last.Load() <= int64(s.opts.IdleTimeout) {
+		return
+	}
+	s.drop(e, "primary expired")
+	s.stats.expired.Add(1)
+	if st.secondary != "" {
+		s.wg.Go(func() { s.sendDrop(st.secondary, e.key, st.rank(), false) })
+	}
+}
+
+// confirmWith asks a primary whether our secondary copies of its
+// sessions are current, and drops those it has moved on from: copies
+// left behind when a takeover's answer was lost or a drop did not arrive.
+func (s *Sessions) confirmWith(name string, list []*entry) {
+	ctx, cancel := context.WithTimeout(s.ctx, s.opts.CallTimeout)
+	defer cancel()
+	req := confirmReq{From: s.self, Items: make([]rankWire, len(list))}
+	states := make([]state, len(list))
+	for i, e := range list {
+		states[i] = e.state()
+		req.Items[i] = rankWire{Key: e.key, Epoch: states[i].epoch}
+	}
+	var r confirmReply
+	if _, err := s.call(ctx, name, methodConfirm, req, &r); err != nil || len(r.St) != len(list) {
+		s.log.Debug("confirm failed", "peer", name, "err", err)
+		return
+	}
+	now := s.now()
+	for i, e := range list {
+		st := states[i]
+		switch r.St[i] {
+		case stOK:
+			e.confirmed.Store(now)
+			continue
+		case stUnknown:
+			if st.primaryInc != r.I || st.pending {
+				// Made by an earlier incarnation, or kept for a new
+				// primary that never installed it: ours may be the only
+				// copy left; a request with an old route finds it.
+				continue
+			}
+		case stGone:
+			s.tomb.add(e.key, s.tombTTL())
+		case stStale:
+		default:
+			continue
+		}
+		// Drop only if nothing changed meanwhile.
+		if s.dropIf(e, st, "confirm: orphan, answer "+r.St[i].String()) {
+			s.movedTo(e.key, name)
+		}
+	}
+}

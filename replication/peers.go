@@ -1,0 +1,387 @@
+package replication
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"hash/fnv"
+	"syscall"
+	"time"
+
+	"github.com/troupe-go/troupe/internal/quorum"
+	"github.com/troupe-go/troupe/membership"
+)
+
+// The other nodes that hold sessions, as membership events report them;
+// the placement of secondaries among them; quorum; and whether a peer is
+// gone for sure.
+
+// peer is what this node knows about another member.
+type peer struct {
+	name  string
+	id    string
+	tag   string // its TagKey: the incarnation of its Sessions, "" if it has none
+	group string
+	alive bool // a live member that holds sessions
+	// failed says that membership declared it failed (rather than that
+	// it left) when it last went down, at downAt.
+	failed bool
+	downAt time.Time
+
+	// This node as primary, the peer as secondary.
+	leaseUntil time.Time // we may serve copies it backs until then
+	gen        uint64    // its lease generation for us, as last reported
+	count      int       // secondary copies it holds, as last reported
+	pending    int       // copies we are sending it now
+
+	// This node as secondary, the peer as primary.
+	grantedUntil time.Time // the peer may serve copies we back until then
+	grantGen     uint64    // bumped whenever we take over one of its sessions
+}
+
+func (s *Sessions) eventLoop() {
+	for ev := range s.sub.Events() {
+		if ev.Member.Name == s.self {
+			continue
+		}
+		switch ev.Type {
+		case membership.EventJoin, membership.EventUpdate:
+			s.peerUp(ev.Member)
+		case membership.EventLeave, membership.EventFail:
+			s.peerDown(ev.Member.Name, ev.Type == membership.EventFail)
+		}
+	}
+}
+
+func (s *Sessions) peerUp(m membership.Member) {
+	tag := m.Tag(TagKey)
+	s.pmu.Lock()
+	p := s.peerLocked(m.Name)
+	was, wasTag := p.alive, p.tag
+	p.group = m.Group
+	p.tag = tag
+	p.alive = tag != ""
+	if was && !p.alive {
+		p.downAt, p.failed = time.Now(), false
+	}
+	if p.alive && tag != wasTag {
+		// A new incarnation: what the old one reported does not hold.
+		p.leaseUntil, p.gen, p.count = time.Time{}, 0, 0
+	}
+	if p.alive {
+		other, taken := s.pmu.byID[p.id]
+		if taken && other != p.name {
+			// The smaller name keeps the id, on every node alike.
+			s.log.Warn("two nodes share a session node id; rename one", "id", p.id, "a", other, "b", p.name)
+		}
+		if !taken || other >= p.name {
+			s.pmu.byID[p.id] = p.name
+		}
+	} else if s.pmu.byID[p.id] == p.name {
+		delete(s.pmu.byID, p.id)
+	}
+	s.changedLocked()
+	s.pmu.Unlock()
+	switch {
+	case was && !p.alive:
+		// Its sessions stopped (Leave or Shutdown), the member stays.
+		s.goFailover(m.Name, false)
+	case !was && p.alive:
+		s.wake() // repairs: sessions without a secondary, contested copies
+	}
+}
+
+func (s *Sessions) peerDown(name string, failed bool) {
+	s.pmu.Lock()
+	p := s.peerLocked(name)
+	was := p.alive
+	p.alive = false
+	p.downAt = time.Now()
+	p.failed = failed
+	if s.pmu.byID[p.id] == name {
+		delete(s.pmu.byID, p.id)
+	}
+	s.changedLocked()
+	s.pmu.Unlock()
+	if was {
+		s.goFailover(name, failed)
+	}
+}
+
+func (s *Sessions) peerLocked(name string) *peer {
+	p := s.pmu.peers[name]
+	if p == nil {
+		p = &peer{name: name, id: NodeID(name)}
+		s.pmu.peers[name] = p
+	}
+	return p
+}
+
+// changedLocked wakes everyone waiting for a peer change.
+func (s *Sessions) changedLocked() {
+	close(s.pmu.changed)
+	s.pmu.changed = make(chan struct{})
+}
+
+func (s *Sessions) changes() <-chan struct{} {
+	s.pmu.Lock()
+	defer s.pmu.Unlock()
+	return s.pmu.changed
+}
+
+// pause waits before a retry: for d, or until changes is closed (the
+// peers changed), or until ctx ends, when it returns false.
+func pause(ctx context.Context, changes <-chan struct{}, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-changes:
+	case <-t.C:
+	case <-ctx.Done():
+		return false
+	}
+	return true
+}
+
+// isAlive reports whether name is a live member that holds sessions.
+func (s *Sessions) isAlive(name string) bool {
+	s.pmu.Lock()
+	defer s.pmu.Unlock()
+	p := s.pmu.peers[name]
+	return p != nil && p.alive
+}
+
+// idOf returns a node's id in routes, cached for known peers.
+func (s *Sessions) idOf(name string) string {
+	if name == s.self {
+		return s.selfID
+	}
+	s.pmu.Lock()
+	p := s.pmu.peers[name]
+	s.pmu.Unlock()
+	if p != nil {
+		return p.id
+	}
+	return NodeID(name)
+}
+
+// nameOf maps a node id from a route to a live peer's name.
+func (s *Sessions) nameOf(id string) (string, bool) {
+	if id == "" {
+		return "", false
+	}
+	if id == s.selfID {
+		return s.self, true
+	}
+	s.pmu.Lock()
+	defer s.pmu.Unlock()
+	n, ok := s.pmu.byID[id]
+	return n, ok
+}
+
+// liveCount is the number of nodes with sessions this node sees, itself
+// included: the "members" part of a copy's rank.
+func (s *Sessions) liveCount() int {
+	s.pmu.Lock()
+	defer s.pmu.Unlock()
+	return s.liveLocked()
+}
+
+func (s *Sessions) liveLocked() int {
+	n := 1
+	for _, p := range s.pmu.peers {
+		if p.alive {
+			n++
+		}
+	}
+	return n
+}
+
+// contestedLive returns the peers in list that are alive now.
+func (s *Sessions) contestedLive(list []string) []string {
+	if len(list) == 0 {
+		return nil
+	}
+	var out []string
+	s.pmu.Lock()
+	defer s.pmu.Unlock()
+	for _, n := range list {
+		if p := s.pmu.peers[n]; p != nil && p.alive {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+// hasCandidate reports whether some peer could be a secondary.
+func (s *Sessions) hasCandidate() bool {
+	s.pmu.Lock()
+	defer s.pmu.Unlock()
+	for _, p := range s.pmu.peers {
+		if p.alive {
+			return true
+		}
+	}
+	return false
+}
+
+// down reports whether name is a peer that was alive and went down
+// (failed, left, or stopped its sessions), and whether it failed.
+func (s *Sessions) down(name string) (down, failed bool) {
+	s.pmu.Lock()
+	defer s.pmu.Unlock()
+	p := s.pmu.peers[name]
+	if p == nil || p.alive || p.downAt.IsZero() {
+		return false, false
+	}
+	return true, p.failed
+}
+
+// gone reports whether name's sessions are certainly not served any
+// more: membership says it is not alive, or it runs but its sessions do
+// not (they were shut down: see notServing), or its transport refuses
+// connections (the process stopped). A paused process or a network cut
+// does not refuse: a peer that is merely unreachable is not gone, it may
+// be serving on the other side of a cut.
+func (s *Sessions) gone(ctx context.Context, name string) bool {
+	if !s.isAlive(name) {
+		return true
+	}
+	for range 3 { // a pooled connection may die first; the next call dials
+		_, err := s.ch.Call(ctx, name, methodPing, nil)
+		switch {
+		case err == nil:
+			return false
+		case errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, membership.ErrUnknownMember), notServing(err):
+			return true
+		case !errors.Is(err, membership.ErrUnreachable):
+			return false
+		}
+	}
+	return false
+}
+
+// quorum reports whether this node sees at least half of the session
+// nodes that were alive within the last QuorumWindow, itself included.
+// Nodes that left are not counted; nodes that failed are, for the
+// window. Only then does it take over the sessions of failed peers.
+func (s *Sessions) quorum() bool {
+	s.pmu.Lock()
+	defer s.pmu.Unlock()
+	live, base := 1, 1
+	for _, p := range s.pmu.peers {
+		switch {
+		case p.alive:
+			live++
+			base++
+		case p.failed && time.Since(p.downAt) < s.opts.QuorumWindow:
+			base++
+		}
+	}
+	return quorum.Holds(live, base)
+}
+
+// pick chooses a secondary for key: a live peer outside this node's
+// replication group if there is one, else any live peer; among those the
+// one holding the fewest secondary copies; ties broken by a hash of the
+// key, so that concurrent creators spread out.
+func (s *Sessions) pick(key string, exclude map[string]bool) string {
+	group := s.cluster.LocalMember().Group
+	s.pmu.Lock()
+	defer s.pmu.Unlock()
+	var best *peer
+	var bestOut bool
+	var bestHash uint32
+	for _, p := range s.pmu.peers {
+		if !p.alive || exclude[p.name] || p.name == s.self {
+			continue
+		}
+		out := group == "" || p.group != group
+		h := fnv.New32a()
+		h.Write([]byte(key))
+		h.Write([]byte(p.name))
+		ph := h.Sum32()
+		switch {
+		case best == nil:
+		case out != bestOut:
+			if !out {
+				continue
+			}
+		case p.count+p.pending != best.count+best.pending:
+			if p.count+p.pending > best.count+best.pending {
+				continue
+			}
+		case cmp.Compare(ph, bestHash) >= 0:
+			continue
+		}
+		best, bestOut, bestHash = p, out, ph
+	}
+	if best == nil {
+		return ""
+	}
+	best.pending++
+	return best.name
+}
+
+// unpick ends a pick's reservation.
+func (s *Sessions) unpick(name string) {
+	s.pmu.Lock()
+	defer s.pmu.Unlock()
+	if p := s.pmu.peers[name]; p != nil && p.pending > 0 {
+		p.pending--
+	}
+}
+
+// placeSecondary picks a secondary for st by the placement rule and sends
+// it a full copy; it tries up to maxPlacementTries candidates and leaves
+// st.secondary empty when none takes the copy. exclude names nodes not to
+// use. It returns errStaleCopy or errGoneCopy when a candidate holds a
+// newer copy or knows the session was invalidated, and the context's
+// error when ctx ends.
+func (s *Sessions) placeSecondary(ctx context.Context, key string, st *state, exclude map[string]bool) error {
+	tried := map[string]bool{}
+	for k, v := range exclude {
+		tried[k] = v
+	}
+	st.secondary = ""
+	for range maxPlacementTries {
+		name := s.pick(key, tried)
+		if name == "" {
+			return nil
+		}
+		tried[name] = true
+		r, err := s.apply(ctx, name, s.fullCopy(key, st))
+		s.unpick(name)
+		if err != nil {
+			if ctx.Err() != nil {
+				return context.Cause(ctx)
+			}
+			s.log.Debug("secondary candidate refused a copy", "peer", name, "err", err)
+			continue
+		}
+		switch r.St {
+		case stOK:
+			st.secondary = name
+			st.verifiedGen = r.G
+			return nil
+		case stStale:
+			return errStaleCopy
+		case stGone:
+			return errGoneCopy
+		}
+	}
+	return nil
+}
+
+// prunePeers forgets peers that have been gone for long: the map of
+// peers stays bounded by the members seen recently.
+func (s *Sessions) prunePeers() {
+	keep := max(s.opts.IdleTimeout, 10*time.Minute)
+	s.pmu.Lock()
+	defer s.pmu.Unlock()
+	for name, p := range s.pmu.peers {
+		if !p.alive && !p.downAt.IsZero() && time.Since(p.downAt) > keep {
+			delete(s.pmu.peers, name)
+		}
+	}
+}

@@ -1,0 +1,234 @@
+package replication
+
+import (
+	"context"
+	"errors"
+	"fmt"
+)
+
+// Takeover on request: a Get on a node that is not the session's primary
+// makes it the primary, taking the session from its holders or, when
+// they cannot hand it over, promoting this node's own secondary copy.
+
+// acquire makes this node the primary of a session it does not serve:
+// local is its secondary copy, if it has one. One acquisition per key
+// runs at a time on a node; the others wait for it and return errRetry.
+func (s *Sessions) acquire(ctx context.Context, rid ID, local *entry, hint []string) (*Session, error) {
+	key := rid.Key
+	s.mu.Lock()
+	if s.mu.closed {
+		s.mu.Unlock()
+		return nil, ErrClosed
+	}
+	if ch, ok := s.mu.taking[key]; ok {
+		s.mu.Unlock()
+		select {
+		case <-ch:
+			return nil, errRetry
+		case <-ctx.Done():
+			return nil, unavailable("waiting for a takeover", context.Cause(ctx))
+		}
+	}
+	ch := make(chan struct{})
+	s.mu.taking[key] = ch
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.mu.taking, key)
+		s.mu.Unlock()
+		close(ch)
+	}()
+	// The table may have changed before we registered.
+	if e := s.lookup(key); e != local || (local != nil && local.state().role != roleSecondary) {
+		return nil, errRetry
+	}
+
+	var sources []string
+	var localPrimary string
+	var localState state
+	if local != nil {
+		localState = local.state()
+		localPrimary = localState.primary
+		sources = append(sources, localPrimary)
+	}
+	sources = append(sources, hint...)
+	for _, nid := range []string{rid.Primary, rid.Secondary} {
+		if n, ok := s.nameOf(nid); ok {
+			sources = append(sources, n)
+		}
+	}
+	seen := map[string]bool{s.self: true}
+	var unreachable []string
+	answers := map[string]status{}
+	incs := map[string]uint64{}
+	for i := 0; i < len(sources); i++ {
+		src := sources[i]
+		if seen[src] {
+			continue
+		}
+		seen[src] = true
+		var r takeReply
+		_, err := s.call(ctx, src, methodTake, takeReq{From: s.self, Inc: s.inc, Key: key, Unreachable: unreachable}, &r)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil, unavailable("take "+key+" from "+src, err)
+			}
+			unreachable = append(unreachable, src)
+			continue
+		}
+		answers[src], incs[src] = r.St, r.Inc
+		switch r.St {
+		case stOK:
+			return s.install(ctx, key, local, localState, &r, src)
+		case stGone:
+			if local != nil {
+				s.drop(local, "take: invalidated")
+			}
+			s.tomb.add(key, s.tombTTL())
+			return nil, fmt.Errorf("%w: %s was invalidated", ErrNotFound, key)
+		case stUnknown:
+			if r.Moved != "" && len(sources) < 16 {
+				sources = append(sources, r.Moved) // follow the session
+			}
+		}
+	}
+	if local != nil {
+		// Nobody handed the session over. Our own copy is the best there
+		// is, unless its primary answered that it is busy with it.
+		switch st, asked := answers[localPrimary]; {
+		case !asked:
+			return s.promoteLocal(ctx, local, localPrimary, true)
+		case st == stUnknown && (incs[localPrimary] != localState.primaryInc || localState.pending):
+			// The primary restarted and lost its copy, or it never
+			// installed the session we handed over: ours is the one.
+			return s.promoteLocal(ctx, local, localPrimary, false)
+		case st == stUnknown:
+			// The primary that gave us this copy moved on from it: it is
+			// an orphan, not the session.
+			s.dropIf(local, localState, "orphan: its primary moved on")
+			if len(answers) > 0 {
+				return nil, errRetry
+			}
+		}
+	}
+	for _, st := range answers {
+		if st == stBusy {
+			return nil, errBusy // Get tries again shortly
+		}
+	}
+	if len(unreachable) > 0 {
+		return nil, fmt.Errorf("%w: %s: unreachable: %v", ErrUnavailable, key, unreachable)
+	}
+	return nil, fmt.Errorf("%w: %s", ErrNotFound, key)
+}
+
+// install makes this node the primary of a session that src handed over,
+// at the rank the handover set.
+func (s *Sessions) install(ctx context.Context, key string, local *entry, seen state, r *takeReply, src string) (*Session, error) {
+	e := local
+	if e == nil {
+		var err error
+		e, err = s.insert(newEntry(key, s.now()))
+		if err != nil {
+			return nil, err
+		}
+	}
+	if err := e.lock(ctx); err != nil {
+		return nil, unavailable("install", err)
+	}
+	defer e.unlock()
+	if cur := e.state(); local != nil && (cur.role != seen.role || cur.epoch != seen.epoch || cur.primary != seen.primary) {
+		// Our copy changed while we asked (a peer's request moved it):
+		// do not fork the session. The copy src kept for us is pending,
+		// so it is found again by the next request.
+		return nil, errBusy
+	}
+	attrs := attrsOf(r.Attrs)
+	st := state{
+		role:      rolePrimary,
+		epoch:     r.Epoch,
+		members:   r.Members,
+		version:   r.Version,
+		attrs:     attrs,
+		size:      attrs.size(),
+		primary:   s.self,
+		contested: r.Contested,
+	}
+	err := s.placeSecondary(ctx, key, &st, nil)
+	switch {
+	case errors.Is(err, errStaleCopy), errors.Is(err, errGoneCopy):
+		s.drop(e, "install found a newer copy")
+		return nil, errRetry
+	case st.secondary == "" && r.Kept != "" && s.isAlive(r.Kept):
+		// The node that handed the session over kept a copy in our
+		// lineage: it is our secondary until the next verify says
+		// otherwise.
+		st.secondary = r.Kept
+	case err != nil:
+		s.log.Warn("took a session over but could not give it a secondary", "key", key, "err", err)
+	}
+	if !s.publish(e, st) {
+		return nil, errRetry
+	}
+	s.touch(e)
+	s.stats.takeovers.Add(1)
+	s.log.Info("took a session over", "key", key, "from", src, "epoch", st.epoch, "secondary", st.secondary)
+	if kept := r.Kept; kept != "" && kept != st.secondary && kept != s.self {
+		// The copy kept in our lineage is not needed.
+		s.spawn(func() { s.sendDrop(kept, key, st.rank(), false) })
+	}
+	if old := r.Secondary; old != "" && old != st.secondary && old != s.self && old != src {
+		s.spawn(func() { s.sendDrop(old, key, rank{r.Epoch, r.Members, s.self}, false) })
+	}
+	return newHandle(s, e, st), nil
+}
+
+// promoteLocal makes our secondary copy the primary one because its
+// primary could not hand it over. When the primary might still serve it
+// (contest), the lease we granted it must run out first.
+func (s *Sessions) promoteLocal(ctx context.Context, e *entry, oldPrimary string, contest bool) (*Session, error) {
+	if err := e.lock(ctx); err != nil {
+		return nil, unavailable("promote", err)
+	}
+	defer e.unlock()
+	st := e.state()
+	if st.role != roleSecondary || st.primary != oldPrimary {
+		return nil, errRetry
+	}
+	if contest {
+		// The primary may still serve its copy: only if it is gone for
+		// sure, and once the lease we granted it has run out.
+		if !s.gone(ctx, oldPrimary) || !s.quorum() {
+			return nil, fmt.Errorf("%w: %s: its primary %s is unreachable but not known to be gone", ErrUnavailable, e.key, oldPrimary)
+		}
+		if err := s.revoke(ctx, oldPrimary, false); err != nil {
+			return nil, unavailable("waiting for the lease of "+oldPrimary, err)
+		}
+	}
+	next := st
+	next.role = rolePrimary
+	next.primary = s.self
+	next.epoch++
+	next.members = s.liveCount()
+	if contest {
+		next.contested = withName(st.contested, oldPrimary)
+	}
+	err := s.placeSecondary(ctx, e.key, &next, map[string]bool{oldPrimary: contest})
+	switch {
+	case errors.Is(err, errStaleCopy), errors.Is(err, errGoneCopy):
+		s.drop(e, "promoteLocal found a newer copy")
+		return nil, errRetry
+	case next.secondary == "" && contest && s.liveCount() > 1:
+		// As in promote: without a new secondary we may be cut off.
+		return nil, fmt.Errorf("%w: %s: no node took a copy", ErrUnavailable, e.key)
+	case err != nil:
+		s.log.Warn("promoted a session but could not give it a secondary", "key", e.key, "err", err)
+	}
+	if !s.publish(e, next) {
+		return nil, errRetry
+	}
+	s.touch(e)
+	s.stats.takeovers.Add(1)
+	s.log.Info("promoted a session on request", "key", e.key, "old_primary", oldPrimary, "epoch", next.epoch, "secondary", next.secondary)
+	return newHandle(s, e, next), nil
+}
