@@ -48,6 +48,10 @@ func (c Config) Validate() error {
 	var errs []error
 	c = c.withDefaults()
 	errs = append(errs, c.Membership.Validate(), c.Naming.Validate(), c.Sessions.Validate(), c.Pins.Validate())
+	if min := c.Sessions.MinMessageSize(); c.Membership.MaxMessageSize < min {
+		errs = append(errs, fmt.Errorf("troupe: Membership.MaxMessageSize %d cannot carry a session of Sessions.MaxSessionSize: it must be at least %d",
+			c.Membership.MaxMessageSize, min))
+	}
 	if c.HTTPAddr != "" {
 		if _, _, err := net.SplitHostPort(c.HTTPAddr); err != nil {
 			errs = append(errs, fmt.Errorf("troupe: HTTPAddr %q: %w", c.HTTPAddr, err))
@@ -72,6 +76,11 @@ func (c Config) withDefaults() Config {
 		if c.Pins.Logger == nil {
 			c.Pins.Logger = c.Logger
 		}
+	}
+	// A full copy of a session travels in one transport message: a large
+	// MaxSessionSize raises the default message limit with it.
+	if c.Membership.MaxMessageSize == 0 {
+		c.Membership.MaxMessageSize = max(membership.DefaultMaxMessageSize, c.Sessions.MinMessageSize())
 	}
 	if c.HTTPAddr != "" {
 		tag := c.Pins.HTTPTag
@@ -101,7 +110,7 @@ type Node struct {
 
 // Start joins (or forms) the cluster and starts the naming tree, the
 // session store and pins on it. ctx bounds the start: discovery of the
-// first well-known member, the session transport's listener. On error,
+// first well-known member, the transport's listener. On error,
 // whatever had started is stopped again.
 func Start(ctx context.Context, cfg Config) (*Node, error) {
 	if err := cfg.Validate(); err != nil {

@@ -194,6 +194,10 @@ func (ch *Channel) codeOf(err error) error {
 // published to its peers.
 func (c *Cluster) TransportAddr() string { return c.callAddr }
 
+// MaxMessageSize returns the largest call, answer or direct message this
+// node's transport accepts (Config.MaxMessageSize, default applied).
+func (c *Cluster) MaxMessageSize() int { return c.cfg.MaxMessageSize }
+
 // transportAddrOf returns the transport address of a live member.
 func (c *Cluster) transportAddrOf(node string) (string, error) {
 	c.mu.RLock()

@@ -140,6 +140,10 @@ func NewSessions(ctx context.Context, cluster *membership.Cluster, opts Options)
 		return nil, err
 	}
 	o := opts.withDefaults()
+	if max := cluster.MaxMessageSize(); max < o.MinMessageSize() {
+		return nil, fmt.Errorf("%w: MaxSessionSize %d needs the cluster's MaxMessageSize to be at least %d, it is %d",
+			ErrInvalidOptions, o.MaxSessionSize, o.MinMessageSize(), max)
+	}
 	s := &Sessions{
 		cluster: cluster,
 		opts:    o,
