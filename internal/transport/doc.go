@@ -1,8 +1,9 @@
 // Package transport carries requests and their answers between Troupe
-// nodes over persistent, multiplexed connections. Troupe's layers send
-// their requests to peers over it rather than over memberlist's
-// SendReliable, which opens a TCP connection per message; memberlist
-// keeps gossip and failure detection.
+// nodes over persistent, multiplexed connections. Each node runs one,
+// owned by its membership.Cluster, which routes requests to the layers'
+// channels by method name; every layer's node-to-node requests ride it
+// rather than memberlist's SendReliable, which opens a TCP connection per
+// message. memberlist keeps gossip and failure detection.
 //
 // # Start
 //
@@ -89,7 +90,11 @@
 // cluster key without revealing it, derive fresh session keys, and seal
 // every frame with AES-GCM. With neither, traffic is plaintext. A peer
 // that fails the handshake is refused and logged, and the dialer gets
-// ErrHandshake.
+// ErrHandshake. Each hello carries the sender's Config.Name, which the
+// peer's handlers see as the sender of its requests; with keys or TLS the
+// name is covered by the handshake. An error that a handler returns
+// travels as its text and, for a CodedError, its code, from which the
+// layer above restores the sentinel error (errors.Is).
 //
 // # Shut down
 //
