@@ -69,8 +69,15 @@ func (c *core) startConfirm(name string, members []string, done chan error) {
 		}
 	}
 	c.confirms[c.nextReq] = cf
+	// One encoding for every member: this is on the Bind's critical path.
+	raw, err := encodeMsg(msgConfirm, msg)
+	if err != nil {
+		c.log.Error("encode message", "type", msgConfirm, "err", err)
+	}
 	for m := range cf.waiting {
-		c.direct(m, msgConfirm, msg)
+		if raw != nil {
+			c.out = append(c.out, outMsg{to: m, raw: raw})
+		}
 	}
 	c.settleConfirm(c.nextReq, cf)
 }
