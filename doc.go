@@ -15,6 +15,7 @@
 //			ClusterName: "shop",
 //			BindAddr:    "10.0.0.7:7946",
 //			WellKnown:   []string{"10.0.0.5:7946"},
+//			SecretKeys:  [][]byte{key}, // the cluster's key, the same on every server
 //		},
 //		HTTPAddr: "10.0.0.7:8080", // where this server's HTTP handlers listen
 //	})
@@ -22,6 +23,14 @@
 //		return err
 //	}
 //	defer node.Shutdown()
+//
+// Without SecretKeys, Start refuses to run (membership.Config.Insecure
+// opts out, for tests on one host): the key authenticates and encrypts
+// gossip and every node-to-node request. Make one with
+// "head -c 32 /dev/urandom | base64" and read it with
+// membership.DecodeKey. With WellKnown set, Start fails if no well-known
+// member accepts this server within membership.Config.JoinTimeout,
+// rather than run it as a cluster of one.
 //
 // Start joins the cluster and starts the four parts, each reachable from
 // the Node: Cluster (members and their events), Names (the naming tree),

@@ -21,6 +21,7 @@ func Example() {
 			NodeName:    "node-1",
 			BindAddr:    "127.0.0.1:0",
 			Profile:     membership.ProfileLocal,
+			SecretKeys:  [][]byte{membership.GenerateKey()}, // the same key on every node
 		},
 	})
 	if err != nil {

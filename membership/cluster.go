@@ -180,6 +180,9 @@ func New(ctx context.Context, cfg Config) (*Cluster, error) {
 		c.Shutdown()
 		return nil, err
 	}
+	if !c.Secure() {
+		c.log.Warn("running without cluster keys (Insecure): anyone who can reach this node can join the cluster and read or forge its traffic", "addr", c.Addr())
+	}
 	c.log.Info("membership started", "addr", c.Addr(), "cluster", r.ClusterName, "profile", r.Profile)
 	return c, nil
 }
@@ -221,6 +224,11 @@ func (c *Cluster) memberlistConfig(adv netip.AddrPort) (*memberlist.Config, erro
 	}
 	return mlc, nil
 }
+
+// Secure reports whether the node runs with cluster keys: then gossip,
+// state exchange and the transport are authenticated and encrypted. It
+// is false only for a node started with Config.Insecure.
+func (c *Cluster) Secure() bool { return len(c.cfg.SecretKeys) > 0 }
 
 // Name returns the local node's name.
 func (c *Cluster) Name() string { return c.name }

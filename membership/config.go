@@ -189,6 +189,24 @@ type Config struct {
 	// authenticated, and a node without the key can neither join nor read.
 	SecretKeys [][]byte
 
+	// Insecure lets the node run without SecretKeys: gossip, state
+	// exchange and the transport are then plaintext and unauthenticated,
+	// and anyone who can reach the node's ports can join the cluster, read
+	// what its layers exchange (sessions included) and forge it. New
+	// refuses to start without SecretKeys unless Insecure is set, and then
+	// logs a Warn. For tests and demos on one host only. (TLS alone does
+	// not suffice: it covers the transport, not memberlist's gossip.)
+	Insecure bool
+
+	// JoinTimeout is how long New keeps trying the well-known members
+	// before it fails with ErrNoPeers: a node that starts alone would act
+	// as a cluster of one (take pins, run singletons) beside the real
+	// one. A node that is itself one of the well-known members does not
+	// wait: it may be the first. Negative: do not wait, start alone and
+	// keep trying in the background (for a node that may start before
+	// every well-known member). Default DefaultJoinTimeout.
+	JoinTimeout time.Duration
+
 	// TransportAddr is the "ip:port" of this node's transport: the one
 	// listener on which it serves its peers' calls and direct messages
 	// (Channel.Call, Channel.Send), shared by every layer above, over
@@ -228,8 +246,11 @@ type Config struct {
 	Faults Network
 }
 
-// DefaultMaxMessageSize is the default of Config.MaxMessageSize.
-const DefaultMaxMessageSize = 4 << 20
+// Defaults of Config fields.
+const (
+	DefaultMaxMessageSize = 4 << 20
+	DefaultJoinTimeout    = 10 * time.Second
+)
 
 // Limits enforced by Validate.
 const (
@@ -372,6 +393,13 @@ func (c Config) withDefaults() (resolved, error) {
 	}
 	if r.MaxMessageSize < minMessageSize || r.MaxMessageSize > maxMessageSize {
 		bad("MaxMessageSize %d is outside [%d, %d]", r.MaxMessageSize, minMessageSize, maxMessageSize)
+	}
+
+	if len(r.SecretKeys) == 0 && !r.Insecure {
+		bad("SecretKeys is empty: without a cluster key anyone who can reach this node can join the cluster and read or forge what it carries; set SecretKeys on every node (make one with: head -c 32 /dev/urandom | base64), or set Insecure for a test on one host")
+	}
+	if r.JoinTimeout == 0 {
+		r.JoinTimeout = DefaultJoinTimeout
 	}
 
 	if r.Profile < ProfileLAN || r.Profile > ProfileWAN {

@@ -3,6 +3,7 @@ package membership
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"net"
 	"net/netip"
@@ -40,25 +41,68 @@ func newDiscovery(c *Cluster) *discovery {
 	return &discovery{c: c, timing: c.cfg.Profile.discovery(), kick: make(chan struct{}, 1), done: make(chan struct{})}
 }
 
-// initialJoin tries the well-known members once so that New can report a
-// name clash, and so that a node whose peers are up is joined when New
-// returns. Nobody answering is not an error: they may start later.
+// initialJoin joins a well-known member before New returns, retrying
+// with backoff for up to JoinTimeout, so that a node that cannot reach its
+// cluster (it is down, or this node has another ClusterName or key) fails
+// instead of running alone as a cluster of one. A node that is itself a
+// well-known member tries once: it may be the first. So does one with a
+// negative JoinTimeout, which keeps trying in the background.
 func (d *discovery) initialJoin(ctx context.Context) error {
-	if len(d.c.cfg.WellKnown) == 0 {
+	c := d.c
+	if len(c.cfg.WellKnown) == 0 {
 		return nil
 	}
-	targets := d.targets(ctx)
-	if len(targets) == 0 {
-		return nil
+	self, wait := d.isWellKnown(ctx), c.cfg.JoinTimeout
+	deadline := time.Now().Add(wait)
+	backoff := d.timing.joinBackoffMin
+	var last error
+	for {
+		targets := d.targets(ctx)
+		if len(targets) > 0 {
+			n, err := d.join(ctx, targets)
+			if p := c.conflict.Load(); p != nil {
+				return *p
+			}
+			if n > 0 {
+				return nil
+			}
+			if err != nil && !errors.Is(err, ErrNoPeers) {
+				return err
+			}
+			last = err
+		}
+		if self || wait < 0 {
+			return nil
+		}
+		left := time.Until(deadline)
+		if left <= 0 {
+			break
+		}
+		t := time.NewTimer(min(jitter(backoff), left))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return fmt.Errorf("%w: no well-known member accepted this node before the start was cancelled: %w", ErrNoPeers, context.Cause(ctx))
+		case <-t.C:
+		}
+		backoff = min(backoff*2, d.timing.joinBackoffMax)
 	}
-	_, err := d.join(ctx, targets)
-	if p := d.c.conflict.Load(); p != nil {
-		return *p
+	if last == nil {
+		last = errors.New("no well-known member address resolved")
 	}
-	if err != nil && !errors.Is(err, ErrNoPeers) {
-		return err
+	return fmt.Errorf("%w: none of the well-known members %v accepted this node within %v; check that they run and that this node's ClusterName and SecretKeys are theirs (a wrong key or cluster name looks like silence): %w",
+		ErrNoPeers, c.cfg.WellKnown, wait, last)
+}
+
+// isWellKnown reports whether this node's advertised address is among
+// the well-known members'.
+func (d *discovery) isWellKnown(ctx context.Context) bool {
+	for _, a := range d.resolveWellKnown(ctx) {
+		if a == d.c.addr {
+			return true
+		}
 	}
-	return nil
+	return false
 }
 
 func (d *discovery) start() error {

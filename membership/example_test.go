@@ -9,6 +9,7 @@ import (
 
 func Example() {
 	ctx := context.Background()
+	key := membership.GenerateKey() // every node of a cluster shares its key
 	start := func(name, addr string, wellKnown ...string) *membership.Cluster {
 		c, err := membership.New(ctx, membership.Config{
 			ClusterName: "example",
@@ -17,6 +18,7 @@ func Example() {
 			BindAddr:    addr,
 			WellKnown:   wellKnown,
 			Profile:     membership.ProfileLocal,
+			SecretKeys:  [][]byte{key},
 		})
 		if err != nil {
 			panic(err)

@@ -22,7 +22,7 @@ func TestWellKnownMemberStartsLast(t *testing.T) {
 	wkHost := clustertest.Host(4)
 	wk := net.JoinHostPort(wkHost, strconv.Itoa(clustertest.FreePort(t, wkHost)))
 	for range 4 {
-		tc.Add(func(c *membership.Config) { c.WellKnown = []string{wk} })
+		tc.Add(func(c *membership.Config) { c.WellKnown, c.JoinTimeout = []string{wk}, -1 })
 	}
 	for _, n := range tc.Nodes {
 		require.Equal(t, 1, n.NumMembers(), "nobody to join yet")
@@ -101,6 +101,7 @@ func TestWellKnownNameResolvesLater(t *testing.T) {
 	n := tc.Add(func(c *membership.Config) {
 		c.WellKnown = []string{"later.troupe.test:" + port}
 		c.Resolver = res
+		c.JoinTimeout = -1 // start alone, keep trying
 	})
 	require.Equal(t, 1, n.NumMembers(), "nothing to join while the name does not resolve")
 	res.set("later.troupe.test", clustertest.Host(0))
@@ -116,4 +117,33 @@ func TestWellKnownSameNameRefused(t *testing.T) {
 	_, err := membership.New(context.Background(), cfg)
 	require.ErrorIs(t, err, membership.ErrNameInUse)
 	require.Contains(t, err.Error(), tc.Nodes[1].Addr(), "the error names the other node's address")
+}
+
+// A node whose well-known members do not accept it fails to start rather
+// than run as a cluster of one: none is up, or it has the wrong key. A
+// node that is itself a well-known member starts alone.
+func TestWellKnownNoneAcceptsFailsStart(t *testing.T) {
+	tc := clustertest.Start(t, 1)
+	wkHost := clustertest.Host(5)
+	down := net.JoinHostPort(wkHost, strconv.Itoa(clustertest.FreePort(t, wkHost)))
+
+	cfg := clustertest.Config(t, "other", 3, nil)
+	cfg.WellKnown, cfg.JoinTimeout = []string{down}, 300*time.Millisecond
+	_, err := membership.New(t.Context(), cfg)
+	require.ErrorIs(t, err, membership.ErrNoPeers)
+	require.ErrorContains(t, err, "SecretKeys")
+
+	cfg = clustertest.Config(t, tc.Nodes[0].ClusterName(), 3, nil)
+	cfg.SecretKeys = [][]byte{membership.GenerateKey()} // not the cluster's
+	cfg.WellKnown, cfg.JoinTimeout = []string{tc.Nodes[0].Addr()}, 500*time.Millisecond
+	_, err = membership.New(t.Context(), cfg)
+	require.ErrorIs(t, err, membership.ErrNoPeers, "a wrong key must not start alone")
+	require.Equal(t, 1, tc.Nodes[0].NumMembers(), "the stranger never joined")
+
+	self := net.JoinHostPort(clustertest.Host(4), strconv.Itoa(clustertest.FreePort(t, clustertest.Host(4))))
+	cfg = clustertest.Config(t, "first", 4, nil)
+	cfg.BindAddr, cfg.WellKnown = self, []string{self, down}
+	n, err := membership.New(t.Context(), cfg)
+	require.NoError(t, err, "a well-known member may be the first")
+	n.Shutdown()
 }

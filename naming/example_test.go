@@ -13,6 +13,10 @@ import (
 	"github.com/troupe-go/troupe/naming"
 )
 
+// exampleKey is the cluster key of the examples' nodes: every node of a
+// cluster has the same one.
+var exampleKey = membership.GenerateKey()
+
 // Three members on loopback each offer the same clusterable service;
 // any member looks it up and picks an offer.
 func Example() {
@@ -27,6 +31,7 @@ func Example() {
 			NodeName:    fmt.Sprintf("node-%d", i),
 			BindAddr:    "127.0.0.1:0",
 			Profile:     membership.ProfileLocal,
+			SecretKeys:  [][]byte{exampleKey},
 		}
 		if i > 0 {
 			cfg.WellKnown = []string{nodes[0].Addr()}
@@ -156,6 +161,7 @@ func ExampleTree_Watch() {
 		NodeName:    "node-0",
 		BindAddr:    "127.0.0.1:0",
 		Profile:     membership.ProfileLocal,
+		SecretKeys:  [][]byte{exampleKey},
 	})
 	if err != nil {
 		log.Fatal(err)
@@ -221,6 +227,7 @@ func ExampleNewRoundTripper() {
 			NodeName:    fmt.Sprintf("node-%d", i),
 			BindAddr:    "127.0.0.1:0",
 			Profile:     membership.ProfileLocal,
+			SecretKeys:  [][]byte{exampleKey},
 		}
 		if i > 0 {
 			cfg.WellKnown = []string{nodes[0].Addr()}

@@ -528,15 +528,14 @@ func (t *Tree) countBad(from string, err error) {
 	t.log.Debug("dropped a message", "from", from, "err", err)
 }
 
-// publish makes the loop's work visible: messages first (a confirmed
-// Bind's requests and the answers to peers' waits are on the critical
-// path of some caller; the peers' copies do not depend on this one's
-// root), then the new root, the member snapshot and digest, watch events,
-// and the replies to local operations (last, so that a Lookup after Bind
-// returns sees the binding).
+// publish makes the loop's work visible: the new root, the member
+// snapshot and digest, watch events, then messages (after the root: a
+// peer told that this copy holds a record, as a confirmation's answer
+// does, may look it up here at once), and the replies to local
+// operations (last, so that a Lookup after Bind returns sees the
+// binding).
 func (t *Tree) publish() {
 	c := t.core
-	t.flushOut(false)
 	if root := c.flush(); root != nil {
 		t.root.Store(root)
 	}
@@ -568,6 +567,7 @@ func (t *Tree) publish() {
 		clear(c.events)
 		c.events = c.events[:0]
 	}
+	t.flushOut(false)
 	t.replies = append(t.replies, c.answers...)
 	clear(c.answers)
 	c.answers = c.answers[:0]

@@ -76,24 +76,46 @@ func main() {
 		bind   = flag.String("bind", "127.0.0.1:0", "membership address, ip:port (port 0: any free port)")
 		join   = flag.String("join", "", "membership address of a node already in the cluster")
 		httpAt = flag.String("http", "127.0.0.1:0", "HTTP address, ip:port (port 0: any free port)")
+		keyAt  = flag.String("key-file", "", "file holding the cluster key in base64 (default: $TROUPE_CLUSTER_KEY); make one with: head -c 32 /dev/urandom | base64")
 	)
 	flag.Parse()
 	if *name == "" {
 		flag.Usage()
 		os.Exit(2)
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, *name, *bind, *join, *httpAt); err != nil {
+	key, err := clusterKey(*keyAt)
+	if err != nil {
 		log.Fatal(err)
 	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, *name, *bind, *join, *httpAt, key); err != nil {
+		log.Fatal(err)
+	}
+}
+
+// clusterKey reads the cluster key from file, or from the environment
+// variable TROUPE_CLUSTER_KEY when file is "".
+func clusterKey(file string) ([]byte, error) {
+	text := os.Getenv("TROUPE_CLUSTER_KEY")
+	if file != "" {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return nil, err
+		}
+		text = string(b)
+	}
+	if text == "" {
+		return nil, errors.New("no cluster key: pass -key-file or set TROUPE_CLUSTER_KEY (make one with: head -c 32 /dev/urandom | base64)")
+	}
+	return membership.DecodeKey(text)
 }
 
 // run runs one node until ctx ends, then leaves the cluster. Once the node
 // serves, it prints one line to stdout:
 //
 //	jmsqueue: node <name> cluster <ip:port> http <ip:port>
-func run(ctx context.Context, name, bind, join, httpAt string) error {
+func run(ctx context.Context, name, bind, join, httpAt string, key []byte) error {
 	logger := slog.New(slog.NewTextHandler(os.Stderr, nil)) // Troupe's logs name the node already
 
 	// The HTTP address goes into the node's member tags, so listen first
@@ -110,6 +132,7 @@ func run(ctx context.Context, name, bind, join, httpAt string) error {
 			NodeName:    name,
 			BindAddr:    bind,
 			Profile:     membership.ProfileLocal,
+			SecretKeys:  [][]byte{key},
 		},
 		HTTPAddr: ln.Addr().String(),
 		Logger:   logger,

@@ -3,9 +3,11 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
@@ -13,6 +15,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/troupe-go/troupe/membership"
 )
 
 // TestJMSQueueSurvivesOwnerKill runs the example as three real processes,
@@ -140,6 +144,9 @@ type node struct {
 	client        *http.Client
 }
 
+// testKey is the cluster key of the test's nodes, in base64.
+var testKey = base64.StdEncoding.EncodeToString(membership.GenerateKey())
+
 // start runs one node on ip with free ports, joining the cluster at join
 // (none for the first node), and waits until it reports its addresses.
 // Cleanup kills it, and logs its stderr if the test failed.
@@ -153,6 +160,7 @@ func start(ctx context.Context, t *testing.T, bin, name, ip, join string) *node 
 		args = append(args, "-join", join)
 	}
 	n.cmd = exec.Command(bin, args...)
+	n.cmd.Env = append(os.Environ(), "TROUPE_CLUSTER_KEY="+testKey)
 	n.cmd.Stdout, n.cmd.Stderr = &n.stdout, &n.stderr
 	if err := n.cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -37,6 +37,7 @@ func run() error {
 
 	// nodes[i] is node-(i+1), on 127.0.0.(i+1).
 	var nodes []*troupe.Node
+	key := membership.GenerateKey() // a real cluster reads it from a file: head -c 32 /dev/urandom | base64
 	defer func() {
 		for _, n := range nodes {
 			n.Shutdown() // safe after a crash or a Leave
@@ -51,6 +52,7 @@ func run() error {
 			Group:       fmt.Sprintf("rack-%d", i%2+1),
 			BindAddr:    fmt.Sprintf("127.0.0.%d:0", i+1), // port 0: any free port
 			Profile:     membership.ProfileLocal,          // fast timings for one host
+			SecretKeys:  [][]byte{key},                    // every node of the cluster has the same key
 		}}
 		if i > 0 {
 			cfg.Membership.WellKnown = []string{nodes[0].Cluster().Addr()} // the manager is the well-known member

@@ -16,6 +16,7 @@ package clustertest
 
 import (
 	"context"
+	"crypto/sha256"
 	"fmt"
 	"hash/fnv"
 	"log/slog"
@@ -59,6 +60,13 @@ func (tc *Cluster) Hosts(idx ...int) []string {
 	return out
 }
 
+// Key returns the cluster key of the test cluster clusterName: every node
+// of one test cluster shares it, and clusters of different names differ.
+func Key(clusterName string) []byte {
+	k := sha256.Sum256([]byte("troupe test cluster key " + clusterName))
+	return k[:]
+}
+
 // Config returns the configuration of node i of a test cluster: ProfileLocal
 // timings, its own 127.0.0.x host and a free port, logs to t, and net as
 // its fault network unless net is nil.
@@ -69,6 +77,7 @@ func Config(t testing.TB, clusterName string, i int, net *faultnet.Network) memb
 		BindAddr:    Host(i) + ":0",
 		Profile:     membership.ProfileLocal,
 		Logger:      Logger(t, fmt.Sprintf("node-%d", i)),
+		SecretKeys:  [][]byte{Key(clusterName)},
 	}
 	if net != nil {
 		cfg.Faults = net // not a nil *Network in a non-nil interface

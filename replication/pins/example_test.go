@@ -16,6 +16,9 @@ import (
 	"github.com/troupe-go/troupe/replication/pins"
 )
 
+// exampleKey is the cluster key of the examples' nodes.
+var exampleKey = membership.GenerateKey()
+
 // node is one member with its naming tree and pins, for the examples.
 type node struct {
 	c    *membership.Cluster
@@ -39,6 +42,7 @@ func startNodes(ctx context.Context, cluster string, n int, tags func(i int) map
 			NodeName:    fmt.Sprintf("node-%d", i),
 			BindAddr:    "127.0.0.1:0",
 			Profile:     membership.ProfileLocal,
+			SecretKeys:  [][]byte{exampleKey},
 		}
 		if tags != nil {
 			cfg.Tags = tags(i)
