@@ -77,6 +77,11 @@ func (c Config) withDefaults() Config {
 			c.Pins.Logger = c.Logger
 		}
 	}
+	// One opt-out covers the node: a cluster started Insecure carries
+	// sessions insecurely too, and says so once for each part.
+	if c.Membership.Insecure {
+		c.Sessions.Insecure = true
+	}
 	// A full copy of a session travels in one transport message: a large
 	// MaxSessionSize raises the default message limit with it.
 	if c.Membership.MaxMessageSize == 0 {

@@ -222,12 +222,14 @@ func (c *Cluster) startTransport(ctx context.Context) error {
 		bind = net.JoinHostPort(r.advertise.Addr().String(), "0")
 	}
 	tcfg := transport.Config{
-		Name:         c.name,
-		BindAddr:     bind,
-		MaxFrameSize: r.MaxMessageSize + callOverhead,
-		TLS:          r.TLS,
-		Logger:       c.log.With("component", "transport"),
-		Faults:       r.Faults,
+		Name:          c.name,
+		BindAddr:      bind,
+		MaxFrameSize:  r.MaxMessageSize + callOverhead,
+		MaxConns:      r.MaxConnections,
+		MaxConnsPerIP: r.MaxConnectionsPerIP,
+		TLS:           r.TLS,
+		Logger:        c.log.With("component", "transport"),
+		Faults:        r.Faults,
 	}
 	if r.TLS == nil && len(r.SecretKeys) > 0 {
 		tcfg.Keys = r.SecretKeys

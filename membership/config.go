@@ -230,6 +230,15 @@ type Config struct {
 	// Default DefaultMaxMessageSize (4 MiB); at most 512 MiB.
 	MaxMessageSize int
 
+	// MaxConnections bounds the transport connections this node accepts
+	// at once, and MaxConnectionsPerIP those from one IP address within
+	// it; beyond them a new connection is closed at once and counted.
+	// Every peer holds one connection to this node (two for a moment when
+	// it reconnects), so MaxConnections is about the largest cluster the
+	// node serves. Defaults 1024 and 64.
+	MaxConnections      int
+	MaxConnectionsPerIP int
+
 	// Profile picks failure detection and discovery timings. Default
 	// ProfileLAN.
 	Profile Profile
@@ -387,6 +396,9 @@ func (c Config) withDefaults() (resolved, error) {
 		if err := transport.ValidateTLS(c.TLS); err != nil {
 			bad("TLS: %v", err)
 		}
+	}
+	if r.MaxConnections < 0 || r.MaxConnectionsPerIP < 0 {
+		bad("MaxConnections %d and MaxConnectionsPerIP %d may not be negative", r.MaxConnections, r.MaxConnectionsPerIP)
 	}
 	if r.MaxMessageSize == 0 {
 		r.MaxMessageSize = DefaultMaxMessageSize

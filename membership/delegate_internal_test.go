@@ -2,10 +2,10 @@ package membership
 
 import (
 	"log/slog"
-
-	"github.com/hashicorp/memberlist"
+	"runtime"
 	"testing"
 
+	"github.com/hashicorp/memberlist"
 	"github.com/stretchr/testify/require"
 
 	"github.com/troupe-go/troupe/internal/wire"
@@ -117,4 +117,96 @@ func TestBroadcastQueueIsBounded(t *testing.T) {
 	}
 	require.Equal(t, maxQueuedBroadcasts, c.queue.NumQueued())
 	require.Equal(t, uint64(100), c.stats.queueDropped.Load())
+}
+
+// stateSeeds returns push/pull states as nodes send them, and some that
+// no node sends, by name.
+func stateSeeds(t testing.TB) map[string][]byte {
+	c := newTestCluster()
+	c.mu.channels["a"] = &Channel{name: "a", cluster: c, handler: HandlerFuncs{State: func(bool) []byte { return []byte("digest of a") }}}
+	c.mu.channels["b"] = &Channel{name: "b", cluster: c, handler: HandlerFuncs{}}
+	enc := func(st stateWire) []byte {
+		b, err := wire.Marshal(st)
+		require.NoError(t, err)
+		return append([]byte{stateVersion}, b...)
+	}
+	local := (&delegate{c: c}).LocalState(false)
+	return map[string][]byte{
+		"local":           local,
+		"unknown-channel": enc(stateWire{F: "peer", S: map[string][]byte{"zz": []byte("x"), "a": []byte("y")}}),
+		"no-channels":     enc(stateWire{F: "peer"}),
+		"no-sender":       enc(stateWire{S: map[string][]byte{"a": {1}}}),
+		"nil-share":       enc(stateWire{F: "peer", S: map[string][]byte{"a": nil, "b": {}}}),
+		"other-version":   append([]byte{stateVersion + 1}, local[1:]...),
+		"huge-map-len":    {stateVersion, 0x82, 0xa1, 'f', 0xa1, 'p', 0xa1, 's', 0xdf, 0xff, 0xff, 0xff, 0xff},
+		"huge-bin-len":    {stateVersion, 0x82, 0xa1, 'f', 0xa1, 'p', 0xa1, 's', 0x81, 0xa1, 'a', 0xc6, 0xff, 0xff, 0xff, 0xff},
+		"truncated":       local[:len(local)/2],
+	}
+}
+
+// FuzzMergeRemoteState feeds arbitrary bytes to the push/pull merge, as
+// a peer's state exchange could carry them (FuzzDelegateNotifyMsg feeds
+// it too, but from gossip seeds). It must never panic, must allocate in
+// proportion to the input whatever lengths it claims, and must hand each
+// registered channel exactly its share, with the sender's name, counting
+// what it drops.
+func FuzzMergeRemoteState(f *testing.F) {
+	for _, b := range stateSeeds(f) {
+		f.Add(b)
+	}
+	type merge struct {
+		from, state string
+		join        bool
+	}
+	// One cluster for every run: newTestCluster's dedup table is large,
+	// and the merge does not use it.
+	c := newTestCluster()
+	var got map[string][]merge
+	for _, name := range []string{"a", "b"} {
+		c.mu.channels[name] = &Channel{name: name, cluster: c, handler: HandlerFuncs{
+			Merge: func(from string, state []byte, join bool) {
+				got[name] = append(got[name], merge{from, string(state), join})
+			},
+		}}
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		for _, join := range []bool{false, true} {
+			got = map[string][]merge{}
+			c.stats = counters{}
+			var before, after runtime.MemStats
+			runtime.ReadMemStats(&before)
+			(&delegate{c: c}).MergeRemoteState(b, join)
+			runtime.ReadMemStats(&after)
+			if n, bound := after.TotalAlloc-before.TotalAlloc, decodeAllocBound(b); n > bound {
+				t.Fatalf("merging %d bytes allocated %d, bound %d", len(b), n, bound)
+			}
+
+			// What the merge should have done, decoded independently.
+			var st stateWire
+			valid := len(b) > 0 && b[0] == stateVersion && wire.Unmarshal(b[1:], &st) == nil
+			switch {
+			case len(b) == 0:
+				require.Empty(t, got)
+				require.Zero(t, c.stats.malformed.Load())
+			case !valid:
+				require.Empty(t, got)
+				require.Equal(t, uint64(1), c.stats.malformed.Load())
+			default:
+				require.Zero(t, c.stats.malformed.Load())
+				unknown := 0
+				for name, share := range st.S {
+					if _, ok := c.mu.channels[name]; !ok {
+						unknown++
+						continue
+					}
+					require.Equal(t, []merge{{st.F, string(share), join}}, got[name], "channel %q", name)
+				}
+				for name := range got {
+					_, sent := st.S[name]
+					require.True(t, sent, "channel %q got a share that was not sent", name)
+				}
+				require.Equal(t, uint64(unknown), c.stats.unknownChannel.Load())
+			}
+		}
+	})
 }

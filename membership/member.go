@@ -90,6 +90,9 @@ func decodeMeta(b []byte) (meta Meta, transportAddr string, err error) {
 	if len(b) == 0 {
 		return Meta{}, "", nil
 	}
+	if len(b) > MetaMaxSize { // memberlist checks only its own node's
+		return Meta{}, "", fmt.Errorf("%w: %d bytes, the limit is %d", ErrMetaTooLarge, len(b), MetaMaxSize)
+	}
 	if err := wire.Unmarshal(b, &w); err != nil {
 		return Meta{}, "", err
 	}

@@ -18,6 +18,8 @@ const (
 	DefaultMaxConcurrentRequests = 64
 	DefaultDialTimeout           = 5 * time.Second
 	DefaultIdleTimeout           = 2 * time.Minute
+	DefaultMaxConns              = 1024
+	DefaultMaxConnsPerIP         = 64
 )
 
 // minTimeout bounds DialTimeout and IdleTimeout from below: the janitor
@@ -52,10 +54,28 @@ type Config struct {
 	// method name; bodies are limited to a little less. Peers learn it in
 	// the handshake and refuse to send more, with ErrFrameTooLarge. A
 	// frame is allocated only after its length is checked against this
-	// limit, so the frames one connection holds are bounded by
-	// MaxFrameSize × (MaxConcurrentRequests + its write queue of 64
-	// frames). Default 4 MiB.
+	// limit, and its buffer then grows as its bytes arrive (from 16 KiB,
+	// doubling), so a peer that claims a large frame and sends little
+	// makes this node hold little. The frames one connection holds are
+	// bounded by MaxFrameSize × (MaxConcurrentRequests + its write queue
+	// of 64 frames). Default 4 MiB.
 	MaxFrameSize int
+
+	// MaxConns bounds the incoming connections open at once, counted from
+	// accept, so handshakes in progress count. A connection beyond it is
+	// closed at once, before its handshake, and counted in
+	// Stats.RefusedConns. Connections this node dials do not count. A
+	// peer keeps one connection to this node (two for a moment while it
+	// reconnects), so MaxConns is roughly the largest cluster it serves.
+	// With the per-connection buffers (64 KiB) and MaxConcurrentRequests,
+	// it bounds what strangers can make this node hold before any of them
+	// proved a key. Default 1024.
+	MaxConns int
+
+	// MaxConnsPerIP bounds, within MaxConns, the incoming connections from
+	// one IP address, so that one host cannot take every slot. Several
+	// nodes behind one address (one host, a NAT) need one each. Default 64.
+	MaxConnsPerIP int
 
 	// MaxConcurrentRequests bounds the handlers running at once for one
 	// incoming connection. When it is reached the connection stops
@@ -107,7 +127,10 @@ type Config struct {
 	// KeySource, when set with Keys, is asked for the current keys at
 	// each handshake, so that a key rotation (see Keys) reaches new
 	// connections without a restart. Connections already open keep the
-	// key they were made with.
+	// key they were made with until Transport.KeysChanged is called,
+	// which moves this node's connections to the new primary key and
+	// closes those made with a key that KeySource no longer returns. It
+	// must not block: it runs during handshakes.
 	KeySource func() [][]byte
 
 	// Logger receives connection-level events: refused handshakes and
@@ -136,6 +159,9 @@ func (c Config) Validate() error {
 	}
 	if c.MaxFrameSize < minFrameSize || c.MaxFrameSize > maxFrameSize {
 		return fmt.Errorf("transport: MaxFrameSize %d is outside [%d, %d]", c.MaxFrameSize, minFrameSize, maxFrameSize)
+	}
+	if c.MaxConns < 0 || c.MaxConnsPerIP < 0 {
+		return fmt.Errorf("transport: MaxConns %d and MaxConnsPerIP %d may not be negative", c.MaxConns, c.MaxConnsPerIP)
 	}
 	if c.MaxConcurrentRequests < 0 {
 		return fmt.Errorf("transport: MaxConcurrentRequests %d is negative", c.MaxConcurrentRequests)
@@ -180,6 +206,8 @@ func (c Config) withDefaults() Config {
 	c.Name = cmp.Or(c.Name, c.BindAddr)
 	c.MaxFrameSize = cmp.Or(c.MaxFrameSize, DefaultMaxFrameSize)
 	c.MaxConcurrentRequests = cmp.Or(c.MaxConcurrentRequests, DefaultMaxConcurrentRequests)
+	c.MaxConns = cmp.Or(c.MaxConns, DefaultMaxConns)
+	c.MaxConnsPerIP = cmp.Or(c.MaxConnsPerIP, DefaultMaxConnsPerIP)
 	c.DialTimeout = cmp.Or(c.DialTimeout, DefaultDialTimeout)
 	c.IdleTimeout = cmp.Or(c.IdleTimeout, DefaultIdleTimeout)
 	c.Logger = cmp.Or(c.Logger, slog.New(slog.DiscardHandler))

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -67,6 +68,12 @@ type conn struct {
 	peer    string   // the peer's name from its hello: the from of its requests
 	dialer  bool
 	peerMax int // the peer's MaxFrameSize
+	// key is the cluster key the handshake agreed on (nil without one):
+	// KeysChanged closes the conn when the key is removed.
+	key []byte
+	// slot is the remote IP whose MaxConnsPerIP slot an accepted conn
+	// holds until it closes (set before it starts).
+	slot netip.Addr
 
 	sock syscall.RawConn // raw's socket; nil if raw is not a socket
 
@@ -124,7 +131,11 @@ type conn struct {
 		sync.Mutex
 		nextID  uint64                // ids of calls and sends; 0 is for pings
 		pending map[uint64]chan frame // dialled conns: calls waiting for their answer
-		retired bool                  // closed as idle: take no more calls
+		// retired: take no more calls. Set by the janitor on an idle
+		// conn, which it then closes, or by KeysChanged on a conn made
+		// with a key other than the primary, which the janitor closes
+		// once its calls are done.
+		retired bool
 		// lastCall is when a call last found no other call pending
 		// (Transport.since): from then on nobody may have been reading.
 		lastCall int64
@@ -143,6 +154,7 @@ func newConn(t *Transport, raw, nc net.Conn, sock syscall.RawConn, br *bufio.Rea
 		peer:    cmp.Or(s.peerName, addr),
 		dialer:  dialer,
 		peerMax: s.peerMax,
+		key:     s.key,
 		fr:      frameReader{r: br, max: t.cfg.MaxFrameSize, open: s.open},
 		bw:      bufio.NewWriterSize(nc, writeBufSize),
 		sock:    sock,
@@ -566,6 +578,15 @@ func (c *conn) writeDirect(bp *[]byte) bool {
 	return true
 }
 
+// retire makes a dialled conn take no more calls; the janitor closes it
+// once the calls in flight are done. The caller has taken it out of
+// t.mu.peers, so that the next call dials a new one.
+func (c *conn) retire() {
+	c.mu.Lock()
+	c.mu.retired = true
+	c.mu.Unlock()
+}
+
 // closeIfPeerGone closes this idle dialled connection, and reports so,
 // if the peer closed it or it failed: a non-blocking look at the socket,
 // taken only while nobody reads it. It cannot tell a TLS peer's close
@@ -712,12 +733,15 @@ func (c *conn) sweep(tick time.Duration) {
 		c.idleFor = 0
 	} else {
 		c.idleFor += tick
-		c.mu.retired = c.idleFor >= c.t.cfg.IdleTimeout
+		c.mu.retired = c.mu.retired || c.idleFor >= c.t.cfg.IdleTimeout
 	}
-	retired := c.mu.retired
+	// Closed only when no call waits and none started since the last
+	// tick (a Send that passed the retired check just before it was
+	// set), so that closing fails nothing.
+	done := c.mu.retired && pending == 0 && ids == c.seenIDs
 	c.mu.Unlock()
 	c.seenIDs = ids
-	if retired {
+	if done {
 		c.close(errRetired)
 		return
 	}

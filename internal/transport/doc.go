@@ -96,6 +96,22 @@
 // travels as its text and, for a CodedError, its code, from which the
 // layer above restores the sentinel error (errors.Is).
 //
+// Keys rotate without a restart: with Config.KeySource every handshake
+// reads the current keys, and KeysChanged, called after a change, moves
+// this node's own connections to the new primary key and closes every
+// connection, in either direction, made with a key no longer held, so a
+// removed key carries nothing from then on.
+//
+// # Bounds
+//
+// What peers can make this node hold is bounded, before they prove a
+// key and after: Config.MaxConns incoming connections in all and
+// Config.MaxConnsPerIP from one address, handshakes included (beyond
+// them a connection is closed at accept and counted in
+// Stats.RefusedConns); a handshake within Config.DialTimeout; and a
+// frame's buffer grows as its bytes arrive, up to the length it claims
+// and at most Config.MaxFrameSize, so a claim alone costs 16 KiB.
+//
 // # Shut down
 //
 // Shutdown closes the listener and every connection, fails the calls in

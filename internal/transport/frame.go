@@ -126,11 +126,12 @@ type frameReader struct {
 	hdr  [lengthSize]byte
 	iv   [12]byte // scratch nonce, kept here so that it does not escape per frame
 
-	// The frame being read: hdrN bytes of its length field, then body
-	// (nil until the length is known) with bodyN bytes of it.
-	hdrN  int
-	body  []byte
-	bodyN int
+	// The frame being read: hdrN bytes of its length field, then want
+	// bytes of body (0 until the length is known), of which body holds
+	// the len(body) read so far. body grows as bytes arrive (see grow).
+	hdrN int
+	want int
+	body []byte
 
 	method string // of the last request read; see parseFrame
 }
@@ -153,22 +154,30 @@ func (r *frameReader) read() (frame, int, error) {
 			return frame{}, 0, truncated(err)
 		}
 	}
-	if r.body == nil {
+	if r.want == 0 {
 		n := int(binary.BigEndian.Uint32(r.hdr[:]))
 		limit := r.max
 		if r.open != nil {
 			limit += r.open.Overhead()
 		}
-		// Checked before allocating: the length is the peer's claim.
+		// The length is the peer's claim: checked against the limit, and
+		// the body's buffer grows only as its bytes arrive.
 		if n > limit {
 			return frame{}, 0, fmt.Errorf("%w: %d bytes, limit %d", ErrFrameTooLarge, n, limit)
 		}
-		r.body = make([]byte, n)
+		if n == 0 {
+			return frame{}, 0, fmt.Errorf("%w: empty frame", errMalformed)
+		}
+		r.want = n
+		r.body = make([]byte, 0, min(n, firstBodyAlloc))
 	}
-	for r.bodyN < len(r.body) {
-		n, err := r.r.Read(r.body[r.bodyN:])
-		r.bodyN += n
-		if r.bodyN == len(r.body) {
+	for len(r.body) < r.want {
+		if len(r.body) == cap(r.body) {
+			r.body = grow(r.body, r.want)
+		}
+		n, err := r.r.Read(r.body[len(r.body):cap(r.body)])
+		r.body = r.body[:len(r.body)+n]
+		if len(r.body) == r.want {
 			break
 		}
 		if err != nil {
@@ -179,7 +188,7 @@ func (r *frameReader) read() (frame, int, error) {
 		}
 	}
 	p, size := r.body, lengthSize+len(r.body)
-	r.hdrN, r.body, r.bodyN = 0, nil, 0
+	r.hdrN, r.want, r.body = 0, 0, nil
 	if r.open != nil {
 		var err error
 		if p, err = r.open.Open(p[:0], putNonce(&r.iv, r.seq), p, r.hdr[:]); err != nil {
@@ -192,6 +201,21 @@ func (r *frameReader) read() (frame, int, error) {
 		r.method = f.method
 	}
 	return f, size, err
+}
+
+// firstBodyAlloc is the most a frame's buffer holds before its bytes
+// arrive. Frames up to this size get their whole buffer at once; a larger
+// one grows by doubling as it arrives, so a peer that claims a large
+// frame and sends nothing more makes the reader hold only this much, and
+// one that sends it holds at most twice what it sent.
+const firstBodyAlloc = 16 << 10
+
+// grow returns b with more room, up to want bytes: twice its capacity or
+// want, whichever is smaller.
+func grow(b []byte, want int) []byte {
+	nb := make([]byte, len(b), min(want, max(2*cap(b), firstBodyAlloc)))
+	copy(nb, b)
+	return nb
 }
 
 // truncated marks an end of stream inside a frame as malformed.

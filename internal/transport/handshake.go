@@ -145,6 +145,7 @@ type session struct {
 	peerMax    int         // the peer's MaxFrameSize
 	peerName   string      // the peer's node name, from its hello
 	seal, open cipher.AEAD // nil unless in cluster-key mode
+	key        []byte      // the cluster key both proved; nil unless in cluster-key mode
 }
 
 // handshake runs this node's side of the handshake over r and w. keys
@@ -247,6 +248,7 @@ func handshake(r io.Reader, w io.Writer, dialer bool, local hello, keys [][]byte
 	} else {
 		s.seal, s.open = s2c, c2s
 	}
+	s.key = key
 	return s, nil
 }
 

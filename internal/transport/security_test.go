@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"crypto/tls"
 	"io"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -166,4 +168,86 @@ func TestHandshakeReplayIsRefused(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, statusRefused, reply[0])
 	require.Eventually(t, func() bool { return srv.Stats().HandshakeFailures == 1 }, 5*time.Second, 5*time.Millisecond)
+}
+
+// keySource is a KeySource whose keys the test changes, as a keyring's.
+type keySource struct {
+	mu   sync.Mutex
+	keys [][]byte
+}
+
+func (s *keySource) get() [][]byte {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.keys
+}
+
+func (s *keySource) set(keys ...[]byte) {
+	s.mu.Lock()
+	s.keys = keys
+	s.mu.Unlock()
+}
+
+func withKeySource(s *keySource) func(*Config) {
+	return func(c *Config) { c.Keys, c.KeySource = s.get(), s.get }
+}
+
+// KeysChanged after a new primary moves the node's own connections to it
+// without failing a call; after a removal it closes every connection made
+// with the removed key, and the holder of that key cannot come back.
+func TestKeysChanged(t *testing.T) {
+	k1, k2 := key(1), key(2)
+	ctx := testCtx(t)
+	srcA, srcB := &keySource{keys: [][]byte{k1}}, &keySource{keys: [][]byte{k1}}
+	a := newTransport(t, echo, withKeySource(srcA))
+	b := newTransport(t, echo, withKeySource(srcB))
+	holder := newTransport(t, echo, withKeys(k1))
+	call := func(from *Transport) error {
+		_, err := from.Call(ctx, b.Addr(), "echo", []byte("hi"))
+		return err
+	}
+	require.NoError(t, call(a))
+	require.NoError(t, call(holder))
+	require.Equal(t, k1, a.peerConn(b.Addr()).key)
+
+	// A new primary: a's connection made with k1 takes no new call.
+	srcA.set(k2, k1)
+	srcB.set(k2, k1)
+	require.Zero(t, a.KeysChanged(), "nothing closed at once")
+	require.Zero(t, b.KeysChanged())
+	require.NoError(t, call(a))
+	require.Equal(t, k2, a.peerConn(b.Addr()).key, "the call dialled with the new primary")
+	require.Eventually(t, func() bool { return a.Stats().OpenConns == 1 }, 5*time.Second, 5*time.Millisecond,
+		"the janitor closed the retired connection")
+
+	// k1 removed: the holder's connection is closed, and it is refused.
+	srcA.set(k2)
+	srcB.set(k2)
+	require.Equal(t, 1, b.KeysChanged(), "the holder's connection")
+	require.Equal(t, uint64(1), b.Stats().KeyDrops)
+	require.Error(t, call(holder), "its connection is closed")
+	require.ErrorIs(t, call(holder), ErrHandshake)
+	require.NoError(t, call(a))
+}
+
+// A connection whose handshake used a key that was removed before it
+// started is refused: KeysChanged ran too early to see it.
+func TestKeyRemovedDuringHandshake(t *testing.T) {
+	k1, k2 := key(1), key(2)
+	var reads atomic.Int32
+	srv := newTransport(t, echo, func(c *Config) {
+		c.Keys = [][]byte{k1}
+		c.KeySource = func() [][]byte {
+			if reads.Add(1) == 1 {
+				return [][]byte{k1} // the handshake's read
+			}
+			return [][]byte{k2} // removed right after
+		}
+	})
+	cli := newTransport(t, echo, withKeys(k1))
+	_, err := cli.Call(testCtx(t), srv.Addr(), "echo", nil)
+	require.ErrorIs(t, err, ErrPeerUnreachable)
+	require.Eventually(t, func() bool { return srv.Stats().KeyDrops == 1 }, 5*time.Second, 5*time.Millisecond)
+	require.Zero(t, srv.Stats().OpenConns)
+	require.Zero(t, srv.Stats().FramesIn)
 }

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"maps"
 	"net"
+	"net/netip"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -40,6 +41,10 @@ type Transport struct {
 	wg     sync.WaitGroup // every goroutine of the transport, handlers included
 	bufs   sync.Pool      // *[]byte frame buffers, see frameBuf
 	stats  counters
+	// lastRefusal is when a connection over MaxConns or MaxConnsPerIP
+	// was last logged at Warn (since), so that a flood logs once in a
+	// while rather than once per connection.
+	lastRefusal atomic.Int64
 
 	// mu guards the connection tables. It is never held across network
 	// I/O, nor together with a conn's mu.
@@ -49,6 +54,10 @@ type Transport struct {
 		peers  map[string]*conn     // the outgoing connection to each dialled address
 		dials  map[string]*dialCall // dials in progress, so that concurrent calls share one
 		conns  map[*conn]struct{}   // every open connection, both directions
+		// Incoming connections from accept until they close, handshakes
+		// included: in all, and by remote IP (MaxConns, MaxConnsPerIP).
+		inbound int
+		perIP   map[netip.Addr]int
 	}
 }
 
@@ -70,13 +79,16 @@ type Stats struct {
 	BytesOut          uint64
 	BadFrames         uint64 // connections closed for a malformed, oversized, truncated or unauthentic frame
 	LateAnswers       uint64 // answers that arrived after their call gave up, discarded
-	OpenConns         int
+	RefusedConns      uint64 // incoming connections closed at accept: MaxConns or MaxConnsPerIP reached
+	KeyDrops          uint64 // connections closed because their cluster key was removed (KeysChanged)
+	OpenConns         int    // connections past their handshake, both directions
 }
 
 type counters struct {
 	dials, accepts, handshakeFailures      atomic.Uint64
 	framesIn, framesOut, bytesIn, bytesOut atomic.Uint64
 	badFrames, lateAnswers                 atomic.Uint64
+	refusedConns, keyDrops                 atomic.Uint64
 }
 
 // New validates cfg, listens on cfg.BindAddr and starts serving requests
@@ -131,6 +143,7 @@ func New(ctx context.Context, cfg Config, h Handler) (*Transport, error) {
 	t.mu.peers = map[string]*conn{}
 	t.mu.dials = map[string]*dialCall{}
 	t.mu.conns = map[*conn]struct{}{}
+	t.mu.perIP = map[netip.Addr]int{}
 	t.wg.Go(t.acceptLoop)
 	t.wg.Go(t.janitor)
 	return t, nil
@@ -308,28 +321,90 @@ func (t *Transport) acceptLoop() {
 		backoff = 0
 		t.stats.accepts.Add(1)
 		remote := raw.RemoteAddr().String()
+		ip := ipOf(remote)
+		if why := t.admit(ip); why != "" {
+			_ = raw.Close()
+			t.refused(remote, why)
+			continue
+		}
 		if t.cfg.Faults != nil {
 			raw = t.cfg.Faults.Track(raw, t.host, remote)
 		}
 		sock := socketOf(raw)
 		// The handshake runs on its own goroutine so that a slow or
 		// silent peer does not hold up the next accept.
-		t.wg.Go(func() { t.serve(raw, sock, remote) })
+		t.wg.Go(func() { t.serve(raw, sock, remote, ip) })
 	}
 }
 
-func (t *Transport) serve(raw net.Conn, sock syscall.RawConn, remote string) {
+// ipOf returns the IP address of a remote "ip:port", or the zero Addr
+// (one bucket for all such) if it is not one.
+func ipOf(remote string) netip.Addr {
+	ap, err := netip.ParseAddrPort(remote)
+	if err != nil {
+		return netip.Addr{}
+	}
+	return ap.Addr().Unmap()
+}
+
+// admit takes a slot for an incoming connection from ip, or returns why
+// there is none. The slot is given back by release.
+func (t *Transport) admit(ip netip.Addr) string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	switch {
+	case t.mu.inbound >= t.cfg.MaxConns:
+		return "MaxConns reached"
+	case t.mu.perIP[ip] >= t.cfg.MaxConnsPerIP:
+		return "MaxConnsPerIP reached"
+	}
+	t.mu.inbound++
+	t.mu.perIP[ip]++
+	return ""
+}
+
+// release gives back an incoming connection's slot.
+func (t *Transport) release(ip netip.Addr) {
+	t.mu.Lock()
+	t.mu.inbound--
+	if t.mu.perIP[ip]--; t.mu.perIP[ip] <= 0 {
+		delete(t.mu.perIP, ip)
+	}
+	t.mu.Unlock()
+}
+
+// refusalLogEvery is how often a flood of connections over the limits
+// is logged at Warn; the others are logged at Debug.
+const refusalLogEvery = 10 * time.Second
+
+// refused counts and logs an incoming connection closed at accept.
+func (t *Transport) refused(remote, why string) {
+	n := t.stats.refusedConns.Add(1)
+	now, last := t.since(), t.lastRefusal.Load()
+	if (last == 0 || now-last >= int64(refusalLogEvery)) && t.lastRefusal.CompareAndSwap(last, max(now, 1)) {
+		t.log.Warn("refusing incoming connections: too many open", "remote", remote, "why", why,
+			"max_conns", t.cfg.MaxConns, "max_conns_per_ip", t.cfg.MaxConnsPerIP, "refused_so_far", n)
+		return
+	}
+	t.log.Debug("refused incoming connection", "remote", remote, "why", why)
+}
+
+// serve runs the handshake of an accepted connection, which holds a slot
+// for ip (admit), and starts it.
+func (t *Transport) serve(raw net.Conn, sock syscall.RawConn, remote string, ip netip.Addr) {
 	ctx, cancel := context.WithTimeout(t.ctx, t.cfg.DialTimeout)
 	defer cancel()
 	c, err := t.open(ctx, raw, sock, remote, false)
 	if err != nil {
 		_ = raw.Close()
+		t.release(ip)
 		if t.ctx.Err() == nil {
 			t.stats.handshakeFailures.Add(1)
 			t.log.Warn("refused connection", "remote", remote, "err", err)
 		}
 		return
 	}
+	c.slot = ip // the conn gives it back when it closes (forget)
 	t.mu.Lock()
 	err = t.startLocked(c)
 	t.mu.Unlock()
@@ -395,6 +470,57 @@ func (t *Transport) open(ctx context.Context, raw net.Conn, sock syscall.RawConn
 	return newConn(t, raw, nc, sock, br, sess, addr, dialer), nil
 }
 
+// KeysChanged tells the transport that the cluster keys (Config.KeySource)
+// changed, and returns how many connections it closed:
+//
+//   - every connection made with a key that they no longer hold, dialled
+//     or accepted, is closed at once: a call in flight on one fails with
+//     ErrPeerUnreachable, and the next call dials again with the current
+//     keys. Call it after removing a key, so that the removed key carries
+//     no traffic from then on.
+//   - a dialled connection made with a key other than the primary (the
+//     first) takes no new call, which dials a new connection with the
+//     primary, and is closed when its calls are done (by the janitor,
+//     within DialTimeout). Call it after changing the primary key, so
+//     that when the old key is removed no connection of this node's
+//     peers still uses it and the removal fails no call.
+func (t *Transport) KeysChanged() int {
+	keys := t.keys()
+	if len(keys) == 0 {
+		return 0
+	}
+	var stale, old []*conn
+	t.mu.Lock()
+	for c := range t.mu.conns {
+		switch {
+		case c.key == nil:
+		case !holdsKey(keys, c.key):
+			stale = append(stale, c)
+		case c.dialer && !bytes.Equal(c.key, keys[0]):
+			old = append(old, c)
+			if t.mu.peers[c.addr] == c {
+				delete(t.mu.peers, c.addr)
+			}
+		}
+	}
+	t.mu.Unlock()
+	for _, c := range old {
+		c.retire()
+	}
+	for _, c := range stale {
+		t.stats.keyDrops.Add(1)
+		c.close(fmt.Errorf("%w: connection to %s: its cluster key was removed", ErrPeerUnreachable, c.addr))
+	}
+	if len(stale)+len(old) > 0 {
+		t.log.Info("cluster keys changed", "closed_conns", len(stale), "redialled_conns", len(old))
+	}
+	return len(stale)
+}
+
+func holdsKey(keys [][]byte, k []byte) bool {
+	return slices.ContainsFunc(keys, func(h []byte) bool { return bytes.Equal(h, k) })
+}
+
 // keys returns the cluster keys for a handshake, primary first.
 func (t *Transport) keys() [][]byte {
 	if t.cfg.KeySource != nil {
@@ -422,10 +548,16 @@ func (t *Transport) tlsFor(addr string) *tls.Config {
 }
 
 // startLocked registers c and starts its goroutines. Holding t.mu
-// orders it before Shutdown, which then sees c and closes it.
+// orders it before Shutdown, which then sees c and closes it, and before
+// or after KeysChanged: a conn whose handshake used a key that was
+// removed meanwhile is refused here, or seen and closed there.
 func (t *Transport) startLocked(c *conn) error {
 	if t.mu.closed {
 		return ErrClosed
+	}
+	if c.key != nil && !holdsKey(t.keys(), c.key) {
+		t.stats.keyDrops.Add(1)
+		return fmt.Errorf("%w: the cluster key of %s was removed during the handshake", ErrHandshake, c.addr)
 	}
 	t.mu.conns[c] = struct{}{}
 	if c.dialer {
@@ -439,7 +571,8 @@ func (t *Transport) startLocked(c *conn) error {
 	return nil
 }
 
-// forget drops a closed connection from the tables.
+// forget drops a closed connection from the tables and, if it was
+// accepted, gives back its slot.
 func (t *Transport) forget(c *conn) {
 	t.mu.Lock()
 	delete(t.mu.conns, c)
@@ -447,6 +580,9 @@ func (t *Transport) forget(c *conn) {
 		delete(t.mu.peers, c.addr)
 	}
 	t.mu.Unlock()
+	if !c.dialer {
+		t.release(c.slot)
+	}
 }
 
 // janitor closes idle connections and those that went silent with calls
@@ -487,6 +623,8 @@ func (t *Transport) Stats() Stats {
 		BytesOut:          s.bytesOut.Load(),
 		BadFrames:         s.badFrames.Load(),
 		LateAnswers:       s.lateAnswers.Load(),
+		RefusedConns:      s.refusedConns.Load(),
+		KeyDrops:          s.keyDrops.Load(),
 		OpenConns:         open,
 	}
 }

@@ -27,12 +27,19 @@ var handle = func() *codec.MsgpackHandle {
 	h := &codec.MsgpackHandle{}
 	h.WriteExt = true
 	// Decoding into interface{} must not produce map[interface{}]... that
-	// callers cannot use; and a decoder never trusts a length prefix for
-	// more than it has bytes for (go-msgpack checks lengths against the
-	// input before allocating).
+	// callers cannot use.
 	h.RawToString = true
+	// A collection's length prefix is a claim, not a fact: make at most
+	// this much room up front and grow as elements actually arrive, so
+	// that a few bytes claiming a huge map allocate little (found by
+	// FuzzDecodeMeta: 13 bytes allocated about 390 KiB).
+	h.MaxInitLen = maxInitLen
 	return h
 }()
+
+// maxInitLen bounds, in bytes, the room a decoder makes for a collection
+// before its elements arrive.
+const maxInitLen = 4 << 10
 
 // maxPooled bounds the scratch buffers kept for reuse, so that one large
 // message does not pin its memory.
