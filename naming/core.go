@@ -44,6 +44,9 @@ type core struct {
 	ncrecs  int
 	nrecs   int // node-scoped and cluster-scoped records, tombstones included
 	nbytes  int64
+	// usage is what each member is charged for: its node-scoped records
+	// and the cluster-scoped ones it wrote last (MaxMemberBindings).
+	usage map[string]usage
 
 	live     map[string]membership.Member // live members, self included
 	departed map[string]time.Time         // members that left or failed, and when
@@ -151,6 +154,7 @@ func newCore(self string, inc uint64, opts Options, now func() time.Time, stats 
 		maxBroadcast: maxBroadcast,
 		owners:       map[string]*owner{},
 		names:        map[string]*nameIdx{},
+		usage:        map[string]usage{},
 		live:         map[string]membership.Member{},
 		departed:     map[string]time.Time{},
 		retired:      map[string]uint64{},

@@ -36,8 +36,15 @@ var (
 
 	// ErrTooLarge is returned by Bind and Rebind when the value exceeds
 	// Options.MaxValueSize, or when the tree would exceed
-	// Options.MaxBindings or Options.MaxTreeBytes.
+	// Options.MaxBindings or Options.MaxTreeBytes (or, as ErrQuota, this
+	// node's share of them).
 	ErrTooLarge = errors.New("naming: too large")
+
+	// ErrQuota is returned by Bind and Rebind when the records charged to
+	// this node would exceed Options.MaxMemberBindings or
+	// Options.MaxMemberBytes, although the tree has room for others.
+	// errors.Is(err, ErrTooLarge) holds for it too.
+	ErrQuota error = quotaError{}
 
 	// ErrClosed is returned by calls on a Tree after Close, or after its
 	// Cluster was shut down.
@@ -51,3 +58,9 @@ var (
 	// decode into the requested type.
 	ErrDecode = errors.New("naming: value does not decode")
 )
+
+// quotaError is ErrQuota: a kind of ErrTooLarge.
+type quotaError struct{}
+
+func (quotaError) Error() string        { return "naming: member quota exceeded" }
+func (quotaError) Is(target error) bool { return target == ErrTooLarge }

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/troupe-go/troupe/internal/wire"
 )
 
 // sampleMessages returns one valid message of every type.
@@ -63,17 +65,88 @@ func FuzzDecodeMsg(f *testing.F) {
 	})
 }
 
-// TestWriteFuzzCorpus regenerates testdata/fuzz/FuzzDecodeMsg when
-// NAMING_WRITE_CORPUS=1.
+// fuzzValue is a user value of the shape services bind: an address, a
+// weight, tags, nested offers.
+type fuzzValue struct {
+	Addr   string
+	Weight int
+	Tags   map[string]string
+	Ports  []uint16
+	Backup *fuzzValue
+	Raw    []byte
+}
+
+// sampleValues returns values as BindValue encodes them, of several types.
+func sampleValues(t testing.TB) [][]byte {
+	var out [][]byte
+	for _, v := range []any{
+		"http://10.0.0.1:8080",
+		int64(-42),
+		uint64(1 << 63),
+		3.5,
+		true,
+		nil,
+		[]byte{0, 1, 2},
+		[]string{"a", "b"},
+		map[string]any{"addr": "10.0.0.1", "weight": 3, "tags": map[string]any{"zone": "a"}},
+		fuzzValue{Addr: "10.0.0.2:80", Weight: 2, Tags: map[string]string{"role": "worker"}, Ports: []uint16{80, 443},
+			Backup: &fuzzValue{Addr: "10.0.0.3:80"}, Raw: []byte("x")},
+	} {
+		b, err := wire.Marshal(v)
+		require.NoError(t, err)
+		out = append(out, b)
+	}
+	return out
+}
+
+// FuzzDecodeValue feeds arbitrary bytes, as a bound value, to
+// DecodeValue for the types services bind: it never panics, fails only
+// with ErrDecode, and a value it decodes re-encodes to one that decodes
+// to the same.
+func FuzzDecodeValue(f *testing.F) {
+	for _, v := range sampleValues(f) {
+		f.Add(v)
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		of := Offer{Node: "node-1", Value: data}
+		fuzzDecode[string](t, of)
+		fuzzDecode[int64](t, of)
+		fuzzDecode[[]string](t, of)
+		fuzzDecode[map[string]string](t, of)
+		fuzzDecode[fuzzValue](t, of)
+		if _, err := DecodeValue[any](of); err != nil {
+			require.ErrorIs(t, err, ErrDecode)
+		}
+	})
+}
+
+// fuzzDecode decodes of as a T and checks the round trip.
+func fuzzDecode[T any](t *testing.T, of Offer) {
+	v, err := DecodeValue[T](of)
+	if err != nil {
+		require.ErrorIs(t, err, ErrDecode)
+		return
+	}
+	b, err := wire.Marshal(v)
+	require.NoError(t, err, "%T decoded but does not encode", v)
+	again, err := DecodeValue[T](Offer{Node: of.Node, Value: b})
+	require.NoError(t, err, "%T re-encoded does not decode", v)
+	require.Equal(t, v, again)
+}
+
+// TestWriteFuzzCorpus regenerates testdata/fuzz/FuzzDecodeMsg and
+// testdata/fuzz/FuzzDecodeValue when NAMING_WRITE_CORPUS=1.
 func TestWriteFuzzCorpus(t *testing.T) {
 	if os.Getenv("NAMING_WRITE_CORPUS") != "1" {
 		t.Skip("set NAMING_WRITE_CORPUS=1 to regenerate the seed corpus")
 	}
-	dir := filepath.Join("testdata", "fuzz", "FuzzDecodeMsg")
-	require.NoError(t, os.MkdirAll(dir, 0o755))
-	for i, m := range sampleMessages(t) {
-		body := fmt.Sprintf("go test fuzz v1\n[]byte(%q)\n", m)
-		require.NoError(t, os.WriteFile(filepath.Join(dir, fmt.Sprintf("seed-%02d", i)), []byte(body), 0o644))
+	for target, seeds := range map[string][][]byte{"FuzzDecodeMsg": sampleMessages(t), "FuzzDecodeValue": sampleValues(t)} {
+		dir := filepath.Join("testdata", "fuzz", target)
+		require.NoError(t, os.MkdirAll(dir, 0o755))
+		for i, m := range seeds {
+			body := fmt.Sprintf("go test fuzz v1\n[]byte(%q)\n", m)
+			require.NoError(t, os.WriteFile(filepath.Join(dir, fmt.Sprintf("seed-%02d", i)), []byte(body), 0o644))
+		}
 	}
 }
 

@@ -53,8 +53,12 @@ func (c *core) local(kind opKind, name string, value []byte, bo bindOptions) err
 			return fmt.Errorf("%w: %q is bound with cluster scope (Rebind replaces it)", ErrNameBound, name)
 		}
 		n := 1
-		if old := c.cbucket[bucketOf(name)][name]; old != nil {
+		old := c.cbucket[bucketOf(name)][name]
+		if old != nil {
 			n, size = 0, size-recSize(old.name, old.value)
+		}
+		if mn, mb := c.crecCharge(c.self, name, value, old); !c.quota(c.self, n, size, mn, mb) {
+			return c.overQuota()
 		}
 		if !c.room(n, size) {
 			return c.tooLarge()
@@ -81,6 +85,9 @@ func (c *core) local(kind opKind, name string, value []byte, bo bindOptions) err
 	if mine != nil {
 		n, size = 0, size-recSize(mine.name, mine.value)
 	}
+	if !c.quota(c.self, n, size, n, size) {
+		return c.overQuota()
+	}
 	if !c.room(n, size) {
 		return c.tooLarge()
 	}
@@ -104,6 +111,12 @@ func (c *core) local(kind opKind, name string, value []byte, bo bindOptions) err
 func (c *core) tooLarge() error {
 	return fmt.Errorf("%w: the tree holds %d records and %d bytes; MaxBindings is %d and MaxTreeBytes %d",
 		ErrTooLarge, c.nrecs, c.nbytes, c.opts.MaxBindings, c.opts.MaxTreeBytes)
+}
+
+func (c *core) overQuota() error {
+	u := c.usage[c.self]
+	return fmt.Errorf("%w: this node holds %d records and %d bytes; MaxMemberBindings is %d and MaxMemberBytes %d",
+		ErrQuota, u.n, u.b, c.opts.MaxMemberBindings, c.opts.MaxMemberBytes)
 }
 
 // localDelete unbinds this node's record r.

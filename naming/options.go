@@ -33,6 +33,21 @@ type Options struct {
 	// Default 256 MiB. Enforced like MaxBindings.
 	MaxTreeBytes int64
 
+	// MaxMemberBindings bounds the records charged to one member: its
+	// node-scoped offers and the cluster-scoped records (tombstones
+	// included) it wrote last. Default MaxBindings/4 (at least 1), so that
+	// one member cannot fill the tree for the others; at most MaxBindings.
+	// This node's own Binds past it fail with ErrQuota; a peer's records
+	// past it are dropped and counted in Stats.OverQuota. A write that does
+	// not grow the tree (an Unbind, a Rebind with a value no larger) is
+	// never refused. Every node should use the same value.
+	MaxMemberBindings int
+
+	// MaxMemberBytes bounds the names and values of the records charged to
+	// one member. Default MaxTreeBytes/4; at most MaxTreeBytes. Enforced
+	// like MaxMemberBindings.
+	MaxMemberBytes int64
+
 	// TombstoneTTL is how long a deleted cluster-scoped binding is
 	// remembered, so that an older copy arriving late does not bring it
 	// back. Default 10 min. A node that was partitioned away for longer
@@ -62,6 +77,9 @@ const (
 	MaxMaxValueSize     = 1 << 20
 	DefaultMaxBindings  = 1_000_000
 	DefaultMaxTreeBytes = 256 << 20
+	// DefaultMemberShare is the share of MaxBindings and MaxTreeBytes that
+	// MaxMemberBindings and MaxMemberBytes default to: 1/DefaultMemberShare.
+	DefaultMemberShare  = 4
 	DefaultTombstoneTTL = 10 * time.Minute
 	DefaultWatchBuffer  = 1 << 16
 	DefaultFetchTimeout = 10 * time.Second
@@ -102,6 +120,18 @@ func (o Options) withDefaults() (Options, error) {
 	}
 	if o.MaxTreeBytes < 0 {
 		bad("MaxTreeBytes %d is negative", o.MaxTreeBytes)
+	}
+	if o.MaxMemberBindings == 0 {
+		o.MaxMemberBindings = max(1, o.MaxBindings/DefaultMemberShare)
+	}
+	if o.MaxMemberBindings < 0 || o.MaxMemberBindings > max(o.MaxBindings, 1) {
+		bad("MaxMemberBindings %d is outside 1..MaxBindings (%d)", o.MaxMemberBindings, o.MaxBindings)
+	}
+	if o.MaxMemberBytes == 0 {
+		o.MaxMemberBytes = max(1, o.MaxTreeBytes/DefaultMemberShare)
+	}
+	if o.MaxMemberBytes < 0 || o.MaxMemberBytes > max(o.MaxTreeBytes, 1) {
+		bad("MaxMemberBytes %d is outside 1..MaxTreeBytes (%d)", o.MaxMemberBytes, o.MaxTreeBytes)
 	}
 	if o.TombstoneTTL == 0 {
 		o.TombstoneTTL = DefaultTombstoneTTL

@@ -32,6 +32,35 @@ func (c *core) room(n int, b int64) bool {
 	return c.nrecs+n <= c.opts.MaxBindings && c.nbytes+b <= c.opts.MaxTreeBytes
 }
 
+// usage is the records and bytes charged to one member.
+type usage struct {
+	n int
+	b int64
+}
+
+// charge adds n records and b bytes to member's usage.
+func (c *core) charge(member string, n int, b int64) {
+	u := c.usage[member]
+	u.n, u.b = u.n+n, u.b+b
+	if u.n == 0 && u.b == 0 {
+		delete(c.usage, member)
+		return
+	}
+	c.usage[member] = u
+}
+
+// quota reports whether a write that grows the tree by treeN records and
+// treeB bytes, and member's usage by n and b, fits member's quota. A write
+// that does not grow the tree always fits: a member over its quota can
+// still unbind and shrink what it holds.
+func (c *core) quota(member string, treeN int, treeB int64, n int, b int64) bool {
+	if treeN <= 0 && treeB <= 0 {
+		return true
+	}
+	u := c.usage[member]
+	return u.n+n <= c.opts.MaxMemberBindings && u.b+b <= c.opts.MaxMemberBytes
+}
+
 func recSize(name string, value []byte) int64 { return int64(len(name) + len(value)) }
 
 // putRec stores r in o, replacing old (o's previous record for the name).
@@ -46,6 +75,7 @@ func (c *core) putRec(o *owner, r, old *rec) {
 		}
 		o.hash ^= recHash(old.name, old.ver)
 		c.nbytes -= recSize(old.name, old.value)
+		c.charge(o.name, -1, -recSize(old.name, old.value))
 	} else {
 		idx.recs = append(idx.recs, r)
 		c.nrecs++
@@ -53,6 +83,7 @@ func (c *core) putRec(o *owner, r, old *rec) {
 	o.recs[r.name] = r
 	o.hash ^= recHash(r.name, r.ver)
 	c.nbytes += recSize(r.name, r.value)
+	c.charge(o.name, 1, recSize(r.name, r.value))
 	c.markDirty(r.name)
 	c.digestDirty = true
 }
@@ -65,6 +96,7 @@ func (c *core) delRec(o *owner, r *rec) {
 	o.hash ^= recHash(r.name, r.ver)
 	c.nrecs--
 	c.nbytes -= recSize(r.name, r.value)
+	c.charge(o.name, -1, -recSize(r.name, r.value))
 	c.markDirty(r.name)
 	c.digestDirty = true
 }
@@ -157,6 +189,10 @@ func (c *core) applyRec(o *owner, w *recWire) {
 		} else {
 			b -= recSize(old.name, old.value)
 		}
+		if !c.quota(o.name, n, b, n, b) {
+			c.stats.overQuota.Add(1)
+			return
+		}
 		if !c.room(n, b) {
 			c.stats.rejected.Add(1)
 			return
@@ -184,6 +220,11 @@ func (c *core) applyCrec(w *crecWire) bool {
 	if old != nil {
 		n, b = 0, b-recSize(old.name, old.value)
 	}
+	mn, mb := c.crecCharge(w.W, w.N, w.X, old)
+	if !c.quota(w.W, n, b, mn, mb) {
+		c.stats.overQuota.Add(1)
+		return false
+	}
 	if !w.D && !c.room(n, b) {
 		c.stats.rejected.Add(1)
 		return false
@@ -193,6 +234,7 @@ func (c *core) applyCrec(w *crecWire) bool {
 		c.bhash[bk] ^= crecHash(old)
 		c.chash ^= crecHash(old)
 		c.nbytes -= recSize(old.name, old.value)
+		c.charge(old.writer, -1, -recSize(old.name, old.value))
 	} else {
 		c.nrecs++
 		c.ncrecs++
@@ -201,6 +243,7 @@ func (c *core) applyCrec(w *crecWire) bool {
 	c.bhash[bk] ^= crecHash(r)
 	c.chash ^= crecHash(r)
 	c.nbytes += recSize(r.name, r.value)
+	c.charge(r.writer, 1, recSize(r.name, r.value))
 	c.index(w.N).c = r
 	// Our live binding replaced by a concurrent Bind of another lineage:
 	// this node lost the race and is told.
@@ -223,6 +266,7 @@ func (c *core) dropCrec(r *crec) {
 	c.nrecs--
 	c.ncrecs--
 	c.nbytes -= recSize(r.name, r.value)
+	c.charge(r.writer, -1, -recSize(r.name, r.value))
 	if idx := c.names[r.name]; idx != nil && idx.c == r {
 		idx.c = nil
 	}
@@ -236,4 +280,13 @@ func (c *core) expired(ts uint64) bool {
 
 func (c *core) clusterBinding(r *crec) Binding {
 	return Binding{Name: r.name, Scope: ClusterScope, Offers: []Offer{{Node: r.writer, Value: r.value, Claimed: r.born}}}
+}
+
+// crecCharge is what writing the cluster-scoped record name = value over
+// old adds to writer's usage.
+func (c *core) crecCharge(writer, name string, value []byte, old *crec) (int, int64) {
+	if old != nil && old.writer == writer {
+		return 0, recSize(name, value) - recSize(old.name, old.value)
+	}
+	return 1, recSize(name, value)
 }

@@ -6,7 +6,8 @@ import "sync/atomic"
 // grow. A rising Malformed, Foreign or Oversized deserves a look at the
 // peers; Stale and Fetches are normal repair work; Dropped means the
 // tree's inbox or send queue overflowed (anti-entropy repairs it);
-// Rejected means MaxBindings or MaxTreeBytes was reached.
+// Rejected means MaxBindings or MaxTreeBytes was reached; OverQuota, that
+// a member went past MaxMemberBindings or MaxMemberBytes.
 type Stats struct {
 	Bindings int   // names bound
 	Records  int   // records held: offers, cluster-scoped bindings, tombstones
@@ -18,6 +19,7 @@ type Stats struct {
 	Stale      uint64 // messages of an old incarnation, a departed node or an abandoned fetch
 	Dropped    uint64 // messages dropped because a queue was full
 	Rejected   uint64 // records refused by MaxBindings / MaxTreeBytes
+	OverQuota  uint64 // records of a member past MaxMemberBindings / MaxMemberBytes, dropped
 	Conflicts  uint64 // bindings of this node that lost a concurrent bind
 	Broadcasts uint64 // gossip messages sent
 	Fetches    uint64 // anti-entropy fetches requested
@@ -28,7 +30,7 @@ type Stats struct {
 }
 
 type counters struct {
-	malformed, foreign, oversized, stale, dropped, rejected, conflicts,
+	malformed, foreign, oversized, stale, dropped, rejected, overQuota, conflicts,
 	broadcasts, fetches, served, sendErrors, bytesOut, bytesIn atomic.Uint64
 }
 
@@ -45,6 +47,7 @@ func (t *Tree) Stats() Stats {
 		Stale:      c.stale.Load(),
 		Dropped:    c.dropped.Load(),
 		Rejected:   c.rejected.Load(),
+		OverQuota:  c.overQuota.Load(),
 		Conflicts:  c.conflicts.Load(),
 		Broadcasts: c.broadcasts.Load(),
 		Fetches:    c.fetches.Load(),

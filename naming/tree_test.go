@@ -346,7 +346,7 @@ func TestListContexts(t *testing.T) {
 func TestLimits(t *testing.T) {
 	t.Parallel()
 	tc := clustertest.Start(t, 1, noFaults)
-	tr := newTree(t, tc.Nodes[0], Options{MaxBindings: 3, MaxValueSize: 100})
+	tr := newTree(t, tc.Nodes[0], Options{MaxBindings: 3, MaxMemberBindings: 3, MaxValueSize: 100})
 	c := ctx(t)
 	require.ErrorIs(t, tr.Bind(c, "v", make([]byte, 101)), ErrTooLarge)
 	for i := range 3 {

@@ -43,16 +43,20 @@ func BenchmarkPingPongRawTCP(b *testing.B) {
 	reportLatency(b, lat)
 }
 
+// benchModes: "plain" runs without cluster keys (Insecure), to measure
+// what the key costs; "key" with one.
 func benchModes() []struct {
 	name   string
+	opts   func(int, *Options)
 	mutate func(int, *membership.Config)
 } {
 	return []struct {
 		name   string
+		opts   func(int, *Options)
 		mutate func(int, *membership.Config)
 	}{
-		{"plain", func(int, *membership.Config) {}},
-		{"key", func(_ int, c *membership.Config) { c.SecretKeys = [][]byte{bytes.Repeat([]byte{7}, 32)} }},
+		{"plain", func(_ int, o *Options) { o.Insecure = true }, insecure},
+		{"key", nil, func(_ int, c *membership.Config) { c.SecretKeys = [][]byte{bytes.Repeat([]byte{7}, 32)} }},
 	}
 }
 
@@ -82,7 +86,7 @@ func benchSession(b *testing.B, n *node) *Session {
 func BenchmarkSave(b *testing.B) {
 	for _, m := range benchModes() {
 		b.Run(m.name, func(b *testing.B) {
-			c := startSessions(b, 2, nil, m.mutate)
+			c := startSessions(b, 2, m.opts, m.mutate)
 			p := c.nodes[0]
 			h := benchSession(b, p)
 			val := make([]byte, benchAttrSize-len("attribute-00"))
@@ -110,7 +114,7 @@ func BenchmarkSave(b *testing.B) {
 func BenchmarkSaveParallel(b *testing.B) {
 	for _, m := range benchModes() {
 		b.Run(m.name, func(b *testing.B) {
-			c := startSessions(b, 2, nil, m.mutate)
+			c := startSessions(b, 2, m.opts, m.mutate)
 			p := c.nodes[0]
 			sessions := make(chan *Session, benchClients)
 			for range benchClients {

@@ -67,10 +67,11 @@ func (s *Sessions) call(ctx context.Context, name, method string, req, resp any)
 // retryable reports whether a failed call to a peer may succeed later
 // without anything else changing, or after membership notices the peer
 // is gone or its sessions stopped (the failover then gives the session
-// another secondary).
+// another secondary), or after the peer sees this node's tag (it refused
+// us: errRefused).
 func retryable(err error) bool {
 	return errors.Is(err, membership.ErrUnreachable) || errors.Is(err, membership.ErrUnknownMember) ||
-		errors.Is(err, errPeerGone) || notServing(err)
+		errors.Is(err, errPeerGone) || errors.Is(err, errRefused) || notServing(err)
 }
 
 // notServing reports whether a call's error says that the peer's node

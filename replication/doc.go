@@ -11,7 +11,9 @@
 // transport (persistent, multiplexed node-to-node connections; mutual TLS
 // with membership.Config.TLS, otherwise authenticated and encrypted with
 // the cluster keys), marks the member as holding sessions with the tag
-// TagKey, and subscribes to member events. Every node that holds sessions
+// TagKey, and subscribes to member events. It refuses a cluster without
+// keys (membership.Config.SecretKeys; make one with
+// `head -c 32 /dev/urandom | base64`) unless Options.Insecure says so. Every node that holds sessions
 // does the same; a member without the tag (a load balancer) is never a
 // secondary. WaitPeers returns once this node sees enough peers to place
 // secondaries on.
@@ -41,6 +43,9 @@
 // Sessions.Middleware does this for net/http: cookie in, session in the
 // request context (FromRequest), saved when the handler is done and
 // before the response leaves, cookie rewritten when the route changes.
+// A request creates a session only if its handler stores something in
+// it; RenewID gives the session a new id at login, Destroy ends it at
+// logout.
 //
 // The id carries the route, as WebLogic's session cookie does, so a load
 // balancer with no state can send a request to the primary and, if it is
@@ -144,6 +149,23 @@
 // sessions were used, and the secondary drops its copy on its own clock,
 // a little later. Invalidate removes every copy and remembers the key
 // long enough that no leftover copy can come back.
+//
+// # Trust and bounds
+//
+// A peer's request is served only for a live member that holds sessions,
+// and its sender is the node name its connection proved in the
+// transport's handshake, never a field of the request (a request whose
+// From names another node is refused; the one exception is a take that
+// a session's secondary relays to its primary for the node that asked
+// it). So a process that is not a member cannot read or write a session,
+// and a member cannot act for another: it cannot extend a failed node's
+// lease, nor write a copy in its name. Refused requests are counted in
+// Stats.Refused. What remote input can grow is bounded: the table of
+// peers holds only names membership reported, a copy or change beyond
+// MaxSessionSize is refused on receive, and this node creates at most
+// MaxSessions sessions (the middleware answers 503 beyond it). Logs name
+// a session by a short hash of its key, at Debug, and never carry a
+// session key, id, cookie or cluster key.
 //
 // # Pins and singletons
 //

@@ -41,6 +41,12 @@ var (
 	// ErrInvalidOptions is wrapped by Options.Validate and NewSessions for
 	// every configuration mistake.
 	ErrInvalidOptions = errors.New("replication: invalid options")
+
+	// ErrTooManySessions is returned by Create, and by Save of a session
+	// the middleware has not created yet, when this node already serves
+	// Options.MaxSessions sessions. The error wraps ErrUnavailable too:
+	// retrying later may succeed.
+	ErrTooManySessions = errors.New("replication: too many sessions")
 )
 
 // Internal outcomes, never returned to callers.

@@ -2,6 +2,7 @@ package replication_test
 
 import (
 	"context"
+	"crypto/rand"
 	"fmt"
 	"io"
 	"log"
@@ -28,6 +29,15 @@ func (n node) stop() {
 // startPair starts two members of cluster on loopback, a and b, each
 // with sessions, and waits until each sees the other's sessions.
 func startPair(ctx context.Context, cluster string) (a, b node) {
+	// Every node of a cluster has the same key, which authenticates and
+	// encrypts all their traffic, sessions included. Make one with
+	//	head -c 32 /dev/urandom | base64
+	// and give it to every node from your secret store. Here both nodes
+	// run in this process and share a random one.
+	key := make([]byte, 32)
+	if _, err := rand.Read(key); err != nil {
+		log.Fatal(err)
+	}
 	start := func(name string, wellKnown ...string) node {
 		c, err := membership.New(ctx, membership.Config{
 			ClusterName: cluster,
@@ -35,6 +45,7 @@ func startPair(ctx context.Context, cluster string) (a, b node) {
 			BindAddr:    "127.0.0.1:0",
 			WellKnown:   wellKnown,
 			Profile:     membership.ProfileLocal,
+			SecretKeys:  [][]byte{key},
 		})
 		if err != nil {
 			log.Fatal(err)

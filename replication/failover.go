@@ -36,6 +36,10 @@ func (s *Sessions) failover(name string, failed bool) {
 			list = append(list, e)
 		}
 	}
+	if len(list) == 0 {
+		return
+	}
+	s.log.Info("moving the sessions of a peer whose sessions are gone", "peer", name, "failed", failed, "sessions", len(list))
 	s.move(list)
 }
 
@@ -90,7 +94,7 @@ func (s *Sessions) promote(e *entry, oldPrimary string, failed bool) {
 	}
 	if err := s.revoke(s.ctx, oldPrimary, true); err != nil {
 		if errors.Is(err, errPeerBack) {
-			s.log.Info("primary came back before promotion", "key", e.key, "primary", oldPrimary)
+			s.log.Debug("primary came back before promotion", "session", keyRef(e.key), "primary", oldPrimary)
 		}
 		return
 	}
@@ -112,12 +116,12 @@ func (s *Sessions) promote(e *entry, oldPrimary string, failed bool) {
 	case next.secondary == "" && s.liveCount() > 1:
 		// Other nodes are alive but none took a copy: we may be the one
 		// cut off. Commit nothing; the janitor tries again.
-		s.log.Debug("no secondary reachable, promotion postponed", "key", e.key, "err", err)
+		s.log.Debug("no secondary reachable, promotion postponed", "session", keyRef(e.key), "err", err)
 		return
 	}
 	if s.publish(e, next) {
 		s.stats.promotions.Add(1)
-		s.log.Info("promoted a session", "key", e.key, "old_primary", oldPrimary, "epoch", next.epoch, "secondary", next.secondary)
+		s.log.Debug("promoted a session", "session", keyRef(e.key), "old_primary", oldPrimary, "epoch", next.epoch, "secondary", next.secondary)
 	}
 }
 
@@ -152,12 +156,12 @@ func (s *Sessions) rehome(e *entry, old string, contest bool) {
 	case next.secondary == "" && (old == "" || s.liveCount() > 1):
 		// Nothing changes, or other nodes are alive but none took a
 		// copy: we may be the one cut off. The janitor tries again.
-		s.log.Debug("no secondary reachable, re-homing postponed", "key", e.key, "err", err)
+		s.log.Debug("no secondary reachable, re-homing postponed", "session", keyRef(e.key), "err", err)
 		return
 	}
 	if s.publish(e, next) {
 		s.stats.rehomes.Add(1)
-		s.log.Debug("new secondary", "key", e.key, "old", old, "new", next.secondary, "epoch", next.epoch)
+		s.log.Debug("new secondary", "session", keyRef(e.key), "old", old, "new", next.secondary, "epoch", next.epoch)
 	}
 }
 

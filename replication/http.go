@@ -24,7 +24,8 @@ type HTTPOptions struct {
 	CookieName string
 	// Cookie, if set, adjusts every session cookie before it is sent
 	// (Path, Domain, Secure, SameSite...). By default the cookie has
-	// Path "/", HttpOnly and SameSite=Lax.
+	// Path "/", HttpOnly and SameSite=Lax, and Secure when the request
+	// came over TLS (behind a proxy that ends TLS, set Secure here).
 	Cookie func(*http.Cookie)
 	// BufferLimit is how much of a response body the middleware holds
 	// back, in bytes, so that it can save the session before anything
@@ -34,9 +35,10 @@ type HTTPOptions struct {
 	// returns. Default 64 KiB.
 	BufferLimit int
 	// Error writes the response when the session cannot be loaded or
-	// saved (ErrUnavailable, ErrStale): the handler's own response is
-	// then discarded, or cut short if it was already streaming. Default:
-	// 503 Service Unavailable with a Retry-After of 1 s.
+	// saved (ErrUnavailable, ErrStale, ErrTooManySessions, ErrTooLarge):
+	// the handler's own response is then discarded, or cut short if it
+	// was already streaming. Default: 503 Service Unavailable with a
+	// Retry-After of 1 s.
 	Error func(w http.ResponseWriter, r *http.Request, err error)
 }
 
@@ -48,8 +50,7 @@ type requestSession struct {
 	ctx      context.Context
 	mu       sync.Mutex
 	h        *Session
-	incoming string // the cookie's value, "" if none
-	badIn    bool   // the cookie named a session that does not exist
+	incoming string // the cookie's value, "" if none; then the value last sent
 }
 
 // Middleware loads the session named by the request's cookie, makes it
@@ -59,10 +60,19 @@ type requestSession struct {
 // client (up to HTTPOptions.BufferLimit of body): a client that saw the
 // complete response knows its session change reached the secondary.
 //
-// A cookie naming a session that no longer exists is dropped (the
+// A request without a session gets one only if its handler stores an
+// attribute: a handler that does not ask for the session, or only reads
+// it, creates nothing, stores nothing and sends no cookie. A new session
+// beyond Options.MaxSessions gets the Error response (by default 503
+// with a Retry-After), as does any session that cannot be saved.
+//
+// A cookie naming a session that no longer exists is expired (the
 // handler gets a new session on demand); a session that exists but
 // cannot be reached now gets the Error response, so that the client does
-// not silently continue with an empty one.
+// not silently continue with an empty one. The cookie is sent with
+// Secure when the request came over TLS, HttpOnly, SameSite=Lax and Path
+// "/", then adjusted by HTTPOptions.Cookie. Handlers renew the id at
+// login with RenewID and end the session at logout with Destroy.
 func (s *Sessions) Middleware(next http.Handler, o HTTPOptions) http.Handler {
 	if o.CookieName == "" {
 		o.CookieName = DefaultCookieName
@@ -87,7 +97,7 @@ func (s *Sessions) Middleware(next http.Handler, o HTTPOptions) http.Handler {
 			case err == nil:
 				rs.h = h
 			case errors.Is(err, ErrNotFound), errors.Is(err, ErrInvalidID):
-				rs.badIn = true
+				// Expired at commit, unless the handler stores something.
 			default:
 				o.Error(w, r, err)
 				return
@@ -99,25 +109,67 @@ func (s *Sessions) Middleware(next http.Handler, o HTTPOptions) http.Handler {
 	})
 }
 
-// FromRequest returns the request's session, creating one if the request
-// has none yet (the middleware then sends its cookie). It returns an
-// error if the request did not go through Middleware, or if Create
-// failed. Every call in one request returns the same handle.
+var errNoMiddleware = errors.New("replication: request did not go through Sessions.Middleware")
+
+// FromRequest returns the request's session. For a request that has
+// none, it returns a new one, which exists only once the handler stores
+// an attribute in it (its ID is "" until the middleware saves it, when
+// the handler is done). Every call in one request returns the same
+// handle. It returns an error only if the request did not go through
+// Middleware.
 func FromRequest(r *http.Request) (*Session, error) {
 	rs, ok := r.Context().Value(ctxKey{}).(*requestSession)
 	if !ok {
-		return nil, errors.New("replication: request did not go through Sessions.Middleware")
+		return nil, errNoMiddleware
 	}
 	rs.mu.Lock()
 	defer rs.mu.Unlock()
 	if rs.h == nil {
-		h, err := rs.s.Create(r.Context())
-		if err != nil {
-			return nil, err
-		}
-		rs.h = h
+		rs.h = newSession(rs.s)
 	}
 	return rs.h, nil
+}
+
+// RenewID gives the request's session a new id, keeping its attributes:
+// call it at login, so that an id known before (one an attacker may have
+// planted) does not name the logged-in session. The old id stops working
+// at once, everywhere; the session is created again under a new key when
+// the handler is done, and its cookie sent. Handles from FromRequest stay
+// valid. It returns Sessions.RenewID's errors, and an error if the
+// request did not go through Middleware.
+func RenewID(r *http.Request) error {
+	rs, ok := r.Context().Value(ctxKey{}).(*requestSession)
+	if !ok {
+		return errNoMiddleware
+	}
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	if rs.h == nil {
+		rs.h = newSession(rs.s) // nothing to renew: a new session gets a new key
+		return nil
+	}
+	return rs.s.RenewID(rs.ctx, rs.h)
+}
+
+// Destroy ends the request's session, as at logout: it is invalidated
+// everywhere (Sessions.Invalidate) and the cookie is expired. The
+// request's handle, from FromRequest before or after, becomes an empty
+// new session: an attribute stored in it afterwards (a message for the
+// next page) goes into a new session with a new id. It returns
+// Invalidate's errors (with ErrUnavailable the session is destroyed here
+// but a node that may hold a copy could not be told), and an error if
+// the request did not go through Middleware.
+func Destroy(r *http.Request) error {
+	rs, ok := r.Context().Value(ctxKey{}).(*requestSession)
+	if !ok {
+		return errNoMiddleware
+	}
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	if rs.h == nil {
+		return nil
+	}
+	return rs.s.unmake(rs.ctx, rs.h, false)
 }
 
 // sessionWriter holds the response back until the session is saved.
@@ -224,34 +276,36 @@ func (w *sessionWriter) startStreaming() error {
 	return nil
 }
 
-// commit saves the session and sets the cookie if needed; on failure it
-// writes the Error response instead of the handler's.
+// commit saves the session (creating a new one that has attributes)
+// and sets or expires the cookie if needed; on failure it writes the
+// Error response instead of the handler's.
 func (w *sessionWriter) commit() error {
 	rs := w.rs
 	rs.mu.Lock()
 	h := rs.h
 	rs.mu.Unlock()
-	var cookie *http.Cookie
-	switch {
-	case h != nil:
+	want := ""
+	if h != nil {
 		if err := rs.s.Save(rs.ctx, h); err != nil {
 			w.fail(err)
 			return err
 		}
-		if id := h.ID(); id != rs.incoming {
-			cookie = &http.Cookie{Name: w.o.CookieName, Value: id}
-		}
-	case rs.badIn:
-		cookie = &http.Cookie{Name: w.o.CookieName, MaxAge: -1}
+		want = h.ID()
 	}
-	if cookie != nil {
-		cookie.Path, cookie.HttpOnly, cookie.SameSite = "/", true, http.SameSiteLaxMode
-		if w.o.Cookie != nil {
-			w.o.Cookie(cookie)
-		}
-		w.w.Header().Add("Set-Cookie", cookie.String())
-		rs.incoming = cookie.Value
+	if want == rs.incoming {
+		return nil
 	}
+	cookie := &http.Cookie{Name: w.o.CookieName, Value: want}
+	if want == "" {
+		cookie.MaxAge = -1 // no session any more, or the cookie named none
+	}
+	cookie.Path, cookie.HttpOnly, cookie.SameSite = "/", true, http.SameSiteLaxMode
+	cookie.Secure = w.r.TLS != nil
+	if w.o.Cookie != nil {
+		w.o.Cookie(cookie)
+	}
+	w.w.Header().Add("Set-Cookie", cookie.String())
+	rs.incoming = want
 	return nil
 }
 
@@ -281,7 +335,13 @@ func (w *sessionWriter) finish() {
 		rs.mu.Lock()
 		h := rs.h
 		rs.mu.Unlock()
-		if h != nil && h.Changed() {
+		switch {
+		case h == nil || !h.Changed():
+		case h.entry() == nil:
+			// Its cookie can no longer be sent: the client could never
+			// name the session.
+			rs.s.log.Warn("a new session's attributes, stored after the response started, were dropped")
+		default:
 			if err := rs.s.Save(rs.ctx, h); err != nil {
 				rs.s.log.Warn("session changes after the response started were not saved", "err", err)
 			}

@@ -1,6 +1,7 @@
 package replication
 
 import (
+	"crypto/tls"
 	"io"
 	"net/http"
 	"net/http/cookiejar"
@@ -141,6 +142,8 @@ func TestMiddlewareSaveFails(t *testing.T) {
 	srv := httptest.NewServer(c.nodes[0].s.Middleware(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		h, err := FromRequest(r)
 		require.NoError(t, err)
+		require.NoError(t, h.Set("new", []byte("y")))
+		require.NoError(t, c.nodes[0].s.Save(r.Context(), h)) // creates it
 		require.NoError(t, h.Set("a", make([]byte, 600)))
 		// Another request's handle grows the session meanwhile.
 		other, err := c.nodes[0].s.Get(r.Context(), h.ID())
@@ -158,4 +161,196 @@ func TestMiddlewareSaveFails(t *testing.T) {
 	resp.Body.Close()
 	require.Equal(t, http.StatusServiceUnavailable, resp.StatusCode, string(body))
 	require.Empty(t, resp.Header.Get("X-Handler"))
+}
+
+// serve runs one request through h and returns the recorded response.
+func serve(h http.Handler, path, cookie string, overTLS bool) *httptest.ResponseRecorder {
+	r := httptest.NewRequest("GET", path, nil)
+	if cookie != "" {
+		r.AddCookie(&http.Cookie{Name: DefaultCookieName, Value: cookie})
+	}
+	if overTLS {
+		r.TLS = &tls.ConnectionState{}
+	}
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, r)
+	return w
+}
+
+// sessionCookie returns the session cookie a response sets, or nil.
+func sessionCookie(w *httptest.ResponseRecorder) *http.Cookie {
+	for _, c := range w.Result().Cookies() {
+		if c.Name == DefaultCookieName {
+			return c
+		}
+	}
+	return nil
+}
+
+// TestMiddlewareLazyCreation: 20,000 requests without a cookie whose
+// handler reads the session but stores nothing create no session, store
+// nothing, set no cookie and leave the heap as it was.
+func TestMiddlewareLazyCreation(t *testing.T) {
+	c := startSessions(t, 2, nil)
+	n := c.nodes[0]
+	h := n.s.Middleware(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s, err := FromRequest(r)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		if _, ok := s.Get("user"); !ok {
+			_, _ = io.WriteString(w, "anonymous")
+		}
+	}), HTTPOptions{})
+	heap0 := heapInUse()
+	for range 20000 {
+		w := serve(h, "/", "", false)
+		require.Equal(t, http.StatusOK, w.Code)
+		require.Equal(t, "anonymous", w.Body.String())
+		require.Empty(t, w.Header().Values("Set-Cookie"))
+	}
+	grew := int64(heapInUse()) - int64(heap0)
+	st := n.s.Stats()
+	require.Zero(t, st.Created)
+	require.Zero(t, st.Primaries)
+	require.Zero(t, c.nodes[1].s.Stats().Secondaries)
+	require.Less(t, grew, int64(4<<20), "the heap grew by %d bytes", grew)
+}
+
+// TestMiddlewareMaxSessions: a flood of 20,000 requests without a cookie
+// whose handler stores something creates MaxSessions sessions; the rest
+// get 503 with Retry-After, memory stays within the bound, and a client
+// with a session keeps being served.
+func TestMiddlewareMaxSessions(t *testing.T) {
+	const limit = 500
+	c := startSessions(t, 2, func(_ int, o *Options) { o.MaxSessions = limit })
+	n := c.nodes[0]
+	h := n.s.Middleware(counter(t), HTTPOptions{})
+	first := sessionCookie(serve(h, "/", "", false))
+	require.NotNil(t, first)
+
+	heap0 := heapInUse()
+	refused := 0
+	for range 20000 {
+		w := serve(h, "/", "", false)
+		switch w.Code {
+		case http.StatusOK:
+		case http.StatusServiceUnavailable:
+			refused++
+			require.NotEmpty(t, w.Header().Get("Retry-After"))
+			require.Nil(t, sessionCookie(w))
+		default:
+			t.Fatalf("status %d: %s", w.Code, w.Body)
+		}
+	}
+	grew := int64(heapInUse()) - int64(heap0)
+	t.Logf("heap grew by %d bytes for %d sessions (primary and secondary copies)", grew, limit-1)
+	require.Equal(t, uint64(limit), n.s.Stats().Created)
+	require.Equal(t, limit, n.s.Stats().Primaries)
+	require.Equal(t, 20000-(limit-1), refused)
+	// Both nodes run in this process: 500 small sessions on each, and
+	// room for the garbage collector's pacing.
+	require.Less(t, grew, int64(16<<20), "the heap grew by %d bytes", grew)
+
+	w := serve(h, "/", first.Value, false)
+	require.Equal(t, http.StatusOK, w.Code, "an existing session is served at the bound")
+	require.Equal(t, "2", w.Body.String())
+	_, err := n.s.Create(testCtx(t))
+	require.ErrorIs(t, err, ErrTooManySessions)
+}
+
+// TestMiddlewareRenewAndDestroy: a handler renews the session id at
+// login (the old id stops working, the attributes move to the new one)
+// and destroys the session at logout (the cookie is expired), both
+// without a 503; the cookie is Secure when the request came over TLS.
+func TestMiddlewareRenewAndDestroy(t *testing.T) {
+	c := startSessions(t, 2, nil)
+	n := c.nodes[0]
+	mux := http.NewServeMux()
+	handle := func(path string, f func(r *http.Request) error) {
+		mux.HandleFunc(path, func(w http.ResponseWriter, r *http.Request) {
+			if err := f(r); err != nil {
+				http.Error(w, err.Error(), http.StatusInternalServerError)
+				return
+			}
+			_, _ = io.WriteString(w, "ok")
+		})
+	}
+	store := func(r *http.Request, k, v string) error {
+		s, err := FromRequest(r)
+		if err != nil {
+			return err
+		}
+		return s.Set(k, []byte(v))
+	}
+	handle("/cart", func(r *http.Request) error { return store(r, "cart", "book") })
+	handle("/login", func(r *http.Request) error {
+		if err := store(r, "user", "ana"); err != nil {
+			return err
+		}
+		return RenewID(r)
+	})
+	handle("/logout", Destroy)
+	handle("/logout-flash", func(r *http.Request) error {
+		if err := Destroy(r); err != nil {
+			return err
+		}
+		return store(r, "flash", "bye")
+	})
+	h := n.s.Middleware(mux, HTTPOptions{})
+	attr := func(id, k string) string {
+		s, err := n.s.Get(testCtx(t), id)
+		require.NoError(t, err)
+		v, _ := s.Get(k)
+		return string(v)
+	}
+	gone := func(id string) {
+		t.Helper()
+		_, err := n.s.Get(testCtx(t), id)
+		require.ErrorIs(t, err, ErrNotFound)
+	}
+
+	w := serve(h, "/cart", "", false)
+	require.Equal(t, http.StatusOK, w.Code)
+	c1 := sessionCookie(w)
+	require.NotNil(t, c1)
+	require.False(t, c1.Secure)
+
+	// Login renews the id: a new key, the old one no longer works.
+	w = serve(h, "/login", c1.Value, true)
+	require.Equal(t, http.StatusOK, w.Code, w.Body.String())
+	c2 := sessionCookie(w)
+	require.NotNil(t, c2, "the renewed id is sent")
+	require.True(t, c2.Secure, "over TLS the cookie is Secure")
+	require.NotEqual(t, mustParse(t, c1.Value).Key, mustParse(t, c2.Value).Key)
+	gone(c1.Value)
+	require.Equal(t, "book", attr(c2.Value, "cart"))
+	require.Equal(t, "ana", attr(c2.Value, "user"))
+
+	// Logout destroys the session and expires the cookie.
+	w = serve(h, "/logout", c2.Value, true)
+	require.Equal(t, http.StatusOK, w.Code, w.Body.String())
+	c3 := sessionCookie(w)
+	require.NotNil(t, c3)
+	require.Negative(t, c3.MaxAge, "the cookie is expired")
+	require.True(t, c3.Secure)
+	gone(c2.Value)
+
+	// A handler may store into a new session after destroying one.
+	c4 := sessionCookie(serve(h, "/cart", "", false))
+	w = serve(h, "/logout-flash", c4.Value, false)
+	require.Equal(t, http.StatusOK, w.Code, w.Body.String())
+	c5 := sessionCookie(w)
+	require.NotNil(t, c5)
+	require.NotEqual(t, mustParse(t, c4.Value).Key, mustParse(t, c5.Value).Key)
+	gone(c4.Value)
+	require.Equal(t, "bye", attr(c5.Value, "flash"))
+	require.Empty(t, attr(c5.Value, "cart"))
+
+	// Login without a session: one new session, one cookie.
+	w = serve(h, "/login", "", false)
+	require.Equal(t, http.StatusOK, w.Code, w.Body.String())
+	require.Len(t, w.Header().Values("Set-Cookie"), 1)
+	require.Equal(t, "ana", attr(sessionCookie(w).Value, "user"))
 }

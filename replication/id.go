@@ -4,7 +4,9 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base32"
+	"encoding/hex"
 	"fmt"
+	"log/slog"
 	"strings"
 )
 
@@ -119,3 +121,17 @@ func NodeID(name string) string {
 	sum := sha256.Sum256([]byte(name))
 	return b32.EncodeToString(sum[:4])[:nodeIDLen]
 }
+
+// keyRef stands for a session key in logs and error messages: the first
+// 8 hex digits of its SHA-256, which tell sessions apart in a log without
+// giving anyone the key (a key, with any route, is enough to use a
+// session). Log a key as keyRef(key), never as the string itself.
+type keyRef string
+
+func (k keyRef) String() string {
+	sum := sha256.Sum256([]byte(k))
+	return hex.EncodeToString(sum[:4])
+}
+
+// LogValue computes the hash only when the record is written.
+func (k keyRef) LogValue() slog.Value { return slog.StringValue(k.String()) }

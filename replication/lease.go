@@ -3,6 +3,7 @@ package replication
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 )
 
@@ -126,6 +127,10 @@ func (s *Sessions) checkLocked(ctx context.Context, e *entry, lease bool) (st st
 		s.drop(e, "verify: invalidated")
 		s.tomb.add(e.key, s.tombTTL())
 		return st, errGoneCopy, false
+	case stTooLarge:
+		// The secondary lost its copy and cannot take ours back: it runs
+		// with a smaller MaxSessionSize. Not a reason to drop ours.
+		return st, unavailable("secondary "+st.secondary, fmt.Errorf("%w: it refused a full copy", ErrTooLarge)), false
 	default:
 		s.dropStale(e, st)
 		return st, &droppedError{winner: st.secondary}, false
@@ -147,7 +152,8 @@ func (s *Sessions) noteReply(name string, sent time.Time, gen uint64, count int)
 	p.count = count
 }
 
-// grant extends the lease of a peer that sent us a request.
+// grant extends the lease of a peer that sent us a request; the caller
+// has admitted it (see admit): only members get an entry in the table.
 func (s *Sessions) grant(from string) {
 	until := time.Now().Add(s.opts.LeaseTerm)
 	s.pmu.Lock()
@@ -158,11 +164,34 @@ func (s *Sessions) grant(from string) {
 	}
 }
 
+// admitGrant is admit and grant for changes on their hot path: one
+// look at the table when the sender is a live peer there.
+func (s *Sessions) admitGrant(from string) bool {
+	until := time.Now().Add(s.opts.LeaseTerm)
+	s.pmu.Lock()
+	if p := s.pmu.peers[from]; p != nil && p.alive && from != s.self {
+		if until.After(p.grantedUntil) {
+			p.grantedUntil = until
+		}
+		s.pmu.Unlock()
+		return true
+	}
+	s.pmu.Unlock()
+	if !s.admit(from) {
+		return false
+	}
+	s.grant(from)
+	return true
+}
+
 // grantGen returns the generation we report to a peer.
 func (s *Sessions) grantGen(from string) uint64 {
 	s.pmu.Lock()
 	defer s.pmu.Unlock()
-	return s.peerLocked(from).grantGen
+	if p := s.pmu.peers[from]; p != nil {
+		return p.grantGen
+	}
+	return 0
 }
 
 var errPeerBack = errors.New("replication: peer is back")
@@ -175,7 +204,12 @@ var errPeerBack = errors.New("replication: peer is back")
 func (s *Sessions) revoke(ctx context.Context, name string, abortIfBack bool) error {
 	for {
 		s.pmu.Lock()
-		p := s.peerLocked(name)
+		p := s.pmu.peers[name]
+		if p == nil {
+			// Never granted anything, or forgotten long after it went.
+			s.pmu.Unlock()
+			return nil
+		}
 		if abortIfBack && p.alive {
 			s.pmu.Unlock()
 			return errPeerBack

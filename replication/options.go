@@ -40,6 +40,7 @@ const (
 	DefaultLeaseTerm      = time.Second
 	DefaultCallTimeout    = 5 * time.Second
 	DefaultQuorumWindow   = time.Minute
+	DefaultMaxSessions    = 100_000
 )
 
 // Limits enforced by Validate.
@@ -111,9 +112,33 @@ type Options struct {
 	// for a caller whose context has no deadline. Default 5 s.
 	CallTimeout time.Duration
 
-	// Logger receives failovers and takeovers at Info, problems with
-	// peers at Warn. Default: discard.
+	// Logger receives summaries (a failover moved n sessions) at Info,
+	// problems with peers at Warn, and events of single sessions at Debug.
+	// No record carries a session key or id: a session appears as a short
+	// hash of its key. Default: discard.
 	Logger *slog.Logger
+
+	// MaxSessions bounds the sessions this node serves as primary: Create
+	// refuses a new one beyond it with an error that wraps
+	// ErrTooManySessions and ErrUnavailable, and the middleware answers
+	// such a request with HTTPOptions.Error (by default 503 with
+	// Retry-After). Sessions taken over from other nodes (Get, failover)
+	// are never refused, so a node may serve more after a failover;
+	// secondary copies are bounded by the other nodes' MaxSessions. A
+	// session costs about 0.5 KiB on its primary and as much on its
+	// secondary (measured by TestMiddlewareMaxSessions), plus its
+	// attributes: 100,000 sessions of 1 KiB take about 150 MiB on their
+	// primary. Default 100,000 (DefaultMaxSessions); negative means no
+	// bound.
+	MaxSessions int
+
+	// Insecure lets Sessions run over a cluster whose members have no
+	// cluster keys (membership.Config.Insecure): session state then
+	// travels in plaintext, and anyone who can reach the node's transport
+	// can read, forge or drop sessions. NewSessions refuses such a cluster
+	// unless Insecure is set, and then logs one Warn. For tests and demos
+	// on one host only.
+	Insecure bool
 }
 
 // Validate reports the first problem with o, after applying defaults. It
@@ -158,6 +183,7 @@ func (o Options) withDefaults() Options {
 	o.CallTimeout = cmp.Or(o.CallTimeout, DefaultCallTimeout)
 	o.QuorumWindow = cmp.Or(o.QuorumWindow, DefaultQuorumWindow)
 	o.Logger = cmp.Or(o.Logger, slog.New(slog.DiscardHandler))
+	o.MaxSessions = cmp.Or(o.MaxSessions, DefaultMaxSessions)
 	return o
 }
 

@@ -108,6 +108,9 @@ func (s *Sessions) peerDown(name string, failed bool) {
 	}
 }
 
+// peerLocked returns the entry of a member, creating it. Only names that
+// membership reported (events, admit) or that this node called reach it:
+// never a name taken from a request's fields.
 func (s *Sessions) peerLocked(name string) *peer {
 	p := s.pmu.peers[name]
 	if p == nil {

@@ -32,6 +32,11 @@ var (
 	// errBadRequest: a request the peer could not decode or does not
 	// know.
 	errBadRequest = errors.New("replication: bad request")
+	// errRefused: the peer does not serve this sender: it is not a live
+	// member that holds sessions (as the peer sees membership: it may
+	// not have seen the sender's tag yet, or may have declared it
+	// failed), or the request names another node as its sender.
+	errRefused = errors.New("replication: request refused")
 )
 
 // Errors that a handler returns and the caller tells apart by identity
@@ -43,18 +48,20 @@ var (
 var callErrors = []error{
 	errPeerClosed, // the peer's Sessions are shut down
 	errBadRequest, // malformed request, unknown method
+	errRefused,    // the sender is not a live member holding sessions, or names another
 }
 
 // status is a peer's answer about one session. Append only.
 type status uint8
 
 const (
-	stOK      status = iota // applied, verified, found, or: your copy wins
-	stGap                   // apply: I miss earlier changes, send a full copy
-	stStale                 // your copy is outdated: drop it
-	stGone                  // the session was invalidated
-	stUnknown               // I hold no copy
-	stBusy                  // take: I cannot vouch for my copy now, ask another node
+	stOK       status = iota // applied, verified, found, or: your copy wins
+	stGap                    // apply: I miss earlier changes, send a full copy
+	stStale                  // your copy is outdated: drop it
+	stGone                   // the session was invalidated
+	stUnknown                // I hold no copy
+	stBusy                   // take: I cannot vouch for my copy now, ask another node
+	stTooLarge               // apply: the session would exceed my MaxSessionSize
 )
 
 func (s status) String() string {
@@ -71,6 +78,8 @@ func (s status) String() string {
 		return "unknown"
 	case stBusy:
 		return "busy"
+	case stTooLarge:
+		return "too large"
 	}
 	return "status?"
 }
@@ -82,9 +91,9 @@ func (s status) String() string {
 // zero values. codec.go encodes and decodes both by hand, in the same
 // bytes: a field added here must be added there.
 //
-// Every request names its sender (a node name; the transport has
-// authenticated the connection with the cluster key or certificate), and
-// every reply carries the replier's lease generation for that sender and
+// Every request names its sender in From, for nodes of earlier
+// versions; the receiver takes the sender from the transport's handshake
+// instead (see "Identity" in server.go). Every reply carries the replier's lease generation for that sender and
 // how many secondary copies it holds, which placement uses.
 
 // applyReq sends a change (Full false: the attributes set and deleted

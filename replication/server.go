@@ -25,7 +25,7 @@ var _ membership.InlineCallHandler = server{}
 // HandleCall serves a peer's request on a goroutine of its own. The
 // request counts as a goroutine of Sessions, which Shutdown waits for,
 // and its ctx ends at Shutdown.
-func (h server) HandleCall(ctx context.Context, _, method string, req []byte) ([]byte, error) {
+func (h server) HandleCall(ctx context.Context, from, method string, req []byte) ([]byte, error) {
 	s := h.s
 	if !s.enter() {
 		return nil, errPeerClosed
@@ -37,7 +37,7 @@ func (h server) HandleCall(ctx context.Context, _, method string, req []byte) ([
 		stop()
 		cancel()
 	}()
-	resp, err := s.serve(ctx, method, req)
+	resp, err := s.serve(ctx, from, method, req)
 	return resp, callError(err)
 }
 
@@ -46,13 +46,13 @@ func (h server) HandleCall(ctx context.Context, _, method string, req []byte) ([
 // touch is locked; otherwise it leaves them to HandleCall. It never
 // blocks: the locks it takes (the table's, the peers', a copy's mu) are
 // never held across I/O, and a session's write lock is only tried.
-func (h server) TryHandleCall(ctx context.Context, _, method string, req []byte) ([]byte, bool, error) {
+func (h server) TryHandleCall(ctx context.Context, from, method string, req []byte) ([]byte, bool, error) {
 	switch method {
 	case methodApply, methodBatch:
 		if h.s.isClosed() {
 			return nil, true, errPeerClosed
 		}
-		resp, err, busy := h.s.serveApply(ctx, method, req, false)
+		resp, err, busy := h.s.serveApply(ctx, from, method, req, false)
 		return resp, !busy, callError(err)
 	}
 	return nil, false, nil
@@ -70,7 +70,7 @@ func (server) MergeRemoteState(string, []byte, bool) {}
 // callError makes every error the handler returns match one of
 // callErrors.
 func callError(err error) error {
-	if err == nil || errors.Is(err, errPeerClosed) || errors.Is(err, errBadRequest) {
+	if err == nil || errors.Is(err, errPeerClosed) || errors.Is(err, errBadRequest) || errors.Is(err, errRefused) {
 		return err
 	}
 	return fmt.Errorf("%w: %w", errBadRequest, err)
@@ -80,23 +80,81 @@ func callError(err error) error {
 // session's lock.
 func (s *Sessions) handlerWait() time.Duration { return max(s.opts.LeaseTerm/2, minTimeout) }
 
-func (s *Sessions) serve(ctx context.Context, method string, body []byte) ([]byte, error) {
+// Identity. A request's sender is from, the name its node proved in the
+// transport's handshake (with the cluster key or its certificate), never
+// a field of the request: the From fields stay on the wire for nodes of
+// earlier versions, and a request whose From names another node is
+// refused, with one exception: a take that a session's secondary relays
+// to the primary on behalf of the node that asked it (takeOne) names
+// that node. Every request but a ping is served only for a live member
+// that holds sessions (admit); anything else is refused with errRefused
+// and counted (Stats.Refused), and leaves nothing behind: no peer, no
+// lease, no copy.
+
+// admit reports whether from is a live member that holds sessions: as
+// this node's table of peers says, or, when the member event has not
+// reached the table yet, as membership says.
+func (s *Sessions) admit(from string) bool {
+	if from == "" || from == s.self {
+		return false
+	}
+	s.pmu.Lock()
+	p := s.pmu.peers[from]
+	ok := p != nil && p.alive
+	s.pmu.Unlock()
+	if ok {
+		return true
+	}
+	m, ok := s.cluster.Member(from)
+	return ok && m.Tag(TagKey) != ""
+}
+
+// refuse counts a refused request and says why, naming the sender
+// (shortened: it may be anything a stranger sent).
+func (s *Sessions) refuse(from, why string) error {
+	s.stats.refused.Add(1)
+	return fmt.Errorf("%w: %.64q %s", errRefused, from, why)
+}
+
+// sender checks a request's From field against the authenticated sender.
+func (s *Sessions) sender(from, claimed string) error {
+	if claimed != "" && claimed != from {
+		return s.refuse(from, "names another sender")
+	}
+	return nil
+}
+
+func (s *Sessions) serve(ctx context.Context, from, method string, body []byte) ([]byte, error) {
 	if s.isClosed() {
 		return nil, errPeerClosed
 	}
 	switch method {
+	case methodPing:
+		return nil, nil
 	case methodApply, methodBatch:
-		resp, err, _ := s.serveApply(ctx, method, body, true)
+		resp, err, _ := s.serveApply(ctx, from, method, body, true)
 		return resp, err
+	case methodVerify, methodTouch, methodDrop, methodTake, methodResolve, methodInvalidate, methodConfirm:
+	default:
+		return nil, fmt.Errorf("replication: unknown method %.32q", method)
+	}
+	if !s.admit(from) {
+		return nil, s.refuse(from, "is not a live member holding sessions")
+	}
+	switch method {
 	case methodVerify:
 		var req verifyReq
 		if err := wire.Unmarshal(body, &req); err != nil {
 			return nil, err
 		}
-		if err := validReq(req.From, req.Key); err != nil {
+		if err := s.sender(from, req.From); err != nil {
 			return nil, err
 		}
-		s.grant(req.From)
+		req.From = from
+		if !validKey(req.Key) {
+			return nil, errBadKey
+		}
+		s.grant(from)
 		st, g := s.verifyOne(ctx, &req)
 		return wire.Marshal(reply{St: st, G: g, N: int(s.nSecond.Load())})
 	case methodTouch:
@@ -104,27 +162,36 @@ func (s *Sessions) serve(ctx context.Context, method string, body []byte) ([]byt
 		if err := wire.Unmarshal(body, &req); err != nil {
 			return nil, err
 		}
-		if req.From == "" {
-			return nil, errors.New("replication: touch without sender")
+		if err := s.sender(from, req.From); err != nil {
+			return nil, err
 		}
-		s.grant(req.From)
+		s.grant(from)
 		now := s.now()
 		for _, k := range req.Keys {
 			if e := s.lookup(k); e != nil {
-				if st := e.state(); st.role == roleSecondary && st.primary == req.From {
+				if st := e.state(); st.role == roleSecondary && st.primary == from {
 					e.last.Store(now)
 					e.confirmed.Store(now)
 				}
 			}
 		}
-		return wire.Marshal(reply{St: stOK, G: s.grantGen(req.From), N: int(s.nSecond.Load())})
+		return wire.Marshal(reply{St: stOK, G: s.grantGen(from), N: int(s.nSecond.Load())})
 	case methodDrop:
 		var req dropReq
 		if err := wire.Unmarshal(body, &req); err != nil {
 			return nil, err
 		}
-		if err := validReq(req.From, req.Key); err != nil {
+		if err := s.sender(from, req.From); err != nil {
 			return nil, err
+		}
+		// A drop that is not an invalidation compares ranks with the
+		// sender's own copy: it names the sender as that copy's primary.
+		if !req.Gone && req.Primary != from {
+			return nil, s.refuse(from, "sends a drop for another node's copy")
+		}
+		req.From = from
+		if !validKey(req.Key) {
+			return nil, errBadKey
 		}
 		s.dropOne(ctx, &req)
 		return nil, nil
@@ -133,10 +200,18 @@ func (s *Sessions) serve(ctx context.Context, method string, body []byte) ([]byt
 		if err := wire.Unmarshal(body, &req); err != nil {
 			return nil, err
 		}
-		if err := validReq(req.From, req.Key); err != nil {
-			return nil, err
+		if !validKey(req.Key) {
+			return nil, errBadKey
 		}
-		r := s.takeOne(ctx, &req)
+		if req.From == "" {
+			req.From = from
+		}
+		if req.From != from && !s.admit(req.From) {
+			// A relay (see takeOne) on behalf of a node that is not a
+			// live member holding sessions.
+			return nil, s.refuse(from, "relays a take for a node that is not a live member holding sessions")
+		}
+		r := s.takeOne(ctx, from, &req)
 		r.Inc = s.inc
 		return wire.Marshal(r)
 	case methodResolve:
@@ -144,15 +219,18 @@ func (s *Sessions) serve(ctx context.Context, method string, body []byte) ([]byt
 		if err := wire.Unmarshal(body, &req); err != nil {
 			return nil, err
 		}
-		if req.From == "" {
-			return nil, errors.New("replication: resolve without sender")
+		if err := s.sender(from, req.From); err != nil {
+			return nil, err
 		}
 		out := resolveReply{St: make([]status, len(req.Items))}
 		for i, it := range req.Items {
 			if !validKey(it.Key) {
-				return nil, fmt.Errorf("%w: resolve item %d", ErrInvalidID, i)
+				return nil, fmt.Errorf("%w: resolve item %d", errBadKey, i)
 			}
-			out.St[i] = s.resolveItem(ctx, req.From, it)
+			if err := s.sender(from, it.Primary); err != nil {
+				return nil, err
+			}
+			out.St[i] = s.resolveItem(ctx, from, it)
 		}
 		return wire.Marshal(out)
 	case methodInvalidate:
@@ -160,64 +238,82 @@ func (s *Sessions) serve(ctx context.Context, method string, body []byte) ([]byt
 		if err := wire.Unmarshal(body, &req); err != nil {
 			return nil, err
 		}
-		if err := validReq(req.From, req.Key); err != nil {
+		if err := s.sender(from, req.From); err != nil {
 			return nil, err
 		}
-		s.invalidateOne(ctx, req.From, req.Key)
-		return nil, nil
-	case methodPing:
+		if !validKey(req.Key) {
+			return nil, errBadKey
+		}
+		s.invalidateOne(ctx, from, req.Key)
 		return nil, nil
 	case methodConfirm:
 		var req confirmReq
 		if err := wire.Unmarshal(body, &req); err != nil {
 			return nil, err
 		}
-		if req.From == "" {
-			return nil, errors.New("replication: confirm without sender")
+		if err := s.sender(from, req.From); err != nil {
+			return nil, err
 		}
 		out := confirmReply{St: make([]status, len(req.Items)), I: s.inc}
 		for i, it := range req.Items {
-			out.St[i] = s.confirmItem(req.From, it)
+			out.St[i] = s.confirmItem(from, it)
 		}
 		return wire.Marshal(out)
 	}
-	return nil, fmt.Errorf("replication: unknown method %q", method)
+	return nil, nil // not reached: the first switch lists the methods
 }
 
-func validReq(from, key string) error {
-	if from == "" {
-		return errors.New("replication: request without sender")
-	}
-	if !validKey(key) {
-		return fmt.Errorf("%w: key %q", ErrInvalidID, key)
-	}
-	return nil
-}
+// errBadKey: a request's session key is malformed. The key is not
+// repeated in the error, which the sender may log.
+var errBadKey = fmt.Errorf("%w: malformed session key in a request", ErrInvalidID)
+
+// maxContested bounds the names a copy lists as contested (see resolve):
+// a node that failed adds one, a resolve removes it.
+const maxContested = 64
 
 func validApply(r *applyReq) error {
-	if err := validReq(r.From, r.Key); err != nil {
-		return err
+	if !validKey(r.Key) {
+		return errBadKey
 	}
 	if r.Epoch == 0 {
 		return errors.New("replication: apply with epoch 0")
 	}
+	if len(r.Contested) > maxContested {
+		return fmt.Errorf("replication: apply lists %d contested nodes, at most %d", len(r.Contested), maxContested)
+	}
+	for _, n := range r.Contested {
+		if n == "" || len(n) > maxNodeName {
+			return errors.New("replication: apply lists a contested node with a malformed name")
+		}
+	}
 	return nil
 }
 
-// serveApply serves an apply or a batch of them. Without wait it does
-// not wait for a session's lock: it reports busy instead, and a batch may
-// then have been applied in part. Serving it again is harmless: a change
-// applied twice is answered as a repeat, a full copy replaces itself.
-func (s *Sessions) serveApply(ctx context.Context, method string, body []byte, wait bool) (resp []byte, err error, busy bool) {
+// maxNodeName is the longest node name: the transport's handshake
+// carries at most 255 bytes.
+const maxNodeName = 255
+
+// serveApply serves an apply or a batch of them from a peer. Without
+// wait it does not wait for a session's lock: it reports busy instead,
+// and a batch may then have been applied in part. Serving it again is
+// harmless: a change applied twice is answered as a repeat, a full copy
+// replaces itself.
+func (s *Sessions) serveApply(ctx context.Context, from, method string, body []byte, wait bool) (resp []byte, err error, busy bool) {
+	if !s.admitGrant(from) {
+		return nil, s.refuse(from, "is not a live member holding sessions"), false
+	}
 	if method == methodApply {
 		var req applyReq
 		if err := wire.Unmarshal(body, &req); err != nil {
 			return nil, err, false
 		}
+		if err := s.sender(from, req.From); err != nil {
+			return nil, err, false
+		}
+		req.From = from
 		if err := validApply(&req); err != nil {
 			return nil, err, false
 		}
-		s.grant(req.From)
 		st, g, ok := s.applyOne(ctx, &req, wait)
 		if !ok {
 			return nil, nil, true
@@ -229,17 +325,19 @@ func (s *Sessions) serveApply(ctx context.Context, method string, body []byte, w
 	if err := wire.Unmarshal(body, &req); err != nil {
 		return nil, err, false
 	}
-	if req.From == "" {
-		return nil, errors.New("replication: batch without sender"), false
+	if err := s.sender(from, req.From); err != nil {
+		return nil, err, false
 	}
 	for i := range req.Items {
 		it := &req.Items[i]
-		it.From = req.From
+		if err := s.sender(from, it.From); err != nil {
+			return nil, err, false
+		}
+		it.From = from
 		if err := validApply(it); err != nil {
 			return nil, err, false
 		}
 	}
-	s.grant(req.From)
 	out := batchReply{St: make([]status, len(req.Items)), G: make([]uint64, len(req.Items))}
 	for i := range req.Items {
 		var ok bool
@@ -266,6 +364,10 @@ func (s *Sessions) applyOne(ctx context.Context, req *applyReq, wait bool) (st s
 		if e == nil {
 			if !req.Full {
 				return stGap, s.grantGen(req.From), true
+			}
+			if setSize(req.Set) > s.opts.MaxSessionSize {
+				s.stats.refused.Add(1)
+				return stTooLarge, s.grantGen(req.From), true
 			}
 			var err error
 			if e, err = s.insert(newEntry(req.Key, s.now())); err != nil {
@@ -312,6 +414,10 @@ func (s *Sessions) applyLocked(e *entry, req *applyReq) (status, bool, uint64) {
 	}
 	var next state
 	if req.Full {
+		if setSize(req.Set) > s.opts.MaxSessionSize {
+			s.stats.refused.Add(1)
+			return stTooLarge, true, g
+		}
 		attrs := attrsOf(req.Set)
 		next = state{
 			role: roleSecondary, epoch: req.Epoch, members: req.Members, version: req.Version,
@@ -321,7 +427,7 @@ func (s *Sessions) applyLocked(e *entry, req *applyReq) (status, bool, uint64) {
 		if st.role == rolePrimary {
 			// A copy that ranks higher than ours exists: ours is demoted.
 			s.stats.staleDrops.Add(1)
-			s.log.Info("demoted a session copy to secondary", "key", e.key, "new_primary", req.From,
+			s.log.Debug("demoted a session copy to secondary", "session", keyRef(e.key), "new_primary", req.From,
 				"epoch", st.epoch, "members", st.members, "their_epoch", req.Epoch, "their_members", req.Members)
 			if st.secondary != "" && st.secondary != req.From {
 				s.spawn(func() { s.sendDrop(st.secondary, e.key, st.rank(), false) })
@@ -337,6 +443,10 @@ func (s *Sessions) applyLocked(e *entry, req *applyReq) (status, bool, uint64) {
 		next = st
 		next.attrs = st.attrs.with(req.Set, req.Del)
 		next.size = next.attrs.size()
+		if next.size > s.opts.MaxSessionSize {
+			s.stats.refused.Add(1)
+			return stTooLarge, true, g
+		}
 		next.version = req.Version
 	}
 	next.pending = false
@@ -446,11 +556,21 @@ func (s *Sessions) invalidateOne(ctx context.Context, from, key string) {
 	}
 }
 
-// takeOne hands a session over to the caller, which becomes its primary.
-// This node's copy becomes a secondary copy of the caller's, at the next
-// epoch, until the caller confirms or drops it: if the answer is lost,
-// the session is still here.
-func (s *Sessions) takeOne(ctx context.Context, req *takeReq) takeReply {
+// takeOne hands a session over to req.From, which becomes its primary.
+// This node's copy becomes a secondary copy of the new primary's, at the
+// next epoch, until the new primary confirms or drops it: if the answer
+// is lost, the session is still here.
+//
+// The new primary is the sender (from), except in a relay: a node asked
+// for a session it backs as secondary asks the primary to hand it over
+// on the asker's behalf, and the request names the asker. A relayed take
+// is served only by the primary copy whose secondary is the sender (the
+// only node that relays to it), and never relayed further; otherwise it
+// is answered busy and the asker asks another node. A relay lets the
+// secondary hand a session to a live member that holds sessions and
+// could have taken it itself: it gains the relaying node nothing.
+func (s *Sessions) takeOne(ctx context.Context, from string, req *takeReq) takeReply {
+	relayed := req.From != from
 	if s.tomb.has(req.Key) {
 		return takeReply{St: stGone}
 	}
@@ -470,6 +590,9 @@ func (s *Sessions) takeOne(ctx context.Context, req *takeReq) takeReply {
 	if acquiring || (st.role == roleNone && !dead) {
 		// This node is taking the session over itself right now: its
 		// copy is about to change. The caller asks again shortly.
+		return takeReply{St: stBusy}
+	}
+	if relayed && (st.role != rolePrimary || st.secondary != from) {
 		return takeReply{St: stBusy}
 	}
 	switch st.role {
@@ -579,7 +702,7 @@ func (s *Sessions) handOver(ctx context.Context, e *entry, seen state, newPrimar
 	next.contested = out.Contested
 	s.movedTo(e.key, newPrimary)
 	if s.publish(e, next) {
-		s.log.Info("handed a session over", "key", e.key, "to", newPrimary, "epoch", out.Epoch)
+		s.log.Debug("handed a session over", "session", keyRef(e.key), "to", newPrimary, "epoch", out.Epoch)
 	}
 	return out
 }

@@ -52,13 +52,13 @@ func TestInlineApplyDeclinesALockedCopy(t *testing.T) {
 	require.NoError(t, err)
 	e2 := sec.s.lookup(h2.e.key)
 	require.NoError(t, e2.lock(testCtx(t)))
-	_, ok, err := srv.TryHandleCall(context.Background(), "", methodBatch, body)
+	_, ok, err := srv.TryHandleCall(context.Background(), a.s.self, methodBatch, body)
 	require.NoError(t, err)
 	require.False(t, ok, "declined: the second session's copy is locked")
 	require.Equal(t, "3", e1.state().attrs.val("x"), "the first change was applied before the decline")
 	e2.unlock()
 
-	resp, err := srv.HandleCall(context.Background(), "", methodBatch, body)
+	resp, err := srv.HandleCall(context.Background(), a.s.self, methodBatch, body)
 	require.NoError(t, err)
 	var r batchReply
 	require.NoError(t, wire.Unmarshal(resp, &r))

@@ -17,12 +17,22 @@ import (
 // the state as of its Get plus its own changes, and each Save applies only
 // its own changes, attribute by attribute, in the order the Saves run.
 //
+// A handle that FromRequest returns to a request without a session is
+// new: no session exists for it until it is saved with an attribute set
+// (the middleware does that when the handler returns), so that a request
+// that stores nothing creates nothing. Until then its ID is "".
+//
 // A Session is safe for concurrent use.
 type Session struct {
 	s *Sessions
-	e *entry
+
+	// cmu serializes what makes or unmakes the handle's session: the
+	// Save that creates it, RenewID, destroy. Lock order: above mu, and
+	// above every lock of Sessions.
+	cmu sync.Mutex
 
 	mu   sync.Mutex
+	e    *entry // nil while the session is new (not created yet)
 	id   ID
 	base attrs // the snapshot; never modified
 	size int   // size of base with set and del applied
@@ -47,12 +57,60 @@ func (h *Session) reset(st state) {
 	h.set, h.del = nil, nil
 }
 
+// newSession returns a handle on a session that does not exist yet: the
+// first Save that has an attribute to store creates it.
+func newSession(s *Sessions) *Session { return &Session{s: s} }
+
+// entry returns the handle's entry, nil while the session is new.
+func (h *Session) entry() *entry {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.e
+}
+
+// bind makes a new handle show the session just created for it with the
+// changes set and del.
+func (h *Session) bind(e *entry, st state, set map[string][]byte, del []string) {
+	h.mu.Lock()
+	h.e = e
+	h.mu.Unlock()
+	h.saved(st, set, del)
+}
+
+// detach makes the handle new again: its attributes, all of them, become
+// changes that the next Save stores in a session created for them. With
+// keep false they are dropped too: an empty new session.
+func (h *Session) detach(keep bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var set map[string][]byte
+	if keep {
+		set = make(map[string][]byte, len(h.base)+len(h.set))
+		for _, a := range h.base {
+			if _, gone := h.del[a.k]; !gone {
+				set[a.k] = a.v
+			}
+		}
+		for k, v := range h.set {
+			set[k] = v
+		}
+	}
+	h.e, h.id, h.base, h.set, h.del = nil, ID{}, nil, set, nil
+	if !keep {
+		h.size = 0
+	}
+}
+
 // ID returns the session's routed id, "<key>!<primary>!<secondary>", as
-// of the last Create, Get or Save of this handle. Give it to the client
-// (a cookie); a route change shows up as a different ID.
+// of the last Create, Get or Save of this handle, or "" for a session
+// that does not exist yet (see FromRequest). Give it to the client (a
+// cookie); a route change shows up as a different ID.
 func (h *Session) ID() string {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	if h.e == nil {
+		return ""
+	}
 	return h.id.String()
 }
 

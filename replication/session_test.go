@@ -13,6 +13,7 @@ import (
 	"github.com/troupe-go/troupe/internal/clustertest"
 	"github.com/troupe-go/troupe/internal/transport"
 	"github.com/troupe-go/troupe/internal/wire"
+	"github.com/troupe-go/troupe/membership"
 )
 
 func TestAttributes(t *testing.T) {
@@ -257,35 +258,45 @@ func TestMalformedIDs(t *testing.T) {
 	require.ErrorIs(t, err, ErrNotFound)
 }
 
-// TestBadRequests sends malformed requests to a node's sessions channel:
-// each gets an error, and the node keeps working.
+// TestBadRequests sends malformed requests to a node's sessions channel,
+// from a member and from a process with the cluster key that is not one:
+// each gets an error (the stranger's are refused before they are read),
+// and the node keeps working.
 func TestBadRequests(t *testing.T) {
 	c := startSessions(t, 2, nil)
-	a := c.nodes[0]
+	a, b := c.nodes[0], c.nodes[1]
 	h, err := a.s.Create(testCtx(t))
 	require.NoError(t, err)
-	rogue, err := transport.New(testCtx(t), transport.Config{BindAddr: clustertest.Host(5) + ":0"},
+	rogue, err := transport.New(testCtx(t), transport.Config{BindAddr: clustertest.Host(5) + ":0", Keys: [][]byte{clustertest.Key(c.tc.Name)}},
 		transport.HandlerFunc(func(context.Context, string, string, []byte) ([]byte, error) { return nil, nil }))
 	require.NoError(t, err)
 	defer rogue.Shutdown()
-	ok, _ := wire.Marshal(takeReq{From: "x", Key: newKey()})
-	badKey, _ := wire.Marshal(applyReq{From: "x", Key: "nope", Epoch: 1})
-	noFrom, _ := wire.Marshal(applyReq{Key: newKey(), Epoch: 1})
+	ok, _ := wire.Marshal(takeReq{Key: newKey()})
+	badKey, _ := wire.Marshal(applyReq{Key: "nope", Epoch: 1})
+	noEpoch, _ := wire.Marshal(applyReq{Key: newKey()})
+	relayForStranger, _ := wire.Marshal(takeReq{From: "x", Key: newKey()})
 	cases := []struct{ method, body string }{
 		{methodApply, "garbage"},
 		{methodApply, ""},
 		{methodApply, string(badKey)},
-		{methodApply, string(noFrom)},
+		{methodApply, string(noEpoch)},
 		{methodBatch, "\x92\x01"},
 		{methodTake, "\xc1"},
+		{methodTake, string(relayForStranger)},
 		{methodResolve, "\x81\xa1i\x91\x80"},
 		{"nonsense", string(ok)},
 	}
+	refused := a.s.Stats().Refused
 	for _, tc := range cases {
-		_, err := rogue.Call(testCtx(t), a.c.TransportAddr(), channelName+"/"+tc.method, []byte(tc.body))
+		_, err := b.s.ch.Call(testCtx(t), a.c.Name(), tc.method, []byte(tc.body))
+		var merr *membership.RemoteError
+		require.ErrorAs(t, err, &merr, "%s %q", tc.method, tc.body)
+		_, err = rogue.Call(testCtx(t), a.c.TransportAddr(), channelName+"/"+tc.method, []byte(tc.body))
 		var rerr *transport.RemoteError
 		require.ErrorAs(t, err, &rerr, "%s %q", tc.method, tc.body)
 	}
+	require.Equal(t, refused+uint64(len(cases)), a.s.Stats().Refused,
+		"refused: the stranger's requests (its unknown method is answered before that) and the member's relay for a stranger")
 	set(t, a, h, "v", "still fine")
 	_, v := mustGet(t, a, h.ID(), "v")
 	require.Equal(t, "still fine", v)

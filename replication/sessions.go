@@ -27,10 +27,11 @@ import (
 // Locks, in the order they may be taken (holding one, take only those
 // below it):
 //
-//  1. The middleware's per-request mu (http.go), held across Create so
-//     that the handlers of one request share one new session (bounded
-//     by the request's context, or CallTimeout); a Session handle's mu,
-//     held while it resolves node ids (pmu).
+//  1. The middleware's per-request mu (http.go), held across RenewID
+//     and Destroy (bounded by the request's context, or CallTimeout);
+//     then a Session handle's cmu, held across the Save that creates
+//     its session and across RenewID; then its mu, held while it
+//     resolves node ids (pmu).
 //  2. An entry's wl, the session's write lock (table.go): it serializes
 //     everything that changes one session.
 //  3. async: the tables of group-commit and async queues; held while
@@ -83,6 +84,7 @@ type Sessions struct {
 	moved    keyTable // key -> the node a session moved to
 	nPrimary atomic.Int64
 	nSecond  atomic.Int64
+	creating atomic.Int64 // Creates under way, for MaxSessions
 	stats    counters
 
 	// Lock order: see the top of this file.
@@ -106,7 +108,7 @@ type Sessions struct {
 }
 
 type counters struct {
-	created, saves, fullCopies, takeovers, promotions, rehomes, expired, invalidated, staleDrops atomic.Uint64
+	created, saves, fullCopies, takeovers, promotions, rehomes, expired, invalidated, staleDrops, refused atomic.Uint64
 }
 
 // Stats are counters since NewSessions, plus the copies held now.
@@ -122,6 +124,10 @@ type Stats struct {
 	Expired     uint64 // copies removed for idleness, either role
 	Invalidated uint64
 	StaleDrops  uint64 // copies dropped because another node held a newer one
+	// Refused counts peers' requests refused: from a node that is not a
+	// live member holding sessions, naming another sender, or making a
+	// session larger than MaxSessionSize.
+	Refused uint64
 }
 
 // NewSessions starts this node's session store on cluster: it registers
@@ -140,6 +146,11 @@ func NewSessions(ctx context.Context, cluster *membership.Cluster, opts Options)
 		return nil, err
 	}
 	o := opts.withDefaults()
+	if !cluster.Secure() && !o.Insecure {
+		return nil, fmt.Errorf("%w: the cluster has no keys, so sessions would travel in plaintext and anyone who can reach "+
+			"this node could read, forge or drop them; set membership.Config.SecretKeys on every node (make a key with: "+
+			"head -c 32 /dev/urandom | base64), or set Options.Insecure for a test on one host", ErrInvalidOptions)
+	}
 	if max := cluster.MaxMessageSize(); max < o.MinMessageSize() {
 		return nil, fmt.Errorf("%w: MaxSessionSize %d needs the cluster's MaxMessageSize to be at least %d, it is %d",
 			ErrInvalidOptions, o.MaxSessionSize, o.MinMessageSize(), max)
@@ -183,6 +194,9 @@ func NewSessions(ctx context.Context, cluster *membership.Cluster, opts Options)
 	}
 	s.wg.Go(s.eventLoop)
 	s.wg.Go(s.janitor)
+	if !cluster.Secure() {
+		s.log.Warn("sessions run without cluster keys (Options.Insecure): anyone who can reach this node can read, forge or drop sessions")
+	}
 	s.log.Info("sessions started", "id", s.selfID, "mode", o.Mode)
 	return s, nil
 }
@@ -248,6 +262,7 @@ func (s *Sessions) Stats() Stats {
 		Expired:     c.expired.Load(),
 		Invalidated: c.invalidated.Load(),
 		StaleDrops:  c.staleDrops.Load(),
+		Refused:     c.refused.Load(),
 	}
 }
 
@@ -272,12 +287,31 @@ func (s *Sessions) callCtx(ctx context.Context) (context.Context, context.Cancel
 // modes), so the route in its ID is real at once. With no other node
 // holding sessions the route says "none" for the secondary; one is added
 // when a node joins.
+//
+// Errors: ErrTooManySessions (which wraps ErrUnavailable too) when this
+// node already serves Options.MaxSessions sessions; ErrUnavailable;
+// ErrClosed.
 func (s *Sessions) Create(ctx context.Context) (*Session, error) {
 	if s.isClosed() {
 		return nil, ErrClosed
 	}
 	ctx, cancel := s.callCtx(ctx)
 	defer cancel()
+	e, st, err := s.create(ctx, nil)
+	if err != nil {
+		return nil, err
+	}
+	return newHandle(s, e, st), nil
+}
+
+// create makes a session with the attributes set (none: an empty one)
+// and gives it a secondary.
+func (s *Sessions) create(ctx context.Context, set map[string][]byte) (*entry, state, error) {
+	if !s.reserve() {
+		return nil, state{}, fmt.Errorf("%w: %w: this node serves %d sessions (Options.MaxSessions)",
+			ErrTooManySessions, ErrUnavailable, s.opts.MaxSessions)
+	}
+	defer s.creating.Add(-1)
 	e := newEntry(newKey(), s.now())
 	_ = e.lock(ctx) // a new entry: never waits
 	defer e.unlock()
@@ -287,15 +321,41 @@ func (s *Sessions) Create(ctx context.Context) (*Session, error) {
 		members: s.liveCount(),
 		primary: s.self,
 	}
+	if len(set) > 0 {
+		st.attrs = attrs(nil).with(set, nil)
+		st.size = st.attrs.size()
+		if limit := s.opts.MaxSessionSize; st.size > limit {
+			return nil, state{}, fmt.Errorf("%w: %d bytes, limit %d", ErrTooLarge, st.size, limit)
+		}
+		st.version, st.sent = 1, 1
+	}
 	if err := s.placeSecondary(ctx, e.key, &st, nil); err != nil {
-		return nil, unavailable("create", err)
+		return nil, state{}, unavailable("create", err)
 	}
 	s.publish(e, st)
 	if _, err := s.insert(e); err != nil {
-		return nil, err
+		return nil, state{}, err
 	}
 	s.stats.created.Add(1)
-	return newHandle(s, e, st), nil
+	if len(set) > 0 {
+		s.stats.saves.Add(1)
+	}
+	return e, st, nil
+}
+
+// reserve counts a Create under way, unless this node serves
+// Options.MaxSessions sessions already (those under way included).
+func (s *Sessions) reserve() bool {
+	limit := int64(s.opts.MaxSessions)
+	for {
+		n := s.creating.Load()
+		if limit >= 0 && s.nPrimary.Load()+n >= limit {
+			return false
+		}
+		if s.creating.CompareAndSwap(n, n+1) {
+			return true
+		}
+	}
 }
 
 // Get returns a handle on the session with the given routed id.
@@ -336,14 +396,14 @@ func (s *Sessions) Get(ctx context.Context, id string) (*Session, error) {
 			case <-t.C:
 			case <-ctx.Done():
 				t.Stop()
-				return nil, unavailable("get "+rid.Key, context.Cause(ctx))
+				return nil, unavailable("get session "+keyRef(rid.Key).String(), context.Cause(ctx))
 			}
 			backoff = min(2*backoff, maxBackoff)
 		}
 		e := s.lookup(rid.Key)
 		if e == nil {
 			if s.tomb.has(rid.Key) {
-				return nil, fmt.Errorf("%w: %s was invalidated", ErrNotFound, rid.Key)
+				return nil, fmt.Errorf("%w: session %s was invalidated", ErrNotFound, keyRef(rid.Key))
 			}
 			h, err := s.acquire(ctx, rid, nil, hint)
 			if errors.Is(err, errRetry) || errors.Is(err, errBusy) {
@@ -366,7 +426,7 @@ func (s *Sessions) Get(ctx context.Context, id string) (*Session, error) {
 				continue
 			}
 			if errors.Is(err, errGoneCopy) {
-				return nil, fmt.Errorf("%w: %s was invalidated", ErrNotFound, rid.Key)
+				return nil, fmt.Errorf("%w: session %s was invalidated", ErrNotFound, keyRef(rid.Key))
 			}
 			return nil, err
 		case roleSecondary:
@@ -384,7 +444,7 @@ func (s *Sessions) Get(ctx context.Context, id string) (*Session, error) {
 			return h, err
 		}
 	}
-	return nil, fmt.Errorf("%w: session %s keeps moving, or its holders cannot vouch for it now", ErrUnavailable, rid.Key)
+	return nil, fmt.Errorf("%w: session %s keeps moving, or its holders cannot vouch for it now", ErrUnavailable, keyRef(rid.Key))
 }
 
 // Save applies the handle's changes to the session and replicates them:
@@ -398,8 +458,13 @@ func (s *Sessions) Get(ctx context.Context, id string) (*Session, error) {
 // membership to declare it failed and the failover to give the session a
 // new secondary, until ctx ends (with no deadline, Options.CallTimeout).
 //
+// A handle whose session does not exist yet (FromRequest's, or one
+// after RenewID) is saved by creating its session with its attributes,
+// as Create does; if it has none, Save does nothing.
+//
 // Errors: ErrStale when this node no longer serves the session (nothing
-// was saved: Get it again); ErrTooLarge; ErrUnavailable when, in
+// was saved: Get it again); ErrTooLarge; ErrTooManySessions when a new
+// session would be one too many (see Create); ErrUnavailable when, in
 // ModeSync, the change could not be acknowledged in time (it may or may
 // not have reached the secondary, and is not visible on the primary; Save
 // again), or when, in ModeAsync, the queue for the secondary stayed full
@@ -414,7 +479,10 @@ func (s *Sessions) Save(ctx context.Context, h *Session) error {
 	}
 	ctx, cancel := s.callCtx(ctx)
 	defer cancel()
-	e := h.e
+	e := h.entry()
+	if e == nil {
+		return s.saveNew(ctx, h)
+	}
 	set, del := h.changes()
 	if _, err := s.check(ctx, e, false, true); err != nil {
 		return staleOr(err)
@@ -441,6 +509,66 @@ func (s *Sessions) Save(ctx context.Context, h *Session) error {
 	}
 }
 
+// saveNew saves a handle whose session does not exist yet: it creates
+// the session with the handle's attributes, or does nothing if it has
+// none.
+func (s *Sessions) saveNew(ctx context.Context, h *Session) error {
+	h.cmu.Lock()
+	defer h.cmu.Unlock()
+	if h.entry() != nil {
+		return s.Save(ctx, h) // created meanwhile
+	}
+	set, del := h.changes()
+	if len(set) == 0 {
+		return nil
+	}
+	e, st, err := s.create(ctx, set)
+	if err != nil {
+		return err
+	}
+	h.bind(e, st, set, del)
+	return nil
+}
+
+// RenewID gives the session of h a new id, as a login must (against
+// session fixation: an id a client was given, or made someone use,
+// before logging in must not name the logged-in session). It invalidates
+// the session under its old id everywhere at once, and makes h new again
+// with every attribute as a change: the next Save of h creates a session
+// under a new key with them, and h.ID() returns the new id from then on
+// (it is "" until then). A handle whose session does not exist yet has
+// nothing to renew.
+//
+// Errors: those of Invalidate. With ErrUnavailable the old id no longer
+// works on this node but a node that may hold a copy could not be told;
+// h is made new all the same.
+func (s *Sessions) RenewID(ctx context.Context, h *Session) error {
+	return s.unmake(ctx, h, true)
+}
+
+// unmake invalidates h's session and makes h new again, with its
+// attributes (keep) or empty.
+func (s *Sessions) unmake(ctx context.Context, h *Session, keep bool) error {
+	if h == nil || h.s != s {
+		return errors.New("replication: a session that this Sessions did not return")
+	}
+	h.cmu.Lock()
+	defer h.cmu.Unlock()
+	id := h.ID()
+	if id == "" {
+		if !keep {
+			h.detach(false)
+		}
+		return nil
+	}
+	err := s.Invalidate(ctx, id)
+	if err != nil && !errors.Is(err, ErrUnavailable) {
+		return err
+	}
+	h.detach(keep)
+	return err
+}
+
 func staleOr(err error) error {
 	if _, ok := errors.AsType[*droppedError](err); ok || errors.Is(err, errGoneCopy) {
 		return fmt.Errorf("%w: %w", ErrStale, err)
@@ -451,7 +579,7 @@ func staleOr(err error) error {
 func (s *Sessions) saveLocked(ctx context.Context, e *entry, set map[string][]byte, del []string) (st state, err error, retry bool) {
 	st = e.state()
 	if st.role != rolePrimary {
-		return st, fmt.Errorf("%w: this node no longer serves %s", ErrStale, e.key), false
+		return st, fmt.Errorf("%w: this node no longer serves session %s", ErrStale, keyRef(e.key)), false
 	}
 	s.touch(e)
 	if len(set)+len(del) == 0 {
@@ -465,7 +593,7 @@ func (s *Sessions) saveLocked(ctx context.Context, e *entry, set map[string][]by
 	}
 	next.version = max(st.version, st.sent) + 1
 	next.sent = next.version
-	stale := func() error { return fmt.Errorf("%w: %s was dropped during Save", ErrStale, e.key) }
+	stale := func() error { return fmt.Errorf("%w: session %s was dropped during Save", ErrStale, keyRef(e.key)) }
 	if st.secondary == "" {
 		if !s.publish(e, next) {
 			return st, stale(), false
@@ -517,10 +645,13 @@ func (s *Sessions) saveLocked(ctx context.Context, e *entry, set map[string][]by
 	case stGone:
 		s.drop(e, "save: invalidated")
 		s.tomb.add(e.key, s.tombTTL())
-		return st, fmt.Errorf("%w: %s was invalidated", ErrStale, e.key), false
+		return st, fmt.Errorf("%w: session %s was invalidated", ErrStale, keyRef(e.key)), false
+	case stTooLarge:
+		return st, fmt.Errorf("%w: the secondary %s refused session %s: its MaxSessionSize is smaller than this node's",
+			ErrTooLarge, st.secondary, keyRef(e.key)), false
 	default:
 		s.dropStale(e, st)
-		return st, fmt.Errorf("%w: another node holds a newer copy of %s", ErrStale, e.key), false
+		return st, fmt.Errorf("%w: another node holds a newer copy of session %s", ErrStale, keyRef(e.key)), false
 	}
 }
 

@@ -194,7 +194,7 @@ func (s *Sessions) publish(e *entry, st state) bool {
 // under e's write lock); handles on it get ErrStale.
 func (s *Sessions) drop(e *entry, reason string) {
 	if s.publish(e, state{role: roleNone}) {
-		s.log.Debug("dropped a session copy", "key", e.key, "reason", reason)
+		s.log.Debug("dropped a session copy", "session", keyRef(e.key), "reason", reason)
 	}
 }
 
@@ -218,7 +218,7 @@ func (s *Sessions) dropIf(e *entry, st state, reason string) bool {
 		delete(s.mu.entries, e.key)
 	}
 	s.mu.Unlock()
-	s.log.Debug("dropped a session copy", "key", e.key, "reason", reason)
+	s.log.Debug("dropped a session copy", "session", keyRef(e.key), "reason", reason)
 	return true
 }
 
@@ -229,7 +229,7 @@ func (s *Sessions) dropStale(e *entry, st state) {
 		return
 	}
 	s.stats.staleDrops.Add(1)
-	s.log.Info("dropped a stale session copy", "key", e.key, "epoch", st.epoch)
+	s.log.Debug("dropped a stale session copy", "session", keyRef(e.key), "epoch", st.epoch)
 	if st.secondary != "" {
 		s.spawn(func() { s.sendDrop(st.secondary, e.key, st.rank(), false) })
 	}
@@ -283,6 +283,15 @@ func (a attrs) get(k string) ([]byte, bool) {
 		return nil, false
 	}
 	return a[i].v, true
+}
+
+// setSize is the size of a full copy's attributes, as attrs.size counts.
+func setSize(m map[string][]byte) int {
+	n := 0
+	for k, v := range m {
+		n += len(k) + len(v)
+	}
+	return n
 }
 
 // size is what MaxSessionSize limits: names and values.

@@ -71,7 +71,7 @@ func (s *Sessions) acquire(ctx context.Context, rid ID, local *entry, hint []str
 		_, err := s.call(ctx, src, methodTake, takeReq{From: s.self, Inc: s.inc, Key: key, Unreachable: unreachable}, &r)
 		if err != nil {
 			if ctx.Err() != nil {
-				return nil, unavailable("take "+key+" from "+src, err)
+				return nil, unavailable("take session "+keyRef(key).String()+" from "+src, err)
 			}
 			unreachable = append(unreachable, src)
 			continue
@@ -85,7 +85,7 @@ func (s *Sessions) acquire(ctx context.Context, rid ID, local *entry, hint []str
 				s.drop(local, "take: invalidated")
 			}
 			s.tomb.add(key, s.tombTTL())
-			return nil, fmt.Errorf("%w: %s was invalidated", ErrNotFound, key)
+			return nil, fmt.Errorf("%w: session %s was invalidated", ErrNotFound, keyRef(key))
 		case stUnknown:
 			if r.Moved != "" && len(sources) < 16 {
 				sources = append(sources, r.Moved) // follow the session
@@ -117,9 +117,9 @@ func (s *Sessions) acquire(ctx context.Context, rid ID, local *entry, hint []str
 		}
 	}
 	if len(unreachable) > 0 {
-		return nil, fmt.Errorf("%w: %s: unreachable: %v", ErrUnavailable, key, unreachable)
+		return nil, fmt.Errorf("%w: session %s: unreachable: %v", ErrUnavailable, keyRef(key), unreachable)
 	}
-	return nil, fmt.Errorf("%w: %s", ErrNotFound, key)
+	return nil, fmt.Errorf("%w: session %s", ErrNotFound, keyRef(key))
 }
 
 // install makes this node the primary of a session that src handed over,
@@ -165,14 +165,14 @@ func (s *Sessions) install(ctx context.Context, key string, local *entry, seen s
 		// otherwise.
 		st.secondary = r.Kept
 	case err != nil:
-		s.log.Warn("took a session over but could not give it a secondary", "key", key, "err", err)
+		s.log.Debug("took a session over but could not give it a secondary", "session", keyRef(key), "err", err)
 	}
 	if !s.publish(e, st) {
 		return nil, errRetry
 	}
 	s.touch(e)
 	s.stats.takeovers.Add(1)
-	s.log.Info("took a session over", "key", key, "from", src, "epoch", st.epoch, "secondary", st.secondary)
+	s.log.Debug("took a session over", "session", keyRef(key), "from", src, "epoch", st.epoch, "secondary", st.secondary)
 	if kept := r.Kept; kept != "" && kept != st.secondary && kept != s.self {
 		// The copy kept in our lineage is not needed.
 		s.spawn(func() { s.sendDrop(kept, key, st.rank(), false) })
@@ -199,7 +199,7 @@ func (s *Sessions) promoteLocal(ctx context.Context, e *entry, oldPrimary string
 		// The primary may still serve its copy: only if it is gone for
 		// sure, and once the lease we granted it has run out.
 		if !s.gone(ctx, oldPrimary) || !s.quorum() {
-			return nil, fmt.Errorf("%w: %s: its primary %s is unreachable but not known to be gone", ErrUnavailable, e.key, oldPrimary)
+			return nil, fmt.Errorf("%w: session %s: its primary %s is unreachable but not known to be gone", ErrUnavailable, keyRef(e.key), oldPrimary)
 		}
 		if err := s.revoke(ctx, oldPrimary, false); err != nil {
 			return nil, unavailable("waiting for the lease of "+oldPrimary, err)
@@ -220,15 +220,15 @@ func (s *Sessions) promoteLocal(ctx context.Context, e *entry, oldPrimary string
 		return nil, errRetry
 	case next.secondary == "" && contest && s.liveCount() > 1:
 		// As in promote: without a new secondary we may be cut off.
-		return nil, fmt.Errorf("%w: %s: no node took a copy", ErrUnavailable, e.key)
+		return nil, fmt.Errorf("%w: session %s: no node took a copy", ErrUnavailable, keyRef(e.key))
 	case err != nil:
-		s.log.Warn("promoted a session but could not give it a secondary", "key", e.key, "err", err)
+		s.log.Debug("promoted a session but could not give it a secondary", "session", keyRef(e.key), "err", err)
 	}
 	if !s.publish(e, next) {
 		return nil, errRetry
 	}
 	s.touch(e)
 	s.stats.takeovers.Add(1)
-	s.log.Info("promoted a session on request", "key", e.key, "old_primary", oldPrimary, "epoch", next.epoch, "secondary", next.secondary)
+	s.log.Debug("promoted a session on request", "session", keyRef(e.key), "old_primary", oldPrimary, "epoch", next.epoch, "secondary", next.secondary)
 	return newHandle(s, e, next), nil
 }

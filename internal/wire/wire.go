@@ -37,9 +37,10 @@ var handle = func() *codec.MsgpackHandle {
 	return h
 }()
 
-// maxInitLen bounds, in bytes, the room a decoder makes for a collection
-// before its elements arrive.
-const maxInitLen = 4 << 10
+// maxInitLen bounds how many elements a decoder makes room for in a
+// collection before they arrive; beyond it the collection grows as
+// elements are decoded.
+const maxInitLen = 256
 
 // maxPooled bounds the scratch buffers kept for reuse, so that one large
 // message does not pin its memory.

@@ -32,6 +32,16 @@
 // owner to owner (each claims after seeing the previous claim), so a
 // store written by pinned objects can refuse an older owner.
 //
+// Handler forwards only to the live member that owns the key, at the HTTP
+// address it publishes on its own IP, or over https to any host whose
+// certificate verifies when Options.ForwardTLS is set (mutual TLS when it
+// carries a certificate). A forwarded request carries X-Forwarded-For and
+// Forwarded naming the client (appended to a trusted proxy's, see
+// Options.TrustedProxies) and the hop header ForwardedHeader, signed with
+// a key derived from the cluster key; a client's own hop header is
+// removed, never believed. Dial, response-header and body timeouts bound
+// every forward (Options.Forward*).
+//
 // A pin placed with On is claimed by the chosen node itself, which this
 // node asks over the cluster's transport; its errors keep their identity
 // (errors.Is(err, ErrNoQuorum) holds for a remote node's refusal too).

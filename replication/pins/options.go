@@ -1,8 +1,11 @@
 package pins
 
 import (
+	"crypto/tls"
+	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"strings"
 	"time"
 )
@@ -14,6 +17,11 @@ const (
 	DefaultChannel      = "troupe.pins"
 	DefaultPreferDelay  = 500 * time.Millisecond
 	DefaultQuorumWindow = time.Minute
+
+	DefaultForwardDialTimeout   = 5 * time.Second
+	DefaultForwardHeaderTimeout = 30 * time.Second
+	DefaultForwardBodyTimeout   = 30 * time.Second
+	DefaultForwardIdleTimeout   = 90 * time.Second
 )
 
 // minTimeout is the shortest QuorumWindow Validate accepts.
@@ -31,9 +39,44 @@ type Options struct {
 	Channel string
 
 	// HTTPTag is the member tag holding a node's HTTP address ("ip:port"),
-	// to which Handler forwards requests for the keys it owns. Default
-	// "troupe.http".
+	// to which Handler forwards requests for the keys it owns. Without
+	// ForwardTLS the address must be on the member's own IP (or leave the
+	// host out, or unspecified, to mean that IP). Default "troupe.http".
 	HTTPTag string
+
+	// ForwardTLS, when set, makes Handler forward over https with a clone
+	// of it: RootCAs (or the system roots) verify the owner's certificate
+	// for the host it publishes, which may then be any host; a
+	// certificate in Certificates is presented to the owner (mutual TLS).
+	// Default nil: plain http, to the owner's own IP only.
+	ForwardTLS *tls.Config
+
+	// ForwardDialTimeout bounds connecting to an owner, and the TLS
+	// handshake. Default 5 s.
+	ForwardDialTimeout time.Duration
+
+	// ForwardHeaderTimeout bounds the wait for an owner's response headers
+	// once the request is sent: an owner that accepts and never answers (a
+	// stopped process) costs a request this, then 504. Default 30 s.
+	ForwardHeaderTimeout time.Duration
+
+	// ForwardBodyTimeout is how long the request or response body of a
+	// forwarded request may make no progress (no byte read from the client
+	// or the owner, or written on) before the forward is abandoned: 504
+	// before the response started, a cut response after. Choose it above
+	// the longest pause of a streamed response. Default 30 s.
+	ForwardBodyTimeout time.Duration
+
+	// ForwardIdleTimeout is how long an idle connection to an owner is
+	// kept for the next forwarded request. Default 90 s.
+	ForwardIdleTimeout time.Duration
+
+	// TrustedProxies are the addresses of the proxies in front of the
+	// nodes (a load balancer) whose X-Forwarded-For, Forwarded,
+	// X-Forwarded-Host and X-Forwarded-Proto Handler keeps, and appends
+	// to, when it forwards a request. From any other client those headers
+	// are replaced by the client's address. Default: none.
+	TrustedProxies []netip.Prefix
 
 	// QuorumWindow: a node takes a pin or starts a singleton only while it
 	// sees at least half of the members that were alive within the last
@@ -51,17 +94,35 @@ type Options struct {
 	Logger *slog.Logger
 }
 
-// Validate reports the first problem with o, after applying defaults.
+// Validate reports every problem with o, after applying defaults, each
+// wrapping ErrInvalidOptions.
 func (o Options) Validate() error {
 	o = o.withDefaults()
+	var errs []error
+	bad := func(format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%w: "+format, append([]any{ErrInvalidOptions}, args...)...))
+	}
 	if strings.Trim(o.Prefix, "/") == "" {
-		return fmt.Errorf("%w: empty pin Prefix", ErrInvalidOptions)
+		bad("empty pin Prefix")
 	}
 	if o.QuorumWindow < minTimeout || o.PreferDelay < 0 {
-		return fmt.Errorf("%w: QuorumWindow %v must be at least %v and PreferDelay %v not negative",
-			ErrInvalidOptions, o.QuorumWindow, minTimeout, o.PreferDelay)
+		bad("QuorumWindow %v must be at least %v and PreferDelay %v not negative", o.QuorumWindow, minTimeout, o.PreferDelay)
 	}
-	return nil
+	for _, f := range []struct {
+		name string
+		d    time.Duration
+	}{{"ForwardDialTimeout", o.ForwardDialTimeout}, {"ForwardHeaderTimeout", o.ForwardHeaderTimeout},
+		{"ForwardBodyTimeout", o.ForwardBodyTimeout}, {"ForwardIdleTimeout", o.ForwardIdleTimeout}} {
+		if f.d < minTimeout {
+			bad("%s %v is under %v", f.name, f.d, minTimeout)
+		}
+	}
+	for _, pf := range o.TrustedProxies {
+		if !pf.IsValid() {
+			bad("TrustedProxies holds an invalid prefix %v", pf)
+		}
+	}
+	return errors.Join(errs...)
 }
 
 func (o Options) withDefaults() Options {
@@ -80,6 +141,18 @@ func (o Options) withDefaults() Options {
 	}
 	if o.PreferDelay == 0 {
 		o.PreferDelay = DefaultPreferDelay
+	}
+	if o.ForwardDialTimeout == 0 {
+		o.ForwardDialTimeout = DefaultForwardDialTimeout
+	}
+	if o.ForwardHeaderTimeout == 0 {
+		o.ForwardHeaderTimeout = DefaultForwardHeaderTimeout
+	}
+	if o.ForwardBodyTimeout == 0 {
+		o.ForwardBodyTimeout = DefaultForwardBodyTimeout
+	}
+	if o.ForwardIdleTimeout == 0 {
+		o.ForwardIdleTimeout = DefaultForwardIdleTimeout
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)

@@ -70,7 +70,7 @@ func New(ctx context.Context, cluster *membership.Cluster, tree *naming.Tree, op
 	o := opts.withDefaults()
 	p := &Pins{cluster: cluster, tree: tree, opts: o, self: cluster.Name(),
 		log:   o.Logger.With("node", cluster.Name()),
-		proxy: &http.Transport{MaxIdleConnsPerHost: 16, IdleConnTimeout: time.Minute, ResponseHeaderTimeout: time.Minute},
+		proxy: newForwardTransport(o),
 	}
 	p.failures = quorum.NewFailures(o.QuorumWindow)
 	p.mu.owned = map[string]struct{}{}

@@ -32,6 +32,13 @@ type pinNode struct {
 // each, and waits until every node sees n members.
 func startPins(t testing.TB, n int, mutate ...func(i int, c *membership.Config)) []*pinNode {
 	t.Helper()
+	return startPinsWith(t, n, nil, mutate...)
+}
+
+// startPinsWith is startPins with popts, if not nil, adjusting the
+// Options of each node's Pins.
+func startPinsWith(t testing.TB, n int, popts func(i int, o *Options), mutate ...func(i int, c *membership.Config)) []*pinNode {
+	t.Helper()
 	tc := clustertest.Start(t, n, mutate...)
 	tc.WaitMembers(n)
 	nodes := make([]*pinNode, n)
@@ -39,7 +46,11 @@ func startPins(t testing.TB, n int, mutate ...func(i int, c *membership.Config))
 		tree, err := naming.New(c, naming.Options{Logger: clustertest.Logger(t, c.Name()+" naming")})
 		require.NoError(t, err)
 		t.Cleanup(func() { tree.Close() })
-		pins, err := New(testCtx(t), c, tree, Options{Logger: clustertest.Logger(t, c.Name()+" pins")})
+		o := Options{Logger: clustertest.Logger(t, c.Name()+" pins")}
+		if popts != nil {
+			popts(i, &o)
+		}
+		pins, err := New(testCtx(t), c, tree, o)
 		require.NoError(t, err)
 		t.Cleanup(pins.Shutdown)
 		nodes[i] = &pinNode{c: c, tree: tree, pins: pins, tc: tc}

@@ -188,12 +188,14 @@ func startPair(ctx context.Context, key bool, mode replication.Mode) (*node, *no
 		}
 		if key {
 			cfg.SecretKeys = [][]byte{bytes.Repeat([]byte{42}, 32)}
+		} else {
+			cfg.Insecure = true // plaintext, to measure what the key costs
 		}
 		c, err := membership.New(ctx, cfg)
 		if err != nil {
 			log.Fatal(err)
 		}
-		s, err := replication.NewSessions(ctx, c, replication.Options{Mode: mode})
+		s, err := replication.NewSessions(ctx, c, replication.Options{Mode: mode, Insecure: !key})
 		if err != nil {
 			log.Fatal(err)
 		}
