@@ -4,12 +4,12 @@ import (
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/hkdf"
-	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
 	"io"
-	"slices"
+
+	"github.com/flynn/noise"
 )
 
 // The handshake opens every connection, after the TLS handshake if any.
@@ -28,26 +28,30 @@ import (
 // Both hellos, names included, enter the transcript that the key proofs
 // sign, so in cluster-key mode a name cannot be changed on the way; it is
 // still only as trustworthy as the holders of the cluster key.
-// In cluster-key mode two more messages follow. The dialer sends a count
-// (uint8) and, for each of its keys, primary first,
-// HMAC-SHA256(key, "client proof" || transcript), where the transcript is
-// both hellos. The listener takes the first proof made with a key it
-// holds, so two nodes connect whenever they share any key, preferring the
-// dialer's primary: a rotation works in whatever order the nodes learn
-// the new key. It answers statusOK and its own HMAC with that key and
-// label "server proof", which the dialer checks; or statusRefused, and
-// closes. Both nonces enter every HMAC, so a recorded handshake replayed
-// to either side fails, and the distinct labels stop a listener's proof
-// from being reflected back as a dialer's. Then each side derives one
-// AES-256-GCM key per direction with HKDF-SHA256 from the shared key,
-// salted with the transcript: fresh keys for every connection, so frame
-// counters can serve as nonces.
+// In cluster-key mode a Noise handshake follows
+// (Noise_NNpsk0_25519_AESGCM_SHA256, https://noiseprotocol.org): the
+// pre-shared key is derived from a cluster key, both hellos are the
+// prologue, and each side contributes an ephemeral X25519 key, so the
+// connection's keys depend on a Diffie-Hellman secret that is gone when
+// the connection is: someone who records traffic and later learns the
+// cluster key cannot decrypt it (forward secrecy). A dialer may hold
+// several keys during a rotation, so it sends a count (uint8) and one
+// first Noise message per key, primary first; the listener answers the
+// first one that a key of its own opens with statusOK, that message's
+// index (uint8) and the second Noise message, or with statusRefused, and
+// closes. Two nodes thus connect whenever they share any key, preferring
+// the dialer's primary. The nonces in the hellos (the prologue) make a
+// recorded handshake useless when replayed to either side. Frames are
+// then sealed with AES-256-GCM under the two keys the handshake agreed on,
+// one per direction, with frame counters as nonces.
 
 // Protocol versions. A node refuses peers older than minProtocolVersion;
 // a newer peer is expected to speak down to this node's version.
 const (
-	protocolVersion    = 2 // 2: hellos carry a node name, error frames a code
-	minProtocolVersion = 2
+	// 2: hellos carry a node name, error frames a code.
+	// 3: cluster-key mode runs a Noise handshake (forward secrecy).
+	protocolVersion    = 3
+	minProtocolVersion = 3
 )
 
 // Security modes, as sent in the hello. Append only.
@@ -66,13 +70,9 @@ const (
 const (
 	helloSize = 4 + 1 + 1 + 4 + 32 // the fixed part, before the name
 	maxName   = 255
-	proofSize = sha256.Size
 	maxKeys   = 16 // cluster keys a node may hold, so a key offer stays small
 
-	labelClientProof = "troupe transport v1 client proof"
-	labelServerProof = "troupe transport v1 server proof"
-	labelClientKey   = "troupe transport v1 client to server"
-	labelServerKey   = "troupe transport v1 server to client"
+	labelPSK = "troupe transport v3 psk"
 )
 
 var magic = [4]byte{'T', 'R', 'P', 'E'}
@@ -186,95 +186,137 @@ func handshake(r io.Reader, w io.Writer, dialer bool, local hello, keys [][]byte
 	} else {
 		transcript = append(append(transcript, theirs...), mine...)
 	}
-	var key []byte
 	if dialer {
-		offer := []byte{byte(len(keys))}
-		for _, k := range keys {
-			offer = append(offer, proof(k, labelClientProof, transcript)...)
-		}
-		if err := writeAll(w, offer); err != nil {
-			return session{}, err
-		}
-		var reply [1 + proofSize]byte
-		if err := readAll(r, reply[:]); err != nil {
-			return session{}, err
-		}
-		if reply[0] != statusOK {
-			return session{}, fmt.Errorf("%w: peer holds none of this node's cluster keys", ErrHandshake)
-		}
-		key = matchProof(reply[1:], keys, labelServerProof, transcript)
-		if key == nil {
-			return session{}, fmt.Errorf("%w: peer did not prove a cluster key", ErrHandshake)
-		}
-	} else {
-		var n [1]byte
-		if err := readAll(r, n[:]); err != nil {
-			return session{}, err
-		}
-		if n[0] == 0 || n[0] > maxKeys {
-			return session{}, fmt.Errorf("%w: peer offered %d key proofs", ErrHandshake, n[0])
-		}
-		offer := make([]byte, int(n[0])*proofSize)
-		if err := readAll(r, offer); err != nil {
-			return session{}, err
-		}
-		for p := range slices.Chunk(offer, proofSize) {
-			if key = matchProof(p, keys, labelClientProof, transcript); key != nil {
-				break
-			}
-		}
-		reply := make([]byte, 1, 1+proofSize)
-		if key == nil {
-			reply[0] = statusRefused
-			_ = writeAll(w, append(reply, make([]byte, proofSize)...))
-			return session{}, fmt.Errorf("%w: peer proved none of this node's cluster keys", ErrHandshake)
-		}
-		reply[0] = statusOK
-		if err := writeAll(w, append(reply, proof(key, labelServerProof, transcript)...)); err != nil {
-			return session{}, err
-		}
+		return dialNoise(r, w, s, transcript, keys)
 	}
+	return acceptNoise(r, w, s, transcript, keys)
+}
 
-	c2s, err := sessionAEAD(key, transcript, labelClientKey)
+// noiseSuite is the handshake's Noise cipher suite:
+// Noise_NNpsk0_25519_AESGCM_SHA256.
+var noiseSuite = noise.NewCipherSuite(noise.DH25519, noise.CipherAESGCM, noise.HashSHA256)
+
+// Sizes of the two Noise messages: an ephemeral public key and the tag of
+// an empty, encrypted payload.
+const (
+	noiseMsg1 = 32 + 16
+	noiseMsg2 = 32 + 16
+)
+
+func newNoise(initiator bool, transcript, key []byte) (*noise.HandshakeState, error) {
+	psk, err := hkdf.Key(sha256.New, key, nil, labelPSK, 32)
 	if err != nil {
+		return nil, fmt.Errorf("%w: deriving the pre-shared key: %w", ErrHandshake, err)
+	}
+	hs, err := noise.NewHandshakeState(noise.Config{
+		CipherSuite:           noiseSuite,
+		Pattern:               noise.HandshakeNN,
+		Initiator:             initiator,
+		Prologue:              transcript,
+		PresharedKey:          psk,
+		PresharedKeyPlacement: 0,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrHandshake, err)
+	}
+	return hs, nil
+}
+
+// dialNoise runs the dialer's side: one first message per key it holds,
+// primary first, and the listener's answer to the one it could read.
+func dialNoise(r io.Reader, w io.Writer, s session, transcript []byte, keys [][]byte) (session, error) {
+	states := make([]*noise.HandshakeState, len(keys))
+	offer := make([]byte, 1, 1+len(keys)*noiseMsg1)
+	offer[0] = byte(len(keys))
+	for i, k := range keys {
+		hs, err := newNoise(true, transcript, k)
+		if err != nil {
+			return session{}, err
+		}
+		if offer, _, _, err = hs.WriteMessage(offer, nil); err != nil {
+			return session{}, fmt.Errorf("%w: %w", ErrHandshake, err)
+		}
+		states[i] = hs
+	}
+	if err := writeAll(w, offer); err != nil {
 		return session{}, err
 	}
-	s2c, err := sessionAEAD(key, transcript, labelServerKey)
-	if err != nil {
+	var reply [2 + noiseMsg2]byte
+	if err := readAll(r, reply[:]); err != nil {
 		return session{}, err
 	}
-	if dialer {
-		s.seal, s.open = c2s, s2c
-	} else {
-		s.seal, s.open = s2c, c2s
+	if reply[0] != statusOK {
+		return session{}, fmt.Errorf("%w: peer holds none of this node's cluster keys", ErrHandshake)
+	}
+	i := int(reply[1])
+	if i >= len(states) {
+		return session{}, fmt.Errorf("%w: peer chose key %d of %d", ErrHandshake, i, len(states))
+	}
+	_, toPeer, fromPeer, err := states[i].ReadMessage(nil, reply[2:])
+	if err != nil || toPeer == nil {
+		return session{}, fmt.Errorf("%w: peer did not prove a cluster key", ErrHandshake)
+	}
+	return withCiphers(s, keys[i], toPeer, fromPeer)
+}
+
+// acceptNoise runs the listener's side: it takes the first of the
+// dialer's messages that one of its keys opens, and answers it.
+func acceptNoise(r io.Reader, w io.Writer, s session, transcript []byte, keys [][]byte) (session, error) {
+	var n [1]byte
+	if err := readAll(r, n[:]); err != nil {
+		return session{}, err
+	}
+	if n[0] == 0 || n[0] > maxKeys {
+		return session{}, fmt.Errorf("%w: peer offered %d keys", ErrHandshake, n[0])
+	}
+	offer := make([]byte, int(n[0])*noiseMsg1)
+	if err := readAll(r, offer); err != nil {
+		return session{}, err
+	}
+	for i := range int(n[0]) {
+		msg := offer[i*noiseMsg1 : (i+1)*noiseMsg1]
+		for _, k := range keys {
+			hs, err := newNoise(false, transcript, k)
+			if err != nil {
+				return session{}, err
+			}
+			if _, _, _, err := hs.ReadMessage(nil, msg); err != nil {
+				continue // another key made it, or nobody's
+			}
+			reply, fromPeer, toPeer, err := hs.WriteMessage([]byte{statusOK, byte(i)}, nil)
+			if err != nil {
+				return session{}, fmt.Errorf("%w: %w", ErrHandshake, err)
+			}
+			if err := writeAll(w, reply); err != nil {
+				return session{}, err
+			}
+			return withCiphers(s, k, toPeer, fromPeer)
+		}
+	}
+	refusal := make([]byte, 2+noiseMsg2)
+	refusal[0] = statusRefused
+	_ = writeAll(w, refusal)
+	return session{}, fmt.Errorf("%w: peer proved none of this node's cluster keys", ErrHandshake)
+}
+
+// withCiphers completes s with the keys that the handshake agreed on, one
+// per direction. Frames are sealed with AES-256-GCM under those keys by
+// the frame layer, whose counters are the nonces; the Noise cipher states
+// themselves are not used after the handshake.
+func withCiphers(s session, key []byte, send, recv *noise.CipherState) (session, error) {
+	var err error
+	if s.seal, err = gcm(send.UnsafeKey()); err != nil {
+		return session{}, err
+	}
+	if s.open, err = gcm(recv.UnsafeKey()); err != nil {
+		return session{}, err
 	}
 	s.key = key
 	return s, nil
 }
 
-// matchProof returns the key among keys that made p, or nil.
-func matchProof(p []byte, keys [][]byte, label string, transcript []byte) []byte {
-	for _, k := range keys {
-		if hmac.Equal(p, proof(k, label, transcript)) {
-			return k
-		}
-	}
-	return nil
-}
-
-func proof(key []byte, label string, transcript []byte) []byte {
-	m := hmac.New(sha256.New, key)
-	m.Write([]byte(label))
-	m.Write(transcript)
-	return m.Sum(nil)
-}
-
-func sessionAEAD(key, transcript []byte, label string) (cipher.AEAD, error) {
-	k, err := hkdf.Key(sha256.New, key, transcript, label, 32)
-	if err != nil {
-		return nil, fmt.Errorf("%w: deriving session key: %w", ErrHandshake, err)
-	}
-	block, err := aes.NewCipher(k)
+func gcm(k [32]byte) (cipher.AEAD, error) {
+	block, err := aes.NewCipher(k[:])
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrHandshake, err)
 	}

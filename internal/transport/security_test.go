@@ -157,13 +157,13 @@ func TestHandshakeReplayIsRefused(t *testing.T) {
 
 	toServer, _ := proxy.recorded()
 	cliHello := helloSize + 1 + len(cli.cfg.Name)
-	opening := toServer[:cliHello+1+proofSize]
+	opening := toServer[:cliHello+1+noiseMsg1]
 	conn, br := rawPeer(t, srv.Addr(), nil)
 	_, err = conn.Write(opening)
 	require.NoError(t, err)
 	_, _, err = readHello(br)
 	require.NoError(t, err)
-	reply := make([]byte, 1+proofSize)
+	reply := make([]byte, 2+noiseMsg2)
 	_, err = io.ReadFull(br, reply)
 	require.NoError(t, err)
 	require.Equal(t, statusRefused, reply[0])
