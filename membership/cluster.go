@@ -129,6 +129,13 @@ func New(ctx context.Context, cfg Config) (*Cluster, error) {
 	c.mu.subs = map[*Subscription]struct{}{}
 	c.mu.channels = map[string]*Channel{}
 
+	// The keyring exists before the transport, whose handshakes read it.
+	if len(r.SecretKeys) > 0 {
+		if c.keyring, err = memberlist.NewKeyring(r.SecretKeys, r.SecretKeys[0]); err != nil {
+			c.cancel()
+			return nil, fmt.Errorf("%w: %v", ErrInvalidConfig, err)
+		}
+	}
 	if err := c.startTransport(ctx); err != nil {
 		c.cancel()
 		return nil, err
@@ -214,14 +221,7 @@ func (c *Cluster) memberlistConfig(adv netip.AddrPort) (*memberlist.Config, erro
 	mlc.DeadNodeReclaimTime = time.Nanosecond
 	mlc.RetransmitMult = max(mlc.RetransmitMult, minRetransmitMult)
 	mlc.Logger = log.New(&logBridge{log: c.log}, "", 0)
-	if len(c.cfg.SecretKeys) > 0 {
-		kr, err := memberlist.NewKeyring(c.cfg.SecretKeys, c.cfg.SecretKeys[0])
-		if err != nil {
-			return nil, fmt.Errorf("%w: %v", ErrInvalidConfig, err)
-		}
-		mlc.Keyring = kr
-		c.keyring = kr
-	}
+	mlc.Keyring = c.keyring
 	return mlc, nil
 }
 
