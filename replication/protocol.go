@@ -93,12 +93,14 @@ func (s status) String() string {
 //
 // Every request names its sender in From, for nodes of earlier
 // versions; the receiver takes the sender from the transport's handshake
-// instead (see "Identity" in server.go). Every reply carries the replier's lease generation for that sender and
-// how many secondary copies it holds, which placement uses.
+// instead (see "Identity" in server.go). Every reply carries the
+// replier's lease generation for that sender and how many secondary
+// copies it holds, which placement uses.
 
 // applyReq sends a change (Full false: the attributes set and deleted
 // since version Base) or the whole session (Full true) to the secondary.
 type applyReq struct {
+	//lint:ignore U1000 go-msgpack reads its tag: encode as an array
 	_struct   bool              `codec:",toarray"` // positional encoding: fields are append-only
 	From      string            `codec:"f"`
 	Inc       uint64            `codec:"i"` // the sender's incarnation: random per Sessions
@@ -114,6 +116,7 @@ type applyReq struct {
 }
 
 type reply struct {
+	//lint:ignore U1000 go-msgpack reads its tag: encode as an array
 	_struct bool   `codec:",toarray"` // positional encoding: fields are append-only
 	St      status `codec:"s"`
 	G       uint64 `codec:"g"` // the replier's lease generation for the caller
@@ -121,6 +124,7 @@ type reply struct {
 }
 
 type batchReq struct {
+	//lint:ignore U1000 go-msgpack reads its tag: encode as an array
 	_struct bool       `codec:",toarray"` // positional encoding: fields are append-only
 	From    string     `codec:"f"`
 	Items   []applyReq `codec:"i"`
@@ -129,6 +133,7 @@ type batchReq struct {
 // batchReply answers a batch item by item: G holds each item's lease
 // generation, read under that session's lock as for a single apply.
 type batchReply struct {
+	//lint:ignore U1000 go-msgpack reads its tag: encode as an array
 	_struct bool     `codec:",toarray"` // positional encoding: fields are append-only
 	St      []status `codec:"s"`
 	G       []uint64 `codec:"g"`
