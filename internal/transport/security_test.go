@@ -219,6 +219,8 @@ func TestKeysChanged(t *testing.T) {
 	require.Equal(t, k2, a.peerConn(b.Addr()).key, "the call dialled with the new primary")
 	require.Eventually(t, func() bool { return a.Stats().OpenConns == 1 }, 5*time.Second, 5*time.Millisecond,
 		"the janitor closed the retired connection")
+	require.Eventually(t, func() bool { return b.Stats().OpenConns == 2 }, 5*time.Second, 5*time.Millisecond,
+		"b saw the retired connection close (it keeps a's new one and the holder's)")
 
 	// k1 removed: the holder's connection is closed, and it is refused.
 	srcA.set(k2)
