@@ -246,9 +246,11 @@ func TestWithConfig(t *testing.T) {
 func TestNetworkWithMembership(t *testing.T) {
 	t.Parallel()
 	net := troupetest.NewNetwork()
+	key := membership.GenerateKey()
 	var nodes []*membership.Cluster
 	for i := range 2 {
 		cfg := membership.Config{
+			SecretKeys:  [][]byte{key},
 			ClusterName: "troupetest-network",
 			NodeName:    fmt.Sprintf("m-%d", i),
 			BindAddr:    fmt.Sprintf("127.0.0.%d:0", 20+i),
