@@ -17,17 +17,19 @@ import (
 // cluster has the same one.
 var exampleKey = membership.GenerateKey()
 
-// Three members on loopback each offer the same clusterable service;
-// any member looks it up and picks an offer.
-func Example() {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-
+// startTrees starts n members on loopback, joined through the first, with
+// a naming tree each; stop shuts them down.
+func startTrees(ctx context.Context, cluster string, n int) (trees []*naming.Tree, stop func()) {
 	var nodes []*membership.Cluster
-	var trees []*naming.Tree
-	for i := range 3 {
+	stop = func() {
+		for i := range trees {
+			trees[i].Close()
+			nodes[i].Shutdown()
+		}
+	}
+	for i := range n {
 		cfg := membership.Config{
-			ClusterName: "example-naming",
+			ClusterName: cluster,
 			NodeName:    fmt.Sprintf("node-%d", i),
 			BindAddr:    "127.0.0.1:0",
 			Profile:     membership.ProfileLocal,
@@ -40,14 +42,23 @@ func Example() {
 		if err != nil {
 			log.Fatal(err)
 		}
-		defer node.Shutdown()
 		tree, err := naming.New(node, naming.Options{})
 		if err != nil {
 			log.Fatal(err)
 		}
-		defer tree.Close()
 		nodes, trees = append(nodes, node), append(trees, tree)
 	}
+	return trees, stop
+}
+
+// Three members on loopback each offer the same clusterable service;
+// any member looks it up and picks an offer.
+func Example() {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+
+	trees, stop := startTrees(ctx, "example-naming", 3)
+	defer stop()
 
 	// Each node offers the service at its own URL.
 	for i, tree := range trees {
@@ -218,34 +229,12 @@ func ExampleNewRoundTripper() {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 
-	var nodes []*membership.Cluster
-	var trees []*naming.Tree
+	trees, stop := startTrees(ctx, "example-roundtripper", 3)
+	defer stop()
 	var servers []*httptest.Server
-	for i := range 3 {
-		cfg := membership.Config{
-			ClusterName: "example-roundtripper",
-			NodeName:    fmt.Sprintf("node-%d", i),
-			BindAddr:    "127.0.0.1:0",
-			Profile:     membership.ProfileLocal,
-			SecretKeys:  [][]byte{exampleKey},
-		}
-		if i > 0 {
-			cfg.WellKnown = []string{nodes[0].Addr()}
-		}
-		node, err := membership.New(ctx, cfg)
-		if err != nil {
-			log.Fatal(err)
-		}
-		defer node.Shutdown()
-		tree, err := naming.New(node, naming.Options{})
-		if err != nil {
-			log.Fatal(err)
-		}
-		defer tree.Close()
-		nodes, trees = append(nodes, node), append(trees, tree)
-
+	for i, tree := range trees {
 		// The provider: an HTTP server on 127.0.0.1 that names its node.
-		name := cfg.NodeName
+		name := fmt.Sprintf("node-%d", i)
 		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			fmt.Fprintln(w, name, r.Method, r.URL.Path)
 		}))

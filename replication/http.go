@@ -118,9 +118,9 @@ var errNoMiddleware = errors.New("replication: request did not go through Sessio
 // handle. It returns an error only if the request did not go through
 // Middleware.
 func FromRequest(r *http.Request) (*Session, error) {
-	rs, ok := r.Context().Value(ctxKey{}).(*requestSession)
-	if !ok {
-		return nil, errNoMiddleware
+	rs, err := requestSessionOf(r)
+	if err != nil {
+		return nil, err
 	}
 	rs.mu.Lock()
 	defer rs.mu.Unlock()
@@ -128,6 +128,15 @@ func FromRequest(r *http.Request) (*Session, error) {
 		rs.h = newSession(rs.s)
 	}
 	return rs.h, nil
+}
+
+// requestSessionOf returns what Middleware put in r's context.
+func requestSessionOf(r *http.Request) (*requestSession, error) {
+	rs, ok := r.Context().Value(ctxKey{}).(*requestSession)
+	if !ok {
+		return nil, errNoMiddleware
+	}
+	return rs, nil
 }
 
 // RenewID gives the request's session a new id, keeping its attributes:
@@ -138,9 +147,9 @@ func FromRequest(r *http.Request) (*Session, error) {
 // valid. It returns Sessions.RenewID's errors, and an error if the
 // request did not go through Middleware.
 func RenewID(r *http.Request) error {
-	rs, ok := r.Context().Value(ctxKey{}).(*requestSession)
-	if !ok {
-		return errNoMiddleware
+	rs, err := requestSessionOf(r)
+	if err != nil {
+		return err
 	}
 	rs.mu.Lock()
 	defer rs.mu.Unlock()
@@ -160,9 +169,9 @@ func RenewID(r *http.Request) error {
 // but a node that may hold a copy could not be told), and an error if
 // the request did not go through Middleware.
 func Destroy(r *http.Request) error {
-	rs, ok := r.Context().Value(ctxKey{}).(*requestSession)
-	if !ok {
-		return errNoMiddleware
+	rs, err := requestSessionOf(r)
+	if err != nil {
+		return err
 	}
 	rs.mu.Lock()
 	defer rs.mu.Unlock()
