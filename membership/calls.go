@@ -262,25 +262,16 @@ type router struct{ c *Cluster }
 
 var _ transport.InlineHandler = router{}
 
-func (r router) route(method string) (ch *Channel, op string, call bool) {
+func (r router) ServeRequest(ctx context.Context, from, method string, body []byte) ([]byte, error) {
 	name, op, call := strings.Cut(method, "/")
-	r.c.mu.RLock()
-	ch = r.c.mu.channels[name]
-	r.c.mu.RUnlock()
+	if !call {
+		r.c.deliver(name, from, body)
+		return nil, nil
+	}
+	ch := r.c.channel(name)
 	if ch == nil {
 		r.c.stats.unknownChannel.Add(1)
-	}
-	return ch, op, call
-}
-
-func (r router) ServeRequest(ctx context.Context, from, method string, body []byte) ([]byte, error) {
-	ch, op, call := r.route(method)
-	switch {
-	case ch == nil:
 		return nil, fmt.Errorf("membership: no channel for %q on %s", method, r.c.name)
-	case !call:
-		ch.handler.HandleMessage(from, body)
-		return nil, nil
 	}
 	h, ok := ch.handler.(CallHandler)
 	if !ok {
@@ -297,27 +288,18 @@ func (r router) ServeRequest(ctx context.Context, from, method string, body []by
 // InlineCallHandler that accepts them.
 func (r router) TryServeRequest(ctx context.Context, from, method string, body []byte) ([]byte, bool, error) {
 	name, op, call := strings.Cut(method, "/")
-	r.c.mu.RLock()
-	ch := r.c.mu.channels[name]
-	r.c.mu.RUnlock()
 	if !call {
-		if ch == nil {
-			return nil, false, nil // counted by ServeRequest
-		}
-		ch.handler.HandleMessage(from, body)
+		r.c.deliver(name, from, body)
 		return nil, true, nil
 	}
-	h, ok := chHandler(ch).(InlineCallHandler)
+	ch := r.c.channel(name)
+	if ch == nil {
+		return nil, false, nil // ServeRequest counts and answers it
+	}
+	h, ok := ch.handler.(InlineCallHandler)
 	if !ok {
 		return nil, false, nil
 	}
 	resp, ok, err := h.TryHandleCall(ctx, from, op, body)
 	return resp, ok, ch.codeOf(err)
-}
-
-func chHandler(ch *Channel) Handler {
-	if ch == nil {
-		return nil
-	}
-	return ch.handler
 }

@@ -139,6 +139,13 @@ func (c *Cluster) Channel(name string, h Handler, opts ...ChannelOption) (*Chann
 	return ch, nil
 }
 
+// channel returns the registered channel of that name, or nil.
+func (c *Cluster) channel(name string) *Channel {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.mu.channels[name]
+}
+
 // Close unregisters the channel; its handler is not called afterwards
 // (except by calls already under way).
 func (ch *Channel) Close() {

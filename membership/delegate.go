@@ -71,9 +71,7 @@ func (d *delegate) NotifyMsg(buf []byte) {
 }
 
 func (c *Cluster) deliver(channel, from string, msg []byte) {
-	c.mu.RLock()
-	ch := c.mu.channels[channel]
-	c.mu.RUnlock()
+	ch := c.channel(channel)
 	if ch == nil {
 		c.stats.unknownChannel.Add(1)
 		return

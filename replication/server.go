@@ -82,9 +82,9 @@ func (s *Sessions) handlerWait() time.Duration { return max(s.opts.LeaseTerm/2, 
 
 // Identity. A request's sender is from, the name its node proved in the
 // transport's handshake (with the cluster key or its certificate), never
-// a field of the request: the From fields stay on the wire for nodes of
-// earlier versions, and a request whose From names another node is
-// refused, with one exception: a take that a session's secondary relays
+// a field of the request. The From fields are left in the messages'
+// positional layout (codec.go writes them by hand), but they name no one:
+// a request whose From names another node is refused, with one exception: a take that a session's secondary relays
 // to the primary on behalf of the node that asked it (takeOne) names
 // that node. Every request but a ping is served only for a live member
 // that holds sessions (admit); anything else is refused with errRefused

@@ -70,20 +70,7 @@ func (s *stutter) Read(p []byte) (int, error) {
 // read twice, sealed frames included.
 func TestFrameReadResumesAfterTimeout(t *testing.T) {
 	for _, sealed := range []bool{false, true} {
-		var wire []byte
-		var seal, open cipher.AEAD
-		if sealed {
-			seal, open = testAEAD(t), testAEAD(t)
-		}
-		for i, f := range sampleFrames {
-			b := encodeFrame(f)
-			if sealed {
-				binary.BigEndian.PutUint32(b, uint32(len(b)-lengthSize+seal.Overhead()))
-				var iv [12]byte
-				b = append(b[:lengthSize], seal.Seal(nil, putNonce(&iv, uint64(i)), b[lengthSize:], b[:lengthSize])...)
-			}
-			wire = append(wire, b...)
-		}
+		wire, open := wireOf(t, sampleFrames, sealed)
 		// bufio with its smallest buffer, so that the stutter reaches it.
 		r := frameReader{r: bufio.NewReaderSize(&stutter{data: wire}, 16), max: minFrameSize, open: open}
 		timeouts := 0
@@ -120,6 +107,25 @@ func readPastTimeouts(r *frameReader) (frame, int, error) {
 }
 
 // testAEAD is AES-GCM under a fixed key: the same key on both sides.
+// wireOf returns frames as they travel, sealed with a test key when
+// sealed is true, and the AEAD that opens them (nil when not sealed).
+func wireOf(t *testing.T, frames []frame, sealed bool) (wire []byte, open cipher.AEAD) {
+	var seal cipher.AEAD
+	if sealed {
+		seal, open = testAEAD(t), testAEAD(t)
+	}
+	for i, f := range frames {
+		b := encodeFrame(f)
+		if sealed {
+			binary.BigEndian.PutUint32(b, uint32(len(b)-lengthSize+seal.Overhead()))
+			var iv [12]byte
+			b = append(b[:lengthSize], seal.Seal(nil, putNonce(&iv, uint64(i)), b[lengthSize:], b[:lengthSize])...)
+		}
+		wire = append(wire, b...)
+	}
+	return wire, open
+}
+
 func testAEAD(t *testing.T) cipher.AEAD {
 	block, err := aes.NewCipher(key(7))
 	require.NoError(t, err)

@@ -3,7 +3,6 @@ package transport
 import (
 	"bufio"
 	"bytes"
-	"crypto/cipher"
 	"encoding/binary"
 	"io"
 	"net"
@@ -176,20 +175,7 @@ func TestLargeFrameGrowsAndResumes(t *testing.T) {
 		{kind: kindResponse, id: 3, body: body(firstBodyAlloc + 1)},
 	}
 	for _, sealed := range []bool{false, true} {
-		var wire []byte
-		var seal, open cipher.AEAD
-		if sealed {
-			seal, open = testAEAD(t), testAEAD(t)
-		}
-		for i, f := range frames {
-			b := encodeFrame(f)
-			if sealed {
-				binary.BigEndian.PutUint32(b, uint32(len(b)-lengthSize+seal.Overhead()))
-				var iv [12]byte
-				b = append(b[:lengthSize], seal.Seal(nil, putNonce(&iv, uint64(i)), b[lengthSize:], b[:lengthSize])...)
-			}
-			wire = append(wire, b...)
-		}
+		wire, open := wireOf(t, frames, sealed)
 		r := frameReader{r: bufio.NewReaderSize(&stutter{data: wire}, 4096), max: DefaultMaxFrameSize, open: open}
 		for _, want := range frames {
 			got, _, err := readPastTimeouts(&r)

@@ -180,8 +180,8 @@ func (t *Transport) Send(ctx context.Context, addr, method string, body []byte) 
 // A goroutine that owns state and must not block, such as an event loop,
 // sends this way.
 func (t *Transport) TrySend(addr, method string, body []byte) error {
-	if len(method) > maxMethodLen {
-		return fmt.Errorf("transport: method name of %d bytes, limit %d", len(method), maxMethodLen)
+	if err := checkMethod(method); err != nil {
+		return err
 	}
 	t.mu.Lock()
 	c, closed := t.mu.peers[addr], t.mu.closed
@@ -199,9 +199,17 @@ func (t *Transport) TrySend(addr, method string, body []byte) error {
 	return err
 }
 
-func (t *Transport) do(ctx context.Context, kind uint8, addr, method string, body []byte) ([]byte, error) {
+// checkMethod refuses a method name that no frame can carry.
+func checkMethod(method string) error {
 	if len(method) > maxMethodLen {
-		return nil, fmt.Errorf("transport: method name of %d bytes, limit %d", len(method), maxMethodLen)
+		return fmt.Errorf("transport: method name of %d bytes, limit %d", len(method), maxMethodLen)
+	}
+	return nil
+}
+
+func (t *Transport) do(ctx context.Context, kind uint8, addr, method string, body []byte) ([]byte, error) {
+	if err := checkMethod(method); err != nil {
+		return nil, err
 	}
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("transport: %s on %s: %w", method, addr, err)

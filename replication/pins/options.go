@@ -1,6 +1,7 @@
 package pins
 
 import (
+	"cmp"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -126,36 +127,15 @@ func (o Options) Validate() error {
 }
 
 func (o Options) withDefaults() Options {
-	if o.Prefix == "" {
-		o.Prefix = DefaultPrefix
-	}
-	o.Prefix = strings.Trim(o.Prefix, "/")
-	if o.Channel == "" {
-		o.Channel = DefaultChannel
-	}
-	if o.HTTPTag == "" {
-		o.HTTPTag = DefaultHTTPTag
-	}
-	if o.QuorumWindow == 0 {
-		o.QuorumWindow = DefaultQuorumWindow
-	}
-	if o.PreferDelay == 0 {
-		o.PreferDelay = DefaultPreferDelay
-	}
-	if o.ForwardDialTimeout == 0 {
-		o.ForwardDialTimeout = DefaultForwardDialTimeout
-	}
-	if o.ForwardHeaderTimeout == 0 {
-		o.ForwardHeaderTimeout = DefaultForwardHeaderTimeout
-	}
-	if o.ForwardBodyTimeout == 0 {
-		o.ForwardBodyTimeout = DefaultForwardBodyTimeout
-	}
-	if o.ForwardIdleTimeout == 0 {
-		o.ForwardIdleTimeout = DefaultForwardIdleTimeout
-	}
-	if o.Logger == nil {
-		o.Logger = slog.New(slog.DiscardHandler)
-	}
+	o.Prefix = strings.Trim(cmp.Or(o.Prefix, DefaultPrefix), "/")
+	o.Channel = cmp.Or(o.Channel, DefaultChannel)
+	o.HTTPTag = cmp.Or(o.HTTPTag, DefaultHTTPTag)
+	o.QuorumWindow = cmp.Or(o.QuorumWindow, DefaultQuorumWindow)
+	o.PreferDelay = cmp.Or(o.PreferDelay, DefaultPreferDelay)
+	o.ForwardDialTimeout = cmp.Or(o.ForwardDialTimeout, DefaultForwardDialTimeout)
+	o.ForwardHeaderTimeout = cmp.Or(o.ForwardHeaderTimeout, DefaultForwardHeaderTimeout)
+	o.ForwardBodyTimeout = cmp.Or(o.ForwardBodyTimeout, DefaultForwardBodyTimeout)
+	o.ForwardIdleTimeout = cmp.Or(o.ForwardIdleTimeout, DefaultForwardIdleTimeout)
+	o.Logger = cmp.Or(o.Logger, slog.New(slog.DiscardHandler))
 	return o
 }
