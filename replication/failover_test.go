@@ -319,3 +319,118 @@ func TestFailoverPrimarySessionsStopped(t *testing.T) {
 	require.NotEqual(t, p.s.NodeID(), h2.Route().Secondary)
 	require.NotEmpty(t, h2.Route().Secondary)
 }
+
+// TestFailoverRacingTakeoversKeepEveryWrite is a load balancer without
+// affinity on a busy machine: each session has one client that writes
+// increasing values and two that read it, all sending every request to a
+// node chosen at random, so that takeovers race each other and the
+// Saves, while goroutines that only burn CPU run beside them. A read
+// never returns less than the last write acknowledged before it began,
+// and at the end every session is still there with its last acknowledged
+// value (or a later write whose Save failed).
+func TestFailoverRacingTakeoversKeepEveryWrite(t *testing.T) {
+	c := startSessions(t, 3, nil)
+	stop := make(chan struct{})
+	var burners sync.WaitGroup
+	for range 2 {
+		burners.Go(func() { burnCPU(stop) })
+	}
+	defer burners.Wait()
+	defer close(stop)
+
+	const sessions, readers = 4, 2
+	rounds := 40
+	if testing.Short() {
+		rounds = 15
+	}
+	type register struct {
+		id    string
+		acked atomic.Int64 // last value whose Save returned nil
+		tried atomic.Int64 // last value a Save was attempted with
+	}
+	regs := make([]*register, sessions)
+	var wg sync.WaitGroup
+	var writes, reads atomic.Int64
+	// get reads r on a random node and checks the value against the
+	// writes acknowledged before it began and tried before it ended.
+	get := func(ctx context.Context, who string, r *register) (*Session, *node, bool) {
+		nd := c.nodes[rand.N(3)]
+		floor := r.acked.Load()
+		h, err := nd.s.Get(ctx, r.id)
+		if err != nil {
+			if errors.Is(err, ErrNotFound) {
+				t.Errorf("%s on %s: the session was lost (last acknowledged write %d): %v", who, nd.c.Name(), floor, err)
+			}
+			return nil, nd, false
+		}
+		v, _ := h.Get("v")
+		got, _ := strconv.ParseInt(string(v), 10, 64)
+		if got < floor || got > r.tried.Load() {
+			t.Errorf("%s on %s read %d of session %s; acknowledged before the read: %d, tried: %d", who, nd.c.Name(), got, keyRef(h.e.key), floor, r.tried.Load())
+			return nil, nd, false
+		}
+		reads.Add(1)
+		return h, nd, true
+	}
+	for i := range sessions {
+		h, err := c.nodes[i%3].s.Create(testCtx(t))
+		require.NoError(t, err)
+		set(t, c.nodes[i%3], h, "v", "0")
+		r := &register{id: h.ID()}
+		regs[i] = r
+		wg.Go(func() {
+			for k := int64(1); k <= int64(rounds) && !t.Failed(); k++ {
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				h, nd, ok := get(ctx, fmt.Sprintf("writer %d", i), r)
+				if ok {
+					_ = h.Set("v", []byte(strconv.FormatInt(k, 10)))
+					r.tried.Store(k)
+					if nd.s.Save(ctx, h) == nil {
+						r.acked.Store(k)
+						writes.Add(1)
+					}
+				}
+				cancel()
+			}
+		})
+		for j := range readers {
+			wg.Go(func() {
+				for range rounds {
+					if t.Failed() {
+						return
+					}
+					ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+					get(ctx, fmt.Sprintf("reader %d/%d", i, j), r)
+					cancel()
+				}
+			})
+		}
+	}
+	wg.Wait()
+	require.False(t, t.Failed())
+	for i, r := range regs {
+		_, v := mustGet(t, c.nodes[i%3], r.id, "v")
+		got, _ := strconv.ParseInt(v, 10, 64)
+		require.GreaterOrEqual(t, got, r.acked.Load(), "session %d: final read %d", i, got)
+		require.LessOrEqual(t, got, r.tried.Load(), "session %d: final read %d, never written", i, got)
+	}
+	t.Logf("%d sessions: %d acknowledged writes, %d reads checked", sessions, writes.Load(), reads.Load())
+	require.NotZero(t, writes.Load())
+}
+
+// burnCPU keeps one core busy until stop closes, as another process on
+// a loaded machine would.
+func burnCPU(stop <-chan struct{}) {
+	x := 0
+	for {
+		select {
+		case <-stop:
+			return
+		default:
+		}
+		for i := range 100_000 {
+			x += i
+		}
+		_ = x
+	}
+}

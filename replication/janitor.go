@@ -67,7 +67,7 @@ func (s *Sessions) sweep(tick time.Duration) {
 			}
 		case roleSecondary:
 			if age > idle+grace {
-				s.dropIf(e, st, "secondary expired")
+				s.dropIfIdle(s.ctx, e, st, "secondary expired")
 				s.stats.expired.Add(1)
 				continue
 			}
@@ -155,7 +155,7 @@ func (s *Sessions) confirmWith(name string, list []*entry) {
 			continue
 		}
 		// Drop only if nothing changed meanwhile.
-		if s.dropIf(e, st, "confirm: orphan, answer "+r.St[i].String()) {
+		if s.dropIfIdle(s.ctx, e, st, "confirm: orphan, answer "+r.St[i].String()) {
 			s.movedTo(e.key, name)
 		}
 	}

@@ -509,7 +509,7 @@ func (s *Sessions) confirmItem(from string, it rankWire) status {
 
 // dropOne removes a secondary copy that ranks no higher than the
 // request's, or, for an invalidation, any copy.
-func (s *Sessions) dropOne(_ context.Context, req *dropReq) {
+func (s *Sessions) dropOne(ctx context.Context, req *dropReq) {
 	if req.Gone {
 		s.tomb.add(req.Key, s.tombTTL())
 	}
@@ -527,7 +527,7 @@ func (s *Sessions) dropOne(_ context.Context, req *dropReq) {
 		return
 	}
 	if st.role == roleSecondary && st.rank().cmp(rank{req.Epoch, req.Members, req.Primary}) <= 0 {
-		if s.dropIf(e, st, "drop request") {
+		if s.dropIfIdle(ctx, e, st, "drop request") {
 			s.movedTo(req.Key, req.From)
 		}
 	}
@@ -574,6 +574,17 @@ func (s *Sessions) takeOne(ctx context.Context, from string, req *takeReq) takeR
 	if s.tomb.has(req.Key) {
 		return takeReply{St: stGone}
 	}
+	s.mu.RLock()
+	_, acquiring := s.mu.taking[req.Key]
+	s.mu.RUnlock()
+	if acquiring {
+		// This node is taking the session over itself right now, and
+		// may hold no copy until the answer comes: "unknown" would tell
+		// a node holding the copy we are being handed that we never
+		// installed it, and it would promote that copy beside ours. The
+		// caller asks again shortly.
+		return takeReply{St: stBusy}
+	}
 	e := s.lookup(req.Key)
 	if e == nil {
 		moved, _ := s.moved.get(req.Key)
@@ -584,13 +595,15 @@ func (s *Sessions) takeOne(ctx context.Context, from string, req *takeReq) takeR
 	e.mu.Lock()
 	st, dead := e.st, e.dead
 	e.mu.Unlock()
-	s.mu.RLock()
-	_, acquiring := s.mu.taking[req.Key]
-	s.mu.RUnlock()
-	if acquiring || (st.role == roleNone && !dead) {
-		// This node is taking the session over itself right now: its
-		// copy is about to change. The caller asks again shortly.
+	if st.role == roleNone && !dead {
+		// Being installed: its copy is about to change.
 		return takeReply{St: stBusy}
+	}
+	if relayed && st.role == roleSecondary && st.pending && st.primary == req.From {
+		// We hold the copy we handed to the asker, which never installed
+		// it: that is the session, and the asker is to take it from us.
+		// (The relaying node's copy is older than ours; it may drop it.)
+		return takeReply{St: stUnknown, Moved: s.self}
 	}
 	if relayed && (st.role != rolePrimary || st.secondary != from) {
 		return takeReply{St: stBusy}
@@ -609,6 +622,15 @@ func (s *Sessions) takeOne(ctx context.Context, from string, req *takeReq) takeR
 		return s.handOver(ctx, e, st, req.From, req.Inc, false)
 	case roleSecondary:
 		p := st.primary
+		if p == req.From && req.Inc == st.primaryInc && !st.pending {
+			// Our primary asks for its own session back, so it holds no
+			// newer copy: it handed the session on, or found a newer
+			// copy elsewhere. Ours is an orphan of that lineage, and
+			// handing it back would start a second one beside the
+			// session.
+			moved, _ := s.moved.get(req.Key)
+			return takeReply{St: stUnknown, Moved: moved}
+		}
 		contest := p != req.From
 		if contest && s.isAlive(p) && !slices.Contains(req.Unreachable, p) {
 			// The primary is the one to hand it over; ask it to, on
@@ -618,7 +640,7 @@ func (s *Sessions) takeOne(ctx context.Context, from string, req *takeReq) takeR
 			if err == nil {
 				switch r.St {
 				case stOK:
-					return s.relay(e, st, p, &r)
+					return s.relay(ctx, e, st, p, &r)
 				case stGone:
 					s.drop(e, "take: the primary says invalidated")
 					s.tomb.add(req.Key, s.tombTTL())
@@ -627,14 +649,14 @@ func (s *Sessions) takeOne(ctx context.Context, from string, req *takeReq) takeR
 					return r
 				}
 				// The primary holds no copy.
-				if st.pending || r.Inc != st.primaryInc {
+				if neverInstalled(st, &r) {
 					// It never installed the session, or restarted and
 					// lost it: ours is the session.
 					contest = false
 				} else {
 					// It moved on: ours is an orphan. Point the caller
 					// where the session went, if the primary knows.
-					if s.dropIf(e, st, "take: orphan, the primary moved on") {
+					if s.dropIfIdle(ctx, e, st, "take: orphan, the primary moved on") {
 						s.movedTo(req.Key, r.Moved)
 						return takeReply{St: stUnknown, Moved: r.Moved}
 					}
@@ -647,6 +669,14 @@ func (s *Sessions) takeOne(ctx context.Context, from string, req *takeReq) takeR
 		return s.handOver(ctx, e, st, req.From, req.Inc, contest)
 	}
 	return takeReply{St: stUnknown}
+}
+
+// neverInstalled reports whether st, a secondary copy, is the session
+// although its primary answered a take that it holds no copy: the
+// primary restarted since it made ours (another incarnation), or ours is
+// the copy kept for a new primary that never installed it (pending).
+func neverInstalled(st state, r *takeReply) bool {
+	return r.Inc != st.primaryInc || st.pending
 }
 
 // handOver gives e's state to newPrimary and keeps e as a pending
@@ -711,8 +741,8 @@ func (s *Sessions) handOver(ctx context.Context, e *entry, seen state, newPrimar
 // primary kept a copy in the caller's lineage (r.Kept), which the caller
 // drops unless it makes the primary its secondary; our own copy is no
 // longer needed.
-func (s *Sessions) relay(e *entry, st state, primary string, r *takeReply) takeReply {
-	s.dropIf(e, st, "relay: the primary handed it over")
+func (s *Sessions) relay(ctx context.Context, e *entry, st state, primary string, r *takeReply) takeReply {
+	s.dropIfIdle(ctx, e, st, "relay: the primary handed it over")
 	s.movedTo(e.key, primary)
 	if r.Secondary == s.self {
 		r.Secondary = "" // that was us: dropped

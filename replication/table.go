@@ -222,6 +222,20 @@ func (s *Sessions) dropIf(e *entry, st state, reason string) bool {
 	return true
 }
 
+// dropIfIdle is dropIf for a caller that does not hold e's write lock:
+// it takes it first (within handlerWait), so that a drop never lands in
+// the middle of a change another holder is making (a promotion that has
+// already handed its copy to a new secondary, say) and leaves that
+// change half done. It reports false, keeping the copy, when the lock
+// was not free in time: a copy kept is found again; one dropped is gone.
+func (s *Sessions) dropIfIdle(ctx context.Context, e *entry, st state, reason string) bool {
+	if err := e.lockWithin(ctx, s.handlerWait()); err != nil {
+		return false
+	}
+	defer e.unlock()
+	return s.dropIf(e, st, reason)
+}
+
 // dropStale drops a primary copy found outdated and tells its secondary,
 // whose copy is as outdated (it keeps a copy that ranks higher).
 func (s *Sessions) dropStale(e *entry, st state) {

@@ -59,8 +59,7 @@ func (s *Sessions) acquire(ctx context.Context, rid ID, local *entry, hint []str
 	}
 	seen := map[string]bool{s.self: true}
 	var unreachable []string
-	answers := map[string]status{}
-	incs := map[string]uint64{}
+	answers := map[string]takeReply{}
 	for i := 0; i < len(sources); i++ {
 		src := sources[i]
 		if seen[src] {
@@ -76,7 +75,7 @@ func (s *Sessions) acquire(ctx context.Context, rid ID, local *entry, hint []str
 			unreachable = append(unreachable, src)
 			continue
 		}
-		answers[src], incs[src] = r.St, r.Inc
+		answers[src] = r
 		switch r.St {
 		case stOK:
 			return s.install(ctx, key, local, localState, &r, src)
@@ -95,24 +94,24 @@ func (s *Sessions) acquire(ctx context.Context, rid ID, local *entry, hint []str
 	if local != nil {
 		// Nobody handed the session over. Our own copy is the best there
 		// is, unless its primary answered that it is busy with it.
-		switch st, asked := answers[localPrimary]; {
+		switch r, asked := answers[localPrimary]; {
 		case !asked:
 			return s.promoteLocal(ctx, local, localPrimary, true)
-		case st == stUnknown && (incs[localPrimary] != localState.primaryInc || localState.pending):
+		case r.St == stUnknown && neverInstalled(localState, &r):
 			// The primary restarted and lost its copy, or it never
 			// installed the session we handed over: ours is the one.
 			return s.promoteLocal(ctx, local, localPrimary, false)
-		case st == stUnknown:
+		case r.St == stUnknown:
 			// The primary that gave us this copy moved on from it: it is
 			// an orphan, not the session.
-			s.dropIf(local, localState, "orphan: its primary moved on")
+			s.dropIfIdle(ctx, local, localState, "orphan: its primary moved on")
 			if len(answers) > 0 {
 				return nil, errRetry
 			}
 		}
 	}
-	for _, st := range answers {
-		if st == stBusy {
+	for _, r := range answers {
+		if r.St == stBusy {
 			return nil, errBusy // Get tries again shortly
 		}
 	}
@@ -142,6 +141,13 @@ func (s *Sessions) install(ctx context.Context, key string, local *entry, seen s
 		// do not fork the session. The copy src kept for us is pending,
 		// so it is found again by the next request.
 		return nil, errBusy
+	}
+	if local != nil && r.Epoch <= seen.epoch {
+		// src handed over a copy from before ours: an old secondary's,
+		// not yet dropped, while ours is the copy we kept when we
+		// handed the session on. Installing it would fork the session
+		// from an older point.
+		return nil, errRetry
 	}
 	attrs := attrsOf(r.Attrs)
 	st := state{
