@@ -216,6 +216,20 @@ func (s *Sessions) contestedLive(list []string) []string {
 	return out
 }
 
+// livePeers returns the names of the other live members holding
+// sessions.
+func (s *Sessions) livePeers() []string {
+	s.pmu.Lock()
+	defer s.pmu.Unlock()
+	var out []string
+	for _, p := range s.pmu.peers {
+		if p.alive {
+			out = append(out, p.name)
+		}
+	}
+	return out
+}
+
 // hasCandidate reports whether some peer could be a secondary.
 func (s *Sessions) hasCandidate() bool {
 	s.pmu.Lock()

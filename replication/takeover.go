@@ -57,10 +57,29 @@ func (s *Sessions) acquire(ctx context.Context, rid ID, local *entry, hint []str
 			sources = append(sources, n)
 		}
 	}
+	if moved, ok := s.moved.get(key); ok {
+		sources = append(sources, moved)
+	}
 	seen := map[string]bool{s.self: true}
 	var unreachable []string
 	answers := map[string]takeReply{}
-	for i := 0; i < len(sources); i++ {
+	broadened := false
+	for i := 0; ; i++ {
+		if i == len(sources) {
+			// Not found where the route and the pointers lead. Before
+			// telling the caller that a session is gone (its user then
+			// starts afresh), ask every other live node: a copy kept
+			// for a new primary that never installed it is found by no
+			// pointer.
+			if broadened || local != nil || !allUnknown(answers) {
+				break
+			}
+			broadened = true
+			sources = append(sources, s.livePeers()...)
+			if i == len(sources) {
+				break
+			}
+		}
 		src := sources[i]
 		if seen[src] {
 			continue
@@ -237,4 +256,15 @@ func (s *Sessions) promoteLocal(ctx context.Context, e *entry, oldPrimary string
 	s.stats.takeovers.Add(1)
 	s.log.Debug("promoted a session on request", "session", keyRef(e.key), "old_primary", oldPrimary, "epoch", next.epoch, "secondary", next.secondary)
 	return newHandle(s, e, next), nil
+}
+
+// allUnknown reports whether every node asked answered that it holds no
+// copy.
+func allUnknown(answers map[string]takeReply) bool {
+	for _, r := range answers {
+		if r.St != stUnknown {
+			return false
+		}
+	}
+	return true
 }
