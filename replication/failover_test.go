@@ -434,3 +434,31 @@ func burnCPU(stop <-chan struct{}) {
 		_ = x
 	}
 }
+
+// TestFailoverMinorityDoesNotSayNotFound: a node cut off from the
+// nodes that hold a session cannot tell that the session is gone, so it
+// answers ErrUnavailable, not ErrNotFound (on which the middleware would
+// start the user afresh with an empty session).
+func TestFailoverMinorityDoesNotSayNotFound(t *testing.T) {
+	c := startSessions(t, 3, nil)
+	h, err := c.nodes[0].s.Create(testCtx(t))
+	require.NoError(t, err)
+	set(t, c.nodes[0], h, "v", "kept")
+	secIdx, _ := c.byID(h.Route().Secondary)
+	thirdIdx := 3 - secIdx
+	third := c.nodes[thirdIdx]
+	require.Nil(t, third.s.lookup(h.e.key), "the third node holds no copy")
+
+	c.tc.Net.Isolate(c.tc.Hosts(thirdIdx)[0])
+	t0 := time.Now()
+	require.Eventually(t, func() bool { return third.s.liveCount() == 1 }, clustertest.Timeout, 20*time.Millisecond)
+	t.Logf("alone after %v", time.Since(t0))
+	ctx, cancel := context.WithTimeout(context.Background(), 3*testLease)
+	defer cancel()
+	_, err = third.s.Get(ctx, h.ID())
+	require.ErrorIs(t, err, ErrUnavailable)
+	require.NotErrorIs(t, err, ErrNotFound)
+	// On the side with the quorum the session is served as before.
+	_, v := mustGet(t, c.nodes[0], h.ID(), "v")
+	require.Equal(t, "kept", v)
+}
