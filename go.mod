@@ -3,6 +3,7 @@ module github.com/troupe-go/troupe
 go 1.26.8
 
 require (
+	github.com/anishathalye/porcupine v1.3.1
 	github.com/flynn/noise v1.1.0
 	github.com/hashicorp/go-immutable-radix/v2 v2.1.0
 	github.com/hashicorp/go-msgpack/v2 v2.1.5
