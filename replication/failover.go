@@ -132,9 +132,34 @@ func (s *Sessions) rehome(e *entry, old string, contest bool) {
 		return
 	}
 	defer e.unlock()
+	ctx, cancel := context.WithTimeout(s.ctx, s.opts.CallTimeout)
+	defer cancel()
+	s.rehomeLocked(ctx, e, old, contest)
+}
+
+// replaceDead gives e, a primary copy whose secondary did not answer, a
+// new secondary at once when the old one is dead (its port refused the
+// connection or its sessions are shut down: see gone), rather than wait
+// for failure detection: a crashed secondary then costs a request only
+// the time to copy the session elsewhere. The caller holds e's write
+// lock. It reports whether the secondary changed.
+func (s *Sessions) replaceDead(ctx context.Context, e *entry) bool {
+	old := e.state().secondary
+	if old == "" {
+		return false
+	}
+	if _, dead := s.gone(ctx, old); !dead {
+		return false
+	}
+	return s.rehomeLocked(ctx, e, old, false)
+}
+
+// rehomeLocked is rehome under e's write lock, bounded by ctx. It
+// reports whether the session got a new secondary.
+func (s *Sessions) rehomeLocked(ctx context.Context, e *entry, old string, contest bool) bool {
 	st := e.state()
 	if st.role != rolePrimary || st.secondary != old {
-		return
+		return false
 	}
 	next := st
 	next.epoch++
@@ -142,8 +167,6 @@ func (s *Sessions) rehome(e *entry, old string, contest bool) {
 	if contest && old != "" {
 		next.contested = withName(st.contested, old)
 	}
-	ctx, cancel := context.WithTimeout(s.ctx, s.opts.CallTimeout)
-	defer cancel()
 	exclude := map[string]bool{}
 	if old != "" {
 		exclude[old] = true
@@ -152,17 +175,19 @@ func (s *Sessions) rehome(e *entry, old string, contest bool) {
 	switch {
 	case errors.Is(err, errStaleCopy), errors.Is(err, errGoneCopy):
 		s.dropStale(e, st)
-		return
+		return false
 	case next.secondary == "" && (old == "" || s.liveCount() > 1):
 		// Nothing changes, or other nodes are alive but none took a
 		// copy: we may be the one cut off. The janitor tries again.
 		s.log.Debug("no secondary reachable, re-homing postponed", "session", keyRef(e.key), "err", err)
-		return
+		return false
 	}
-	if s.publish(e, next) {
-		s.stats.rehomes.Add(1)
-		s.log.Debug("new secondary", "session", keyRef(e.key), "old", old, "new", next.secondary, "epoch", next.epoch)
+	if !s.publish(e, next) {
+		return false
 	}
+	s.stats.rehomes.Add(1)
+	s.log.Debug("new secondary", "session", keyRef(e.key), "old", old, "new", next.secondary, "epoch", next.epoch)
+	return true
 }
 
 // repair gives a secondary to sessions that have none.

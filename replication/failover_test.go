@@ -68,14 +68,16 @@ func TestFailoverSyncReplication(t *testing.T) {
 			if round%2 == 1 {
 				reader = third
 			}
+			t0 := time.Now()
 			h2, v := mustGet(t, reader, h.ID(), "n")
+			took := time.Since(t0)
 			got, err := strconv.ParseInt(v, 10, 64)
 			require.NoError(t, err)
 			require.GreaterOrEqual(t, got, acked.Load(), "an acknowledged save was lost")
 			require.LessOrEqual(t, got, attempted.Load())
 			require.Equal(t, reader.s.NodeID(), h2.Route().Primary, "the reader is the new primary")
 			require.NotEqual(t, p.s.NodeID(), h2.Route().Secondary)
-			t.Logf("acked %d, attempted %d, read %d on %s", acked.Load(), attempted.Load(), got, reader.c.Name())
+			t.Logf("acked %d, attempted %d, read %d on %s, %v after the crash", acked.Load(), attempted.Load(), got, reader.c.Name(), took)
 
 			// The new primary keeps working: a save reaches its new secondary.
 			set(t, reader, h2, "n", "after")
@@ -311,7 +313,9 @@ func TestFailoverPrimarySessionsStopped(t *testing.T) {
 	_, sec := c.byID(h.Route().Secondary)
 	p.s.Shutdown()
 	require.Equal(t, 3, p.c.NumMembers(), "the node is still a member")
-	require.True(t, sec.s.gone(testCtx(t), p.c.Name()))
+	gone, dead := sec.s.gone(testCtx(t), p.c.Name())
+	require.True(t, gone)
+	require.True(t, dead, "its sessions answered that they are shut down")
 
 	h2, v := mustGet(t, sec, h.ID(), "v")
 	require.Equal(t, "kept", v)
@@ -461,4 +465,36 @@ func TestFailoverMinorityDoesNotSayNotFound(t *testing.T) {
 	// On the side with the quorum the session is served as before.
 	_, v := mustGet(t, c.nodes[0], h.ID(), "v")
 	require.Equal(t, "kept", v)
+}
+
+// TestFailoverSecondaryDeadPrimaryGoesOn: when the secondary's process
+// is gone (here its sessions stop while membership, which would take
+// seconds to notice a crash, still lists the node), the primary does not
+// wait for failure detection: the next Get and Save give the session a
+// new secondary at once and succeed.
+func TestFailoverSecondaryDeadPrimaryGoesOn(t *testing.T) {
+	c := startSessions(t, 3, nil)
+	p := c.nodes[0]
+	h, err := p.s.Create(testCtx(t))
+	require.NoError(t, err)
+	set(t, p, h, "v", "one")
+	secIdx, sec := c.byID(h.Route().Secondary)
+	third := c.nodes[3-secIdx]
+	// Let the secondary's lease run out, so that the Get must ask it.
+	require.Eventually(t, func() bool { return !p.s.fresh(h.e.state()) }, clustertest.Timeout, 10*time.Millisecond)
+
+	sec.s.Shutdown()
+	require.Equal(t, 3, p.c.NumMembers(), "membership still lists the secondary's node")
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	h2, err := p.s.Get(ctx, h.ID())
+	require.NoError(t, err)
+	require.NoError(t, h2.Set("v", []byte("two")))
+	require.NoError(t, p.s.Save(ctx, h2))
+	t.Logf("read and saved %v after the secondary stopped", time.Since(start))
+	require.Equal(t, third.s.NodeID(), h2.Route().Secondary, "the third node is the new secondary")
+	e := third.s.lookup(h.e.key)
+	require.NotNil(t, e)
+	require.Equal(t, "two", e.state().attrs.val("v"))
 }

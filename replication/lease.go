@@ -57,9 +57,13 @@ func (s *Sessions) check(ctx context.Context, e *entry, lease, wait bool) (state
 		}
 		changes := s.changes()
 		st, err, unreachable := s.checkLocked(ctx, e, lease)
+		replaced := unreachable && !errors.Is(err, errBusy) && s.replaceDead(ctx, e)
 		e.unlock()
 		if !unreachable {
 			return st, err
+		}
+		if replaced {
+			continue // the new secondary confirms at once
 		}
 		if !wait {
 			return st, errBusy
@@ -192,6 +196,28 @@ func (s *Sessions) grantGen(from string) uint64 {
 		return p.grantGen
 	}
 	return 0
+}
+
+// revokeDead is revoke for a peer found dead (see gone): its process
+// serves nothing, so the lease granted to it ends now.
+func (s *Sessions) revokeDead(name string) {
+	s.pmu.Lock()
+	defer s.pmu.Unlock()
+	if p := s.pmu.peers[name]; p != nil {
+		p.grantedUntil = time.Now()
+		p.grantGen++
+	}
+}
+
+// release ends the lease granted to oldPrimary before one of its
+// sessions is taken over: at once when it is dead, else once the lease
+// has run out (revoke).
+func (s *Sessions) release(ctx context.Context, oldPrimary string, dead bool) error {
+	if dead {
+		s.revokeDead(oldPrimary)
+		return nil
+	}
+	return s.revoke(ctx, oldPrimary, false)
 }
 
 var errPeerBack = errors.New("replication: peer is back")

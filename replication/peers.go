@@ -260,22 +260,30 @@ func (s *Sessions) down(name string) (down, failed bool) {
 // connections (the process stopped). A paused process or a network cut
 // does not refuse: a peer that is merely unreachable is not gone, it may
 // be serving on the other side of a cut.
-func (s *Sessions) gone(ctx context.Context, name string) bool {
+//
+// dead reports the stronger finding that the peer itself answered: its
+// port refused the connection or its sessions are shut down. Such a peer
+// serves nothing, lease or not, so a takeover need not wait for the
+// lease this node granted it to run out. A peer that membership declared
+// failed is gone but not dead: failure detection also fires on a cut.
+func (s *Sessions) gone(ctx context.Context, name string) (gone, dead bool) {
 	if !s.isAlive(name) {
-		return true
+		return true, false
 	}
 	for range 3 { // a pooled connection may die first; the next call dials
 		_, err := s.ch.Call(ctx, name, methodPing, nil)
 		switch {
 		case err == nil:
-			return false
-		case errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, membership.ErrUnknownMember), notServing(err):
-			return true
+			return false, false
+		case errors.Is(err, syscall.ECONNREFUSED), notServing(err):
+			return true, true
+		case errors.Is(err, membership.ErrUnknownMember):
+			return true, false
 		case !errors.Is(err, membership.ErrUnreachable):
-			return false
+			return false, false
 		}
 	}
-	return false
+	return false, false
 }
 
 // quorum reports whether this node sees at least half of the session

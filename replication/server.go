@@ -695,11 +695,13 @@ func (s *Sessions) handOver(ctx context.Context, e *entry, seen state, newPrimar
 	want, oldPrimary := st.role, st.primary
 	if want == roleSecondary && contest {
 		// The primary may still serve its copy: only if it is gone for
-		// sure, and once the lease we granted it has run out.
-		if !s.gone(ctx, oldPrimary) || !s.quorum() {
+		// sure, and once the lease we granted it has run out (at once
+		// when its process answered that it serves nothing).
+		gone, dead := s.gone(ctx, oldPrimary)
+		if !gone || !s.quorum() {
 			return takeReply{St: stBusy}
 		}
-		if err := s.revoke(ctx, oldPrimary, false); err != nil {
+		if err := s.release(ctx, oldPrimary, dead); err != nil {
 			return takeReply{St: stBusy}
 		}
 	}

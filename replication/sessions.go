@@ -457,6 +457,9 @@ func (s *Sessions) Get(ctx context.Context, id string) (*Session, error) {
 // While the secondary is unreachable, Save waits for it, or for
 // membership to declare it failed and the failover to give the session a
 // new secondary, until ctx ends (with no deadline, Options.CallTimeout).
+// A secondary whose port refuses the connection, or whose sessions are
+// shut down, is not waited for: Save gives the session a new secondary
+// at once and saves there.
 //
 // A handle whose session does not exist yet (FromRequest's, or one
 // after RenewID) is saved by creating its session with its attributes,
@@ -494,6 +497,7 @@ func (s *Sessions) Save(ctx context.Context, h *Session) error {
 		}
 		changes := s.changes()
 		st, err, retry := s.saveLocked(ctx, e, set, del)
+		replaced := retry && !errors.Is(err, errBusy) && s.replaceDead(ctx, e)
 		e.unlock()
 		if err == nil {
 			h.saved(st, set, del)
@@ -501,6 +505,9 @@ func (s *Sessions) Save(ctx context.Context, h *Session) error {
 		}
 		if !retry {
 			return err
+		}
+		if replaced {
+			continue // to the new secondary, at once
 		}
 		if !pause(ctx, changes, backoff) {
 			return unavailable("secondary "+st.secondary+" did not acknowledge", err)

@@ -227,11 +227,13 @@ func (s *Sessions) promoteLocal(ctx context.Context, e *entry, oldPrimary string
 	}
 	if contest {
 		// The primary may still serve its copy: only if it is gone for
-		// sure, and once the lease we granted it has run out.
-		if !s.gone(ctx, oldPrimary) || !s.quorum() {
+		// sure, and once the lease we granted it has run out (at once
+		// when its process answered that it serves nothing).
+		gone, dead := s.gone(ctx, oldPrimary)
+		if !gone || !s.quorum() {
 			return nil, fmt.Errorf("%w: session %s: its primary %s is unreachable but not known to be gone", ErrUnavailable, keyRef(e.key), oldPrimary)
 		}
-		if err := s.revoke(ctx, oldPrimary, false); err != nil {
+		if err := s.release(ctx, oldPrimary, dead); err != nil {
 			return nil, unavailable("waiting for the lease of "+oldPrimary, err)
 		}
 	}
