@@ -498,3 +498,24 @@ func TestFailoverSecondaryDeadPrimaryGoesOn(t *testing.T) {
 	require.NotNil(t, e)
 	require.Equal(t, "two", e.state().attrs.val("v"))
 }
+
+// TestFailoverJustStartedNodeFindsSessions: a node whose Sessions have
+// just started finds a live session at once; it does not answer "not
+// found" (on which the middleware would hand the user an empty session)
+// while it learns its peers.
+func TestFailoverJustStartedNodeFindsSessions(t *testing.T) {
+	c := startSessions(t, 2, nil)
+	h, err := c.nodes[0].s.Create(testCtx(t))
+	require.NoError(t, err)
+	set(t, c.nodes[0], h, "v", "kept")
+	c.tc.Add(func(cfg *membership.Config) { cfg.WellKnown = []string{c.tc.Nodes[0].Addr()} })
+	c.tc.WaitMembers(3)
+	n := c.tc.Nodes[2]
+	s, err := NewSessions(testCtx(t), n, c.options(2))
+	require.NoError(t, err)
+	t.Cleanup(s.Shutdown)
+	h2, err := s.Get(testCtx(t), h.ID())
+	require.NoError(t, err, "a Get right after NewSessions")
+	v, _ := h2.Get("v")
+	require.Equal(t, "kept", string(v))
+}

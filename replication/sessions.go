@@ -192,6 +192,15 @@ func NewSessions(ctx context.Context, cluster *membership.Cluster, opts Options)
 		ch.Close()
 		return nil, fmt.Errorf("replication: publish member tag: %w", err)
 	}
+	// The peers membership knows now, before NewSessions returns: a Get
+	// on a node that has just started (or restarted under its old name)
+	// must find the sessions that exist, not answer "not found" until the
+	// event loop catches up. The subscription's first events repeat them.
+	for _, m := range cluster.Members() {
+		if m.Name != s.self {
+			s.peerUp(m)
+		}
+	}
 	s.wg.Go(s.eventLoop)
 	s.wg.Go(s.janitor)
 	if !cluster.Secure() {
