@@ -15,11 +15,18 @@ import (
 // fails locally with ErrNameBound. The Bind returns when every member
 // asked has answered or left.
 
-// confirm is one confirmed Bind waiting for answers.
+// A confirmed Unbind sends the tombstone the same way and returns once
+// every live member has applied it: after it, no member shows the
+// binding, so whoever binds the name next is told it is free.
+
+// confirm is one confirmed Bind or Unbind waiting for answers.
 type confirm struct {
 	name string
 	born uint64
-	done chan error
+	// unbind: the tombstone at version ver is confirmed, not a binding.
+	unbind bool
+	ver    uint64
+	done   chan error
 	// waiting maps each member still to answer to when to ask it again.
 	waiting map[string]time.Time
 	// heard holds each answer's first record, by answering member; the
@@ -58,6 +65,24 @@ func (c *core) startConfirm(name string, members []string, done chan error) {
 		msg.R = recWire{N: name}
 		msg.Ask = true
 	}
+	c.sendConfirm(cf, msg, members)
+}
+
+// startConfirmUnbind begins confirming this node's Unbind of name, which
+// left the tombstone at version ver.
+func (c *core) startConfirmUnbind(name string, ver uint64, members []string, done chan error) {
+	c.nextReq++
+	cf := &confirm{name: name, unbind: true, ver: ver, done: done, waiting: map[string]time.Time{}, heard: map[string]candidate{}, started: c.now()}
+	c.sendConfirm(cf, confirmMsg{Q: c.nextReq, I: c.inc, R: cf.tomb()}, members)
+}
+
+// tomb is the record of a confirmed Unbind.
+func (cf *confirm) tomb() recWire { return recWire{N: cf.name, V: cf.ver, D: true} }
+
+// sendConfirm registers cf as request c.nextReq and sends msg to members
+// and to every member this copy knows to be live.
+func (c *core) sendConfirm(cf *confirm, msg confirmMsg, members []string) {
+	now := c.now()
 	for _, m := range members {
 		if _, gone := c.departed[m]; m != c.self && !gone {
 			cf.waiting[m] = now.Add(confirmRetry)
@@ -116,7 +141,15 @@ func (c *core) onConfirm(from string, m *confirmMsg) {
 	}
 	ack := confirmAckMsg{Q: m.Q, N: m.R.N, S: m.Ask}
 	first := c.first(m.R.N)
-	if idx := c.names[m.R.N]; idx != nil && !m.Ask {
+	switch idx := c.names[m.R.N]; {
+	case m.Ask:
+	case m.R.D:
+		// An Unbind: seen once the sender's record is gone here.
+		ack.S = true
+		if o := c.owners[from]; o != nil && o.recs[m.R.N] != nil {
+			ack.S = false
+		}
+	case idx != nil:
 		for _, r := range idx.recs {
 			if r.owner == from && r.born == m.R.B {
 				ack.S = true
@@ -163,6 +196,10 @@ func (c *core) settleConfirm(q uint64, cf *confirm) {
 		return
 	}
 	delete(c.confirms, q)
+	if cf.unbind {
+		c.answers = append(c.answers, reply{done: cf.done})
+		return
+	}
 	mine := c.owners[c.self].recs[cf.name]
 	var best candidate
 	if mine != nil && cf.born != 0 && mine.born == cf.born {
@@ -182,6 +219,13 @@ func (c *core) settleConfirm(q uint64, cf *confirm) {
 		err = fmt.Errorf("%w: %q was unbound meanwhile; bind again", ErrNameBound, cf.name)
 	case best.node != c.self:
 		err = fmt.Errorf("%w: %q is bound by %s", ErrNameBound, cf.name, best.node)
+	}
+	if err != nil && mine != nil && cf.born != 0 && mine.born == cf.born {
+		// The Bind failed, so it leaves nothing behind: a losing record
+		// kept here would come first once the winner unbinds, and name
+		// this node the holder of a binding its caller was told it
+		// does not have.
+		c.localDelete(mine)
 	}
 	c.answers = append(c.answers, reply{done: cf.done, err: err})
 }
@@ -203,7 +247,7 @@ func (c *core) confirmTick(now time.Time) {
 		if now.Sub(cf.started) > confirmTimeout {
 			delete(c.confirms, q)
 			c.answers = append(c.answers, reply{done: cf.done,
-				err: fmt.Errorf("naming: binding %q not confirmed by %d members within %s", cf.name, len(cf.waiting), confirmTimeout)})
+				err: fmt.Errorf("naming: %s of %q not confirmed by %d members within %s", cf.what(), cf.name, len(cf.waiting), confirmTimeout)})
 			continue
 		}
 		r := c.owners[c.self].recs[cf.name]
@@ -212,7 +256,9 @@ func (c *core) confirmTick(now time.Time) {
 				continue
 			}
 			cf.waiting[m] = now.Add(confirmRetry)
-			if r == nil || r.born != cf.born {
+			if cf.unbind {
+				c.direct(m, msgConfirm, confirmMsg{Q: q, I: c.inc, R: cf.tomb()})
+			} else if r == nil || r.born != cf.born {
 				// Only asking, or this node's record is gone (it lost, or was
 				// unbound): ask who holds the name.
 				c.direct(m, msgConfirm, confirmMsg{Q: q, I: c.inc, R: recWire{N: cf.name}, Ask: true})
@@ -222,4 +268,12 @@ func (c *core) confirmTick(now time.Time) {
 		}
 		c.settleConfirm(q, cf)
 	}
+}
+
+// what names the operation, for errors.
+func (cf *confirm) what() string {
+	if cf.unbind {
+		return "unbinding"
+	}
+	return "binding"
 }

@@ -95,6 +95,27 @@ func TestConfirmedClaimedGrowsAcrossOwners(t *testing.T) {
 	}
 }
 
+// A confirmed Unbind returns once every member has removed the binding:
+// right after it, no tree shows it, and another node's confirmed Bind of
+// the name wins at once.
+func TestConfirmedUnbindReachesEveryMember(t *testing.T) {
+	t.Parallel()
+	tc := startTrees(t, 3)
+	c := ctx(t)
+	for i := range 6 {
+		tr, next := tc.trees[i%3], tc.trees[(i+1)%3]
+		require.NoError(t, tr.Bind(c, "lock", nil, Confirmed()))
+		require.NoError(t, tr.Unbind(c, "lock", Confirmed()))
+		for _, other := range tc.trees {
+			_, err := other.Lookup("lock")
+			require.ErrorIs(t, err, ErrNotFound, "%s still shows the binding right after the Unbind returned", other.self)
+		}
+		require.NoError(t, next.Bind(c, "lock", nil, Confirmed()))
+		require.NoError(t, next.Unbind(c, "lock", Confirmed()))
+	}
+	require.ErrorIs(t, tc.trees[0].Unbind(c, "lock", Confirmed()), ErrNotFound)
+}
+
 func TestConfirmedAloneAndBadOptions(t *testing.T) {
 	t.Parallel()
 	tc := startTrees(t, 1)

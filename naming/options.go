@@ -204,7 +204,8 @@ func Clusterable() BindOption { return func(o *bindOptions) { o.clusterable = tr
 // returns ErrNameBound naming the winner, and the winner's returns nil,
 // by which time every member that was live when it started (and did not
 // fail meanwhile) shows the winner. It costs one direct message to every
-// member and its answer. Node scope, not Clusterable.
+// member and its answer. Node scope, not Clusterable. Given to Unbind,
+// it makes Unbind wait until every live member has removed the binding.
 func Confirmed() BindOption { return func(o *bindOptions) { o.confirmed = true } }
 
 // WithScope sets the binding's scope (default NodeScope).

@@ -340,9 +340,12 @@ func (t *Tree) Rebind(ctx context.Context, name string, value []byte, opts ...Bi
 
 // Unbind removes this node's binding of name (its offer, for a
 // clusterable name), or the cluster-scoped binding of name. It fails with
-// ErrNotFound if there is neither.
-func (t *Tree) Unbind(ctx context.Context, name string) error {
-	return t.write(ctx, opUnbind, name, nil, nil)
+// ErrNotFound if there is neither. Of the options only Confirmed applies,
+// to a node-scoped binding: Unbind then returns once every live member
+// has removed it, so that a Bind of the name on any node after Unbind
+// returns finds it free.
+func (t *Tree) Unbind(ctx context.Context, name string, opts ...BindOption) error {
+	return t.write(ctx, opUnbind, name, nil, opts)
 }
 
 func (t *Tree) write(ctx context.Context, kind opKind, name string, value []byte, opts []BindOption) error {
@@ -477,16 +480,27 @@ func (t *Tree) apply(o *op) {
 		t.replies = append(t.replies, reply{done: o.done})
 		return
 	}
+	_, mine := t.core.owners[t.core.self].recs[o.name]
 	err := t.core.local(o.kind, o.name, o.value, o.bo)
-	if o.bo.confirmed && (err == nil || errors.Is(err, ErrNameBound) && t.core.heldByOther(o.name)) {
-		var members []string
-		for _, m := range t.cluster.Members() {
-			members = append(members, m.Name)
-		}
-		t.core.startConfirm(o.name, members, o.done) // answered later, from core.answers
+	if o.bo.confirmed && o.kind == opUnbind && err == nil && mine {
+		t.core.startConfirmUnbind(o.name, t.core.owners[t.core.self].tombs[o.name], t.memberNames(), o.done)
+		return
+	}
+	if o.bo.confirmed && o.kind != opUnbind && (err == nil || errors.Is(err, ErrNameBound) && t.core.heldByOther(o.name)) {
+		t.core.startConfirm(o.name, t.memberNames(), o.done) // answered later, from core.answers
 		return
 	}
 	t.replies = append(t.replies, reply{done: o.done, err: err})
+}
+
+// memberNames returns the live members as membership knows them now (the
+// core's own view follows member events and may lag).
+func (t *Tree) memberNames() []string {
+	var members []string
+	for _, m := range t.cluster.Members() {
+		members = append(members, m.Name)
+	}
+	return members
 }
 
 func (t *Tree) onMessage(from string, data []byte) {

@@ -216,7 +216,9 @@ func (p *Pins) Release(ctx context.Context, key string) error {
 	p.mu.Lock()
 	delete(p.mu.owned, key)
 	p.mu.Unlock()
-	if err := p.tree.Unbind(ctx, p.name(key)); err != nil && !errors.Is(err, naming.ErrNotFound) {
+	// Confirmed: once Release returns, no member shows the pin, so the
+	// next Pin anywhere places the key anew.
+	if err := p.tree.Unbind(ctx, p.name(key), naming.Confirmed()); err != nil && !errors.Is(err, naming.ErrNotFound) {
 		return fmt.Errorf("pins: release %q: %w", key, err)
 	}
 	return nil

@@ -223,6 +223,31 @@ func TestPinReleaseAndLeave(t *testing.T) {
 	assert.Equal(t, want, got)
 }
 
+// A Pin on another node right after Release returned places the key
+// anew there, with a larger token: it is never told the released pin.
+func TestPinAfterReleasePlacesAnew(t *testing.T) {
+	t.Parallel()
+	nodes := startPins(t, 5)
+	ctx := testCtx(t)
+	var last uint64
+	for r := range 20 {
+		key := fmt.Sprintf("r/%d", r%3) // keys come back: tokens must still grow
+		owner, next := nodes[r%5], nodes[(r+1)%5]
+		pin, err := owner.pins.Pin(ctx, key)
+		require.NoError(t, err)
+		require.Equal(t, owner.name(), pin.Owner, "round %d", r)
+		require.Greater(t, pin.Token, last, "round %d: tokens grow", r)
+		require.NoError(t, owner.pins.Release(ctx, key))
+
+		got, err := next.pins.Pin(ctx, key)
+		require.NoError(t, err)
+		require.Equal(t, next.name(), got.Owner, "round %d: told the released pin", r)
+		require.Greater(t, got.Token, pin.Token, "round %d", r)
+		last = got.Token
+		require.NoError(t, next.pins.Release(ctx, key))
+	}
+}
+
 // Requests for a pinned key reach its owner from any node; after the owner
 // dies they get a 503 with a reason; once re-pinned they succeed again.
 func TestPinForwardingHandler(t *testing.T) {
