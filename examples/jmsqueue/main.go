@@ -59,6 +59,7 @@ import (
 	"time"
 
 	"github.com/troupe-go/troupe"
+	"github.com/troupe-go/troupe/internal/clusterkey"
 	"github.com/troupe-go/troupe/membership"
 	"github.com/troupe-go/troupe/replication/pins"
 )
@@ -83,7 +84,7 @@ func main() {
 		flag.Usage()
 		os.Exit(2)
 	}
-	key, err := clusterKey(*keyAt)
+	key, err := clusterkey.Load(*keyAt)
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -92,23 +93,6 @@ func main() {
 	if err := run(ctx, *name, *bind, *join, *httpAt, key); err != nil {
 		log.Fatal(err)
 	}
-}
-
-// clusterKey reads the cluster key from file, or from the environment
-// variable TROUPE_CLUSTER_KEY when file is "".
-func clusterKey(file string) ([]byte, error) {
-	text := os.Getenv("TROUPE_CLUSTER_KEY")
-	if file != "" {
-		b, err := os.ReadFile(file)
-		if err != nil {
-			return nil, err
-		}
-		text = string(b)
-	}
-	if text == "" {
-		return nil, errors.New("no cluster key: pass -key-file or set TROUPE_CLUSTER_KEY (make one with: head -c 32 /dev/urandom | base64)")
-	}
-	return membership.DecodeKey(text)
 }
 
 // run runs one node until ctx ends, then leaves the cluster. Once the node

@@ -52,6 +52,7 @@ import (
 	"time"
 
 	"github.com/troupe-go/troupe"
+	"github.com/troupe-go/troupe/internal/clusterkey"
 	"github.com/troupe-go/troupe/membership"
 	"github.com/troupe-go/troupe/naming"
 	"github.com/troupe-go/troupe/replication"
@@ -83,7 +84,7 @@ func main() {
 	}
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})).With("node", *name)
 
-	key, err := clusterKey(*keyFile)
+	key, err := clusterkey.Load(*keyFile)
 	if err != nil {
 		logger.Error("cluster key", "err", err)
 		os.Exit(1)
@@ -118,23 +119,6 @@ func main() {
 		logger.Error("faultnode", "err", err)
 		os.Exit(1)
 	}
-}
-
-// clusterKey reads the base64 cluster key from file, or from
-// TROUPE_CLUSTER_KEY when file is "".
-func clusterKey(file string) ([]byte, error) {
-	text := os.Getenv("TROUPE_CLUSTER_KEY")
-	if file != "" {
-		b, err := os.ReadFile(file)
-		if err != nil {
-			return nil, err
-		}
-		text = string(b)
-	}
-	if text == "" {
-		return nil, errors.New("no cluster key: pass -key-file or set TROUPE_CLUSTER_KEY")
-	}
-	return membership.DecodeKey(text)
 }
 
 // run starts the node and serves the API until ctx ends, then leaves.
