@@ -129,18 +129,22 @@
 // serving on the other side of a cut, so then the Get waits for
 // membership to decide.
 //
-// A node takes over the sessions of failed peers only while it sees at
-// least half of the session nodes alive within the last QuorumWindow, and
-// commits a takeover only once a new secondary accepted a copy (or no
-// other node is alive). So in a partition the minority side takes nothing
-// over: its primaries stop serving the sessions whose secondaries are on
-// the other side (Get and Save return ErrUnavailable) while the majority
-// side promotes them, and after the heal the minority's copies lose. When
-// the sides are even (two and two, one and one) both sides take over, and
-// when the partition heals the higher-ranked copy wins and changes made
-// to the other one during the partition are lost. Changes acknowledged
-// before a single node fails are never lost (ModeSync), and a client
-// always reads its last acknowledged write.
+// A node takes over the sessions of failed peers, and acknowledges a
+// Save in ModeSync, only while it holds the quorum (internal/quorum): it
+// sees a strict majority of the session nodes alive or failed within the
+// last QuorumWindow, or exactly half of them including the one whose name
+// sorts first, the tie-breaker that decides an even split alike on both
+// sides. It commits a takeover only once a new secondary accepted a copy
+// (or no other node is alive). So in a partition only one side acts: the
+// other takes nothing over, acknowledges no Save (ErrUnavailable), and
+// stops serving the sessions whose secondaries are across the cut, while
+// the acting side promotes them; after the heal its copies win. A Save in
+// ModeSync is acknowledged only once a secondary holds the change: when
+// no node can take a copy it fails with ErrUnavailable, unless
+// Options.PrimaryOnlyWrites accepts the primary's copy alone (a node that
+// saw no other within QuorumWindow, a cluster of one, acknowledges
+// anyway). Changes acknowledged before a single node fails are never lost
+// (ModeSync), and a client always reads its last acknowledged write.
 //
 // # Expiry and invalidation
 //

@@ -26,7 +26,7 @@ func (s *Sessions) goFailover(name string, failed bool) {
 // two copies are compared.
 func (s *Sessions) failover(name string, failed bool) {
 	if !s.quorum() {
-		s.log.Warn("not taking sessions over: this node sees fewer than half of the recent session nodes", "peer", name)
+		s.log.Warn("not taking sessions over: this node does not see a majority of the recent session nodes", "peer", name)
 		return
 	}
 	var list []*entry

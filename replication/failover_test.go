@@ -92,9 +92,11 @@ func TestFailoverSyncReplication(t *testing.T) {
 // TestFailoverSecondaryThenPrimary loses a secondary, lets the primary
 // give its sessions a new secondary (saves made meanwhile wait for it),
 // then loses the primary: every acknowledged value survives, and the
-// secondaries promote their copies without being asked.
+// secondaries promote their copies without being asked. Five nodes, so
+// that the three left after both crashes are a majority (the quorum rule
+// counts nodes failed within QuorumWindow).
 func TestFailoverSecondaryThenPrimary(t *testing.T) {
-	c := startSessions(t, 4, nil)
+	c := startSessions(t, 5, nil)
 	p := c.nodes[0]
 	const n = 12
 	handles := make([]*Session, n)
@@ -114,7 +116,7 @@ func TestFailoverSecondaryThenPrimary(t *testing.T) {
 		set(t, p, h, "v", "two")
 		st := h.e.state()
 		require.NotEqual(t, victim, st.secondary)
-		require.NotEmpty(t, st.secondary, "two nodes are left to be secondary")
+		require.NotEmpty(t, st.secondary, "three nodes are left to be secondary")
 	}
 	require.NotZero(t, p.s.Stats().Rehomes)
 
@@ -518,4 +520,51 @@ func TestFailoverJustStartedNodeFindsSessions(t *testing.T) {
 	require.NoError(t, err, "a Get right after NewSessions")
 	v, _ := h2.Get("v")
 	require.Equal(t, "kept", string(v))
+}
+
+// TestFailoverEvenSplitOneSideActs cuts a two-node cluster in two, an
+// even split. Only node-0, whose name sorts first, may act: node-1 (the
+// primary) acknowledges no Save, node-0 promotes its copy but
+// acknowledges a Save only with Options.PrimaryOnlyWrites, since no node
+// can take a copy. At the heal no acknowledged write is lost and none
+// that failed shows.
+func TestFailoverEvenSplitOneSideActs(t *testing.T) {
+	c := startSessions(t, 2, nil)
+	first, second := c.nodes[0], c.nodes[1]
+	require.Less(t, first.c.Name(), second.c.Name())
+	h, err := second.s.Create(testCtx(t))
+	require.NoError(t, err)
+	set(t, second, h, "v", "1")
+	require.Equal(t, first.s.NodeID(), h.Route().Secondary)
+
+	c.tc.Net.Partition(c.tc.Hosts(0), c.tc.Hosts(1))
+	require.Eventually(t, func() bool {
+		return first.s.liveCount() == 1 && second.s.liveCount() == 1
+	}, clustertest.Timeout, 20*time.Millisecond)
+
+	short := func() context.Context {
+		ctx, cancel := context.WithTimeout(context.Background(), 3*testLease)
+		t.Cleanup(cancel)
+		return ctx
+	}
+	require.NoError(t, h.Set("v", []byte("2")))
+	require.ErrorIs(t, second.s.Save(testCtx(t), h), ErrUnavailable, "the side without the tie-breaker acknowledges nothing")
+
+	h0, v := mustGet(t, first, h.ID(), "v")
+	require.Equal(t, "1", v, "the side with the tie-breaker promotes its copy")
+	require.NoError(t, h0.Set("v", []byte("3")))
+	require.ErrorIs(t, first.s.Save(short(), h0), ErrUnavailable, "no secondary: not acknowledged by default")
+	first.s.opts.PrimaryOnlyWrites = true
+	h0, err = first.s.Get(testCtx(t), h.ID())
+	require.NoError(t, err)
+	require.NoError(t, h0.Set("v", []byte("4")))
+	require.NoError(t, first.s.Save(testCtx(t), h0), "PrimaryOnlyWrites accepts the primary's copy alone")
+
+	c.tc.Net.Heal()
+	c.tc.WaitMembers(2)
+	c.waitPeers()
+	for _, n := range c.nodes {
+		_, v := mustGet(t, n, h.ID(), "v")
+		require.Equal(t, "4", v, "read on %s after the heal", n.c.Name())
+	}
 }

@@ -98,14 +98,28 @@ type Options struct {
 	LeaseTerm time.Duration
 
 	// QuorumWindow guards against the minority side of a partition
-	// taking sessions over. A node promotes or re-homes the sessions of
-	// a failed peer only while it sees at least half of the session nodes
-	// that were alive within the last QuorumWindow (itself included):
-	// a node cut off from most of the cluster keeps its sessions as they
-	// were, and serves none whose secondary it cannot reach, until the cut
-	// heals. If more than half of the nodes crash at once, the survivors
-	// wait this long before taking their sessions over. Default 1 min.
+	// taking sessions over or acknowledging writes. A node promotes or
+	// re-homes the sessions of a failed peer, and acknowledges a Save in
+	// ModeSync, only while it sees a strict majority of the session nodes
+	// that were alive within the last QuorumWindow (itself included), or
+	// exactly half of them including the one whose name sorts first (the
+	// tie-breaker of an even split: see internal/quorum). A node cut off
+	// from most of the cluster keeps its sessions as they were, and
+	// serves none whose secondary it cannot reach, until the cut heals.
+	// If half or more of the nodes crash at once, the survivors wait this
+	// long before taking their sessions over. In a two-node cluster the
+	// node whose name sorts first goes on alone when the other is lost;
+	// the other waits for it (or for QuorumWindow). Default 1 min.
 	QuorumWindow time.Duration
+
+	// PrimaryOnlyWrites lets a Save in ModeSync succeed when the session
+	// has no secondary and no node takes a copy (every other node is
+	// down): the change then lives on this node only until one comes
+	// back. By default such a Save fails with ErrUnavailable, so that an
+	// acknowledged Save always survives the loss of one node. A node that
+	// has seen no other session node within QuorumWindow (a cluster of
+	// one) acknowledges its Saves either way.
+	PrimaryOnlyWrites bool
 
 	// CallTimeout bounds each request to a peer that runs in the
 	// background (failover copies, touches, drops), and requests made

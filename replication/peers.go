@@ -230,6 +230,19 @@ func (s *Sessions) livePeers() []string {
 	return out
 }
 
+// alone reports whether this node has seen no other session node alive
+// or failing within QuorumWindow: a cluster of one.
+func (s *Sessions) alone() bool {
+	s.pmu.Lock()
+	defer s.pmu.Unlock()
+	for _, p := range s.pmu.peers {
+		if p.alive || (p.failed && time.Since(p.downAt) < s.opts.QuorumWindow) {
+			return false
+		}
+	}
+	return true
+}
+
 // hasCandidate reports whether some peer could be a secondary.
 func (s *Sessions) hasCandidate() bool {
 	s.pmu.Lock()
@@ -286,24 +299,25 @@ func (s *Sessions) gone(ctx context.Context, name string) (gone, dead bool) {
 	return false, false
 }
 
-// quorum reports whether this node sees at least half of the session
-// nodes that were alive within the last QuorumWindow, itself included.
-// Nodes that left are not counted; nodes that failed are, for the
-// window. Only then does it take over the sessions of failed peers.
+// quorum reports whether this node may act for the session nodes
+// (internal/quorum): it sees a strict majority of those alive or failed
+// within the last QuorumWindow, itself included, or exactly half with the
+// tie-breaker. Nodes that left are not counted. Only then does it take
+// over the sessions of failed peers, or acknowledge a Save.
 func (s *Sessions) quorum() bool {
 	s.pmu.Lock()
 	defer s.pmu.Unlock()
-	live, base := 1, 1
+	live := []string{s.self}
+	var failed []string
 	for _, p := range s.pmu.peers {
 		switch {
 		case p.alive:
-			live++
-			base++
+			live = append(live, p.name)
 		case p.failed && time.Since(p.downAt) < s.opts.QuorumWindow:
-			base++
+			failed = append(failed, p.name)
 		}
 	}
-	return quorum.Holds(live, base)
+	return quorum.Holds(live, failed)
 }
 
 // pick chooses a secondary for key: a live peer outside this node's

@@ -341,6 +341,11 @@ func (s *Sessions) create(ctx context.Context, set map[string][]byte) (*entry, s
 	if err := s.placeSecondary(ctx, e.key, &st, nil); err != nil {
 		return nil, state{}, unavailable("create", err)
 	}
+	if len(set) > 0 && s.opts.Mode == ModeSync {
+		if err := s.acknowledgeable(e.key, st.secondary); err != nil {
+			return nil, state{}, err
+		}
+	}
 	s.publish(e, st)
 	if _, err := s.insert(e); err != nil {
 		return nil, state{}, err
@@ -525,6 +530,34 @@ func (s *Sessions) Save(ctx context.Context, h *Session) error {
 	}
 }
 
+// mayAcknowledge checks, under e's write lock, that a Save in ModeSync
+// may be acknowledged (see acknowledgeable), placing a secondary first if
+// the session has none.
+func (s *Sessions) mayAcknowledge(ctx context.Context, e *entry) error {
+	if e.state().secondary == "" && !s.opts.PrimaryOnlyWrites && s.hasCandidate() {
+		s.rehomeLocked(ctx, e, "", false)
+	}
+	return s.acknowledgeable(e.key, e.state().secondary)
+}
+
+// acknowledgeable reports why a change to session key, whose secondary
+// is secondary, may not be acknowledged in ModeSync: this node does not
+// hold the quorum (on the minority side of a partition a write could be
+// lost at the heal), or the session has no secondary, unless no other
+// session node was seen within QuorumWindow or Options.PrimaryOnlyWrites
+// says that the primary's copy alone will do.
+func (s *Sessions) acknowledgeable(key, secondary string) error {
+	if !s.quorum() {
+		return fmt.Errorf("%w: session %s: this node does not see a majority of the session nodes, so a write here could be lost when the cluster heals",
+			ErrUnavailable, keyRef(key))
+	}
+	if secondary != "" || s.opts.PrimaryOnlyWrites || s.alone() {
+		return nil
+	}
+	return fmt.Errorf("%w: session %s has no secondary and no node took a copy, so the change would live on this node only (Options.PrimaryOnlyWrites accepts that)",
+		ErrUnavailable, keyRef(key))
+}
+
 // saveNew saves a handle whose session does not exist yet: it creates
 // the session with the handle's attributes, or does nothing if it has
 // none.
@@ -600,6 +633,12 @@ func (s *Sessions) saveLocked(ctx context.Context, e *entry, set map[string][]by
 	s.touch(e)
 	if len(set)+len(del) == 0 {
 		return st, nil, false
+	}
+	if s.opts.Mode == ModeSync {
+		if err := s.mayAcknowledge(ctx, e); err != nil {
+			return st, err, false
+		}
+		st = e.state()
 	}
 	next := st
 	next.attrs = st.attrs.with(set, del)

@@ -1,28 +1,50 @@
 // Package quorum holds the one rule by which a node decides whether it
 // may act for the cluster: take a session over, claim a pin, start a
-// singleton. Every layer that takes something over asks Holds, so the
-// rule changes in one place.
+// singleton, acknowledge a replicated write. Every layer that takes
+// something over asks Holds, so the rule changes in one place.
 //
 // The voters are the nodes that a layer counts (the members that hold
 // sessions, or every member), alive now or failed within a window: a node
 // that failed recently still counts against the side that lost it, so
 // that the minority side of a partition, which sees the others as failed,
 // does not act. Members that left gracefully do not count.
+//
+// A side acts when it holds a strict majority of the voters. An even
+// split (every split of a two-node cluster) is decided by a tie-breaker
+// both sides compute alike from the same voters: the half that holds the
+// voter whose name sorts first acts, the other half does not. So at most
+// one side of any split acts, and a two-node cluster keeps working when
+// the node whose name sorts last is lost.
 package quorum
 
 import (
+	"slices"
 	"sync"
 	"time"
 )
 
-// Holds reports whether a node that sees live voters alive (itself
-// included) out of base voters (alive, or failed within the window) may
-// act for the cluster: at least half of them.
-func Holds(live, base int) bool { return 2*live >= base }
+// Holds reports whether a node that sees the voters live alive (itself
+// included), while the voters failed failed within the window, may act
+// for the cluster: live is more than half of all of them, or exactly half
+// and holds the first name of all of them in sorted order.
+func Holds(live, failed []string) bool {
+	all := len(live) + len(failed)
+	switch {
+	case 2*len(live) > all:
+		return true
+	case 2*len(live) < all || len(live) == 0:
+		return false
+	}
+	first := slices.Min(live)
+	if len(failed) > 0 {
+		first = min(first, slices.Min(failed))
+	}
+	return slices.Contains(live, first)
+}
 
 // Failures remembers when members failed, for a window, so that they
-// count toward the base of Holds. The zero value is not usable; make one
-// with NewFailures. Safe for concurrent use.
+// count as voters in Holds. The zero value is not usable; make one with
+// NewFailures. Safe for concurrent use.
 type Failures struct {
 	window time.Duration
 	mu     sync.Mutex
@@ -48,24 +70,25 @@ func (f *Failures) Forget(member string) {
 	f.mu.Unlock()
 }
 
-// Recent returns how many members failed within the window before now,
+// Recent returns the members that failed within the window before now,
 // and forgets those that failed earlier.
-func (f *Failures) Recent(now time.Time) int {
+func (f *Failures) Recent(now time.Time) []string {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	n := 0
+	var out []string
 	for m, t := range f.at {
 		if now.Sub(t) < f.window {
-			n++
+			out = append(out, m)
 		} else {
 			delete(f.at, m)
 		}
 	}
-	return n
+	return out
 }
 
-// Holds reports whether a node that sees live members alive, itself
-// included, may act, counting the failures within the window.
-func (f *Failures) Holds(live int, now time.Time) bool {
-	return Holds(live, live+f.Recent(now))
+// Holds is Holds with the failures recorded here, at now; a member that
+// is live again does not count as failed.
+func (f *Failures) Holds(live []string, now time.Time) bool {
+	failed := slices.DeleteFunc(f.Recent(now), func(m string) bool { return slices.Contains(live, m) })
+	return Holds(live, failed)
 }

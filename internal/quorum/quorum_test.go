@@ -1,24 +1,61 @@
 package quorum
 
 import (
+	"strings"
 	"testing"
 	"time"
 )
 
+func names(s string) []string {
+	if s == "" {
+		return nil
+	}
+	return strings.Split(s, ",")
+}
+
 func TestHolds(t *testing.T) {
 	for _, tc := range []struct {
-		live, base int
-		want       bool
+		live, failed string
+		want         bool
 	}{
-		{1, 1, true},
-		{2, 3, true},
-		{1, 3, false},
-		{3, 5, true},
-		{2, 5, false},
-		{1, 2, true}, // an even split: see the partition work (issue #12)
+		{"a", "", true}, // a cluster of one
+		{"a,b", "c", true},
+		{"c", "a,b", false},
+		{"a,b,c", "d,e", true},
+		{"d,e", "a,b,c", false},
+		// Even splits: the half holding the first name acts, the other
+		// does not, whichever node asks.
+		{"a", "b", true},
+		{"b", "a", false},
+		{"b,c", "a,d", false},
+		{"a,d", "b,c", true},
+		{"", "a", false},
 	} {
-		if got := Holds(tc.live, tc.base); got != tc.want {
-			t.Errorf("Holds(%d, %d) = %v, want %v", tc.live, tc.base, got, tc.want)
+		if got := Holds(names(tc.live), names(tc.failed)); got != tc.want {
+			t.Errorf("Holds(%q, %q) = %v, want %v", tc.live, tc.failed, got, tc.want)
+		}
+	}
+}
+
+// Both sides of every split of a cluster compute the rule; at most one
+// side may act, and exactly one when the split is in two.
+func TestHoldsOneSideOfEverySplit(t *testing.T) {
+	all := []string{"n1", "n2", "n3", "n4", "n5", "n6"}
+	for size := 2; size <= len(all); size++ {
+		nodes := all[:size]
+		for mask := 1; mask < 1<<size-1; mask++ {
+			var a, b []string
+			for i, n := range nodes {
+				if mask&(1<<i) != 0 {
+					a = append(a, n)
+				} else {
+					b = append(b, n)
+				}
+			}
+			ha, hb := Holds(a, b), Holds(b, a)
+			if ha == hb {
+				t.Errorf("split %v | %v: sides hold %v and %v", a, b, ha, hb)
+			}
 		}
 	}
 }
@@ -28,15 +65,18 @@ func TestFailuresWindow(t *testing.T) {
 	t0 := time.Unix(1000, 0)
 	f.Failed("a", t0)
 	f.Failed("b", t0)
-	if f.Holds(1, t0.Add(time.Second)) {
+	if f.Holds([]string{"c"}, t0.Add(time.Second)) {
 		t.Fatal("one live of three (two failed just now) must not hold")
 	}
-	f.Forget("b")
-	if !f.Holds(1, t0.Add(time.Second)) {
-		t.Fatal("one live of two must hold")
+	f.Forget("a")
+	if f.Holds([]string{"c"}, t0.Add(time.Second)) {
+		t.Fatal("c alone against b, which sorts first, must not hold")
 	}
-	if n := f.Recent(t0.Add(2 * time.Minute)); n != 0 {
-		t.Fatalf("failures older than the window still count: %d", n)
+	if !f.Holds([]string{"c", "b"}, t0.Add(time.Second)) {
+		t.Fatal("a member live again does not count as failed")
+	}
+	if n := f.Recent(t0.Add(2 * time.Minute)); len(n) != 0 {
+		t.Fatalf("failures older than the window still count: %v", n)
 	}
 	if len(f.at) != 0 {
 		t.Fatal("old failures are not forgotten")

@@ -57,18 +57,17 @@
 //
 // # Partitions
 //
-// A node takes a pin or starts a singleton only while it sees at least
-// half of the members seen alive within QuorumWindow (the rule of
-// internal/quorum, shared with sessions), and a node that stops seeing
-// them releases its pins and stops its singletons. So on the minority
+// A node takes a pin or starts a singleton only while it holds the
+// quorum (the rule of internal/quorum, shared with sessions): it sees a
+// strict majority of the members alive or failed within QuorumWindow, or
+// exactly half of them including the one whose name sorts first, the
+// tie-breaker of an even split. A node that loses the quorum releases
+// its pins and stops its singletons. So on the minority
 // side of a partition nothing is pinned and nothing runs, while the
 // majority side re-pins what the minority held once failure detection
 // declares it failed (with larger tokens); after the heal the minority's
 // members find the majority's pins. Between the cut and failure detection
 // both sides may run a singleton: that is what the token is for. When the
-// sides are even, both keep and take pins; after the heal, for a key
-// pinned on both sides the earlier claim wins everywhere (naming's
-// conflict rule), the other owner's watchers get Lost, and the winner
-// keeps its older, smaller token: a store that accepted the larger one
-// will refuse it until the key is pinned again.
+// sides are even, only the side with the tie-breaker keeps and takes
+// pins.
 package pins

@@ -19,9 +19,9 @@ var (
 	// it then wraps).
 	ErrInvalidKey = errors.New("pins: invalid key")
 
-	// ErrNoQuorum is returned by Pin on a node that sees less than half
-	// of the cluster (Options.QuorumWindow): it may be on the minority
-	// side of a partition, where it takes nothing.
+	// ErrNoQuorum is returned by Pin on a node that does not hold the
+	// quorum (Options.QuorumWindow): it may be on the minority side of a
+	// partition, where it takes nothing.
 	ErrNoQuorum = errors.New("pins: no quorum")
 
 	// ErrUnavailable is returned by Pin with On when the node chosen to

@@ -80,9 +80,10 @@ type Options struct {
 	TrustedProxies []netip.Prefix
 
 	// QuorumWindow: a node takes a pin or starts a singleton only while it
-	// sees at least half of the members that were alive within the last
-	// QuorumWindow (itself included; members that left do not count), and
-	// gives up what it holds when it stops seeing them. Default 1 min.
+	// sees a strict majority of the members that were alive within the
+	// last QuorumWindow (itself included; members that left do not count),
+	// or exactly half of them including the one whose name sorts first,
+	// and gives up what it holds when it stops seeing them. Default 1 min.
 	QuorumWindow time.Duration
 
 	// PreferDelay is how long a registered node that is not the preferred

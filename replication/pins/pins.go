@@ -120,8 +120,8 @@ func On(service string, policy naming.Policy) Option {
 // Pin claims key for this node (or, with On, for a node chosen among a
 // service's offers) unless it already has an owner, and returns the owner.
 // When nodes pin one key at the same moment, each call returns the same
-// single owner. It fails with ErrNoQuorum on a node that sees less than
-// half of the cluster, and with the context's error when it cannot learn
+// single owner. It fails with ErrNoQuorum on a node that does not hold
+// the quorum (see Options.QuorumWindow), and with the context's error when it cannot learn
 // the answer of every live member in time: a member that crashed but is
 // not yet declared failed holds the answer back until failure detection
 // declares it (a few seconds), so give ctx a deadline that allows for it.
@@ -298,10 +298,17 @@ func (p *Pins) isClosed() bool {
 
 // ---- quorum ----
 
-// quorum reports whether this node sees at least half of the members that
-// were alive within the last QuorumWindow, itself included.
+// quorum reports whether this node may act for the cluster
+// (internal/quorum): it sees a strict majority of the members alive or
+// failed within the last QuorumWindow, itself included, or exactly half
+// with the tie-breaker.
 func (p *Pins) quorum() bool {
-	return p.failures.Holds(p.cluster.NumMembers(), time.Now())
+	members := p.cluster.Members()
+	live := make([]string, len(members))
+	for i, m := range members {
+		live[i] = m.Name
+	}
+	return p.failures.Holds(live, time.Now())
 }
 
 // eventLoop follows member events: failures count against the quorum,
