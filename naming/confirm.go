@@ -220,13 +220,7 @@ func (c *core) settleConfirm(q uint64, cf *confirm) {
 	case best.node != c.self:
 		err = fmt.Errorf("%w: %q is bound by %s", ErrNameBound, cf.name, best.node)
 	}
-	if err != nil && mine != nil && cf.born != 0 && mine.born == cf.born {
-		// The Bind failed, so it leaves nothing behind: a losing record
-		// kept here would come first once the winner unbinds, and name
-		// this node the holder of a binding its caller was told it
-		// does not have.
-		c.localDelete(mine)
-	}
+
 	c.answers = append(c.answers, reply{done: cf.done, err: err})
 }
 
