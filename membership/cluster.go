@@ -259,6 +259,23 @@ func (c *Cluster) Members() []Member {
 	return out
 }
 
+// Suspects returns the names of the live members that failure detection
+// suspects now: they missed their probes and will be declared failed
+// unless they refute it within the suspicion timeout. A node cut off from
+// most of the cluster suspects most of it before it declares anyone
+// failed; layers that must not act on the minority side of a partition
+// (internal/quorum) count suspects as lost. It reads memberlist's local
+// view and never touches the network.
+func (c *Cluster) Suspects() []string {
+	var out []string
+	for _, n := range c.ml.Members() {
+		if n.State == memberlist.StateSuspect && n.Name != c.name {
+			out = append(out, n.Name)
+		}
+	}
+	return out
+}
+
 // Member returns the live member with the given name.
 func (c *Cluster) Member(name string) (Member, bool) {
 	c.mu.RLock()

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"hash/fnv"
+	"slices"
 	"syscall"
 	"time"
 
@@ -304,13 +305,20 @@ func (s *Sessions) gone(ctx context.Context, name string) (gone, dead bool) {
 // within the last QuorumWindow, itself included, or exactly half with the
 // tie-breaker. Nodes that left are not counted. Only then does it take
 // over the sessions of failed peers, or acknowledge a Save.
+//
+// Peers that failure detection suspects count as lost: a node cut off
+// from most of the cluster learns of the failures one at a time, and
+// would otherwise act on the first while it still counts a majority.
 func (s *Sessions) quorum() bool {
+	suspects := s.cluster.Suspects()
 	s.pmu.Lock()
 	defer s.pmu.Unlock()
 	live := []string{s.self}
 	var failed []string
 	for _, p := range s.pmu.peers {
 		switch {
+		case p.alive && slices.Contains(suspects, p.name):
+			failed = append(failed, p.name)
 		case p.alive:
 			live = append(live, p.name)
 		case p.failed && time.Since(p.downAt) < s.opts.QuorumWindow:

@@ -86,9 +86,12 @@ func (f *Failures) Recent(now time.Time) []string {
 	return out
 }
 
-// Holds is Holds with the failures recorded here, at now; a member that
-// is live again does not count as failed.
-func (f *Failures) Holds(live []string, now time.Time) bool {
-	failed := slices.DeleteFunc(f.Recent(now), func(m string) bool { return slices.Contains(live, m) })
-	return Holds(live, failed)
+// Holds is Holds with the failures recorded here at now, plus lost:
+// members not failed yet that also count against live (suspects). A
+// member that is live again does not count as failed.
+func (f *Failures) Holds(live, lost []string, now time.Time) bool {
+	failed := slices.DeleteFunc(f.Recent(now), func(m string) bool {
+		return slices.Contains(live, m) || slices.Contains(lost, m)
+	})
+	return Holds(live, append(failed, lost...))
 }

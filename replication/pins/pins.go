@@ -302,13 +302,19 @@ func (p *Pins) isClosed() bool {
 // (internal/quorum): it sees a strict majority of the members alive or
 // failed within the last QuorumWindow, itself included, or exactly half
 // with the tie-breaker.
+//
+// Members that failure detection suspects count as lost, as in sessions:
+// a node cut off from most of the cluster must not act on the first
+// failure it learns of while it still counts a majority.
 func (p *Pins) quorum() bool {
-	members := p.cluster.Members()
-	live := make([]string, len(members))
-	for i, m := range members {
-		live[i] = m.Name
+	suspects := p.cluster.Suspects()
+	var live []string
+	for _, m := range p.cluster.Members() {
+		if !slices.Contains(suspects, m.Name) {
+			live = append(live, m.Name)
+		}
 	}
-	return p.failures.Holds(live, time.Now())
+	return p.failures.Holds(live, suspects, time.Now())
 }
 
 // eventLoop follows member events: failures count against the quorum,
