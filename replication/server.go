@@ -362,6 +362,12 @@ func (s *Sessions) applyOne(ctx context.Context, req *applyReq, wait bool) (st s
 		}
 		e := s.lookup(req.Key)
 		if e == nil {
+			if !req.Full && s.moved.has(req.Key) {
+				// As in verifyOne: the session moved on from the copy we
+				// held, so the sender's is from before; it must not be
+				// copied back here in full after this change.
+				return stStale, s.grantGen(req.From), true
+			}
 			if !req.Full {
 				return stGap, s.grantGen(req.From), true
 			}
@@ -453,6 +459,9 @@ func (s *Sessions) applyLocked(e *entry, req *applyReq) (status, bool, uint64) {
 	if !s.publish(e, next) {
 		return 0, false, g
 	}
+	if req.Full {
+		s.moved.forget(e.key) // the session is here again
+	}
 	now := s.now()
 	e.last.Store(now)
 	e.confirmed.Store(now)
@@ -464,9 +473,16 @@ func (s *Sessions) applyLocked(e *entry, req *applyReq) (status, bool, uint64) {
 func (s *Sessions) verifyOne(ctx context.Context, req *verifyReq) (status, uint64) {
 	e := s.lookup(req.Key)
 	if e == nil {
-		if s.tomb.has(req.Key) {
+		switch {
+		case s.tomb.has(req.Key):
 			return stGone, s.grantGen(req.From)
+		case s.moved.has(req.Key):
+			// The session moved on from the copy we held (we handed it
+			// over, or its new primary dropped ours): the sender's copy
+			// is from before, and must not be copied back here.
+			return stStale, s.grantGen(req.From)
 		}
+		// Never held, or lost in a restart: the sender copies it again.
 		return stUnknown, s.grantGen(req.From)
 	}
 	if err := e.lockWithin(ctx, s.handlerWait()); err != nil {

@@ -383,3 +383,28 @@ func TestGroupCommitCancelled(t *testing.T) {
 		require.Equal(t, p.version, s.version)
 	}
 }
+
+// TestMovedOnCopyNotTakenBack: a node that held a session's copy and
+// saw the session move on (it handed it over, or the new primary dropped
+// its copy) answers a verify or a change from the old primary that the
+// sender's copy is stale, rather than "unknown" and "gap", on which the
+// old primary would copy its outdated session back here in full and go
+// on serving it (a primary cut off by a partition, after the heal). A
+// full copy from a new primary brings the session back.
+func TestMovedOnCopyNotTakenBack(t *testing.T) {
+	c := startSessions(t, 2, nil)
+	old, s := c.nodes[0], c.nodes[1].s
+	key := newKey()
+	s.movedTo(key, "node-x")
+
+	st, _ := s.verifyOne(testCtx(t), &verifyReq{From: old.c.Name(), Key: key, Epoch: 1, Members: 2})
+	require.Equal(t, stStale, st)
+	st, _, _ = s.applyOne(testCtx(t), &applyReq{From: old.c.Name(), Key: key, Epoch: 1, Members: 2, Base: 1, Version: 2}, true)
+	require.Equal(t, stStale, st)
+
+	st, _, _ = s.applyOne(testCtx(t), &applyReq{From: old.c.Name(), Key: key, Epoch: 3, Members: 2, Version: 2, Full: true}, true)
+	require.Equal(t, stOK, st, "a full copy from a new primary")
+	require.False(t, s.moved.has(key))
+	st, _ = s.verifyOne(testCtx(t), &verifyReq{From: old.c.Name(), Key: key, Epoch: 3, Members: 2})
+	require.Equal(t, stOK, st)
+}

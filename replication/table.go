@@ -421,6 +421,13 @@ func (t *keyTable) put(key, value string, until time.Time) {
 	}
 }
 
+// forget drops key; sweep drops it from the order too.
+func (t *keyTable) forget(key string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	delete(t.until, key)
+}
+
 func (t *keyTable) has(key string) bool {
 	_, ok := t.get(key)
 	return ok
@@ -437,11 +444,15 @@ func (t *keyTable) sweep(now time.Time) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	keep := t.order[:0]
+	kept := make(map[string]bool, len(t.until))
 	for _, k := range t.order {
-		if e, ok := t.until[k]; !ok || now.After(e.until) {
-			delete(t.until, k)
+		if e, ok := t.until[k]; !ok || now.After(e.until) || kept[k] {
+			if !kept[k] {
+				delete(t.until, k)
+			}
 			continue
 		}
+		kept[k] = true
 		keep = append(keep, k)
 	}
 	t.order = keep

@@ -200,6 +200,7 @@ func (s *Sessions) install(ctx context.Context, key string, local *entry, seen s
 	if !s.publish(e, st) {
 		return nil, errRetry
 	}
+	s.moved.forget(key) // the session is here again
 	s.touch(e)
 	s.stats.takeovers.Add(1)
 	s.log.Debug("took a session over", "session", keyRef(key), "from", src, "epoch", st.epoch, "secondary", st.secondary)
