@@ -419,6 +419,14 @@ func (s *Sessions) applyLocked(e *entry, req *applyReq) (status, bool, uint64) {
 		return stGap, true, g
 	}
 	var next state
+	if req.Full && st.role == rolePrimary && s.opts.Mode == ModeSync && req.Version < st.version {
+		// Ours ranks lower but holds writes the sender's copy lacks, and
+		// in ModeSync a primary's version holds only acknowledged writes:
+		// the sender's copy forked from an older point (a copy kept for
+		// a new primary that never installed it, promoted while ours was
+		// promoted by failover). Ours wins, whatever the ranks say.
+		return stStale, true, g
+	}
 	if req.Full {
 		if setSize(req.Set) > s.opts.MaxSessionSize {
 			s.stats.refused.Add(1)

@@ -408,3 +408,27 @@ func TestMovedOnCopyNotTakenBack(t *testing.T) {
 	st, _ = s.verifyOne(testCtx(t), &verifyReq{From: old.c.Name(), Key: key, Epoch: 3, Members: 2})
 	require.Equal(t, stOK, st)
 }
+
+// TestOlderForkDoesNotReplaceAcknowledgedWrites: a full copy that ranks
+// higher but holds an older version than a primary copy here (a fork
+// from an older point of the session) does not demote that copy: in
+// ModeSync its version holds acknowledged writes only. The sender is told
+// its copy is stale.
+func TestOlderForkDoesNotReplaceAcknowledgedWrites(t *testing.T) {
+	c := startSessions(t, 2, nil)
+	p, other := c.nodes[0], c.nodes[1]
+	h, err := p.s.Create(testCtx(t))
+	require.NoError(t, err)
+	set(t, p, h, "v", "1")
+	set(t, p, h, "v", "2")
+	st := h.e.state()
+	require.Equal(t, rolePrimary, st.role)
+
+	fork := &applyReq{From: other.c.Name(), Key: h.e.key, Epoch: st.epoch + 1, Members: 2, Version: st.version - 1,
+		Set: map[string][]byte{"v": []byte("1")}, Full: true}
+	got, _, _ := p.s.applyOne(testCtx(t), fork, true)
+	require.Equal(t, stStale, got)
+	require.Equal(t, rolePrimary, h.e.state().role)
+	_, v := mustGet(t, p, h.ID(), "v")
+	require.Equal(t, "2", v)
+}

@@ -29,6 +29,7 @@ type cluster struct {
 	bin    string
 	key    string // path of the key file
 	logDir string
+	debug  bool // nodes log at Debug level (TROUPE_FAULT_LOGS)
 	client *http.Client
 	nodes  []*proc
 }
@@ -83,6 +84,18 @@ func startCluster(t *testing.T, n int) *cluster {
 		name := fmt.Sprintf("n%d", i+1)
 		c.nodes = append(c.nodes, &proc{i: i, name: name, id: replication.NodeID(name), log: filepath.Join(dir, name+".log")})
 	}
+	// TROUPE_FAULT_LOGS=dir keeps every node's log, at Debug level, in
+	// dir after the run: a violation's session appears there by the hash
+	// the nodes log for its key.
+	if keep := os.Getenv("TROUPE_FAULT_LOGS"); keep != "" {
+		if err := os.MkdirAll(keep, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		c.debug = true
+		for _, p := range c.nodes {
+			p.log = filepath.Join(keep, p.name+".log")
+		}
+	}
 	// Registered after the namespaces' cleanup, so it runs before it:
 	// processes go first, then their namespaces.
 	t.Cleanup(c.stopAll)
@@ -116,7 +129,7 @@ func (c *cluster) start(i int) {
 	cmd := exec.Command("ip", "netns", "exec", c.net.ns[i], c.bin,
 		"-cluster", "faultsuite", "-name", p.name,
 		"-bind", nodeIP(i)+":7946", "-http", nodeIP(i)+":8080",
-		"-join", strings.Join(join, ","), "-key-file", c.key)
+		"-join", strings.Join(join, ","), "-key-file", c.key, fmt.Sprintf("-debug=%v", c.debug))
 	cmd.Stdout, cmd.Stderr = logf, logf
 	// ip netns exec execs the node in place, so the pid is the node's;
 	// the node dies with the test process even if cleanup never runs.

@@ -462,12 +462,12 @@ func (r *round) checkSessions(res *result) {
 		if lost := LostWrites(ops, final.Value); len(lost) > 0 {
 			res.lost += len(lost)
 			res.violations = append(res.violations, fmt.Sprintf(
-				"session %d: final read %v loses %d acknowledged writes, the first:\n\t%v\n",
-				s.idx, final, len(lost), lost[0]))
+				"session %d (logged as session=%s): final read %v loses %d acknowledged writes, the first:\n\t%v\n",
+				s.idx, s.logRef(), final, len(lost), lost[0]))
 		}
 		switch Linearizable(ops, 20*time.Second) {
 		case porcupine.Illegal:
-			msg := fmt.Sprintf("session %d: history of %d operations is not linearizable", s.idx, len(ops))
+			msg := fmt.Sprintf("session %d (logged as session=%s): history of %d operations is not linearizable", s.idx, s.logRef(), len(ops))
 			if read, w, w2, ok := StaleRead(ops); ok && !w.Write {
 				msg += fmt.Sprintf("; read %v\n\treturned a value no write wrote; around it:\n%s",
 					read, Excerpt(ops, read.Call-time.Second, read.Return, 25))

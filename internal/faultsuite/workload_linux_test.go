@@ -2,6 +2,8 @@ package faultsuite
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"math/rand/v2"
 	"net/url"
@@ -40,6 +42,17 @@ func (s *session) ID() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.id
+}
+
+// logRef is how the nodes' logs name the session: the first 8 hex digits
+// of the SHA-256 of its key (see TROUPE_FAULT_LOGS).
+func (s *session) logRef() string {
+	rid, err := replication.ParseID(s.ID())
+	if err != nil {
+		return "?"
+	}
+	sum := sha256.Sum256([]byte(rid.Key))
+	return hex.EncodeToString(sum[:4])
 }
 
 func (s *session) setID(id string) {
