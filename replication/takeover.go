@@ -70,8 +70,11 @@ func (s *Sessions) acquire(ctx context.Context, rid ID, local *entry, hint []str
 			// telling the caller that a session is gone (its user then
 			// starts afresh), ask every other live node: a copy kept
 			// for a new primary that never installed it is found by no
-			// pointer.
-			if broadened || local != nil || !allUnknown(answers) {
+			// pointer. And before promoting such a copy of our own
+			// (pending), ask them too: the session's secondary may have
+			// promoted its copy meanwhile (failover), and the session
+			// then lives on there, not in ours.
+			if broadened || (local != nil && !localState.pending) || !allUnknown(answers) {
 				break
 			}
 			broadened = true
