@@ -632,6 +632,10 @@ func (s *Sessions) takeOne(ctx context.Context, from string, req *takeReq) takeR
 	if relayed && (st.role != rolePrimary || st.secondary != from) {
 		return takeReply{St: stBusy}
 	}
+	if !s.quorum() {
+		// As in acquire: on the minority side nothing changes hands.
+		return takeReply{St: stBusy}
+	}
 	switch st.role {
 	case rolePrimary:
 		if _, err := s.check(ctx, e, true, false); err != nil {

@@ -15,6 +15,14 @@ import (
 // runs at a time on a node; the others wait for it and return errRetry.
 func (s *Sessions) acquire(ctx context.Context, rid ID, local *entry, hint []string) (*Session, error) {
 	key := rid.Key
+	if !s.quorum() {
+		// A node on the minority side takes nothing over, not even from
+		// a primary on its own side: the majority may have promoted the
+		// session's old secondary meanwhile, and two lineages would be
+		// served at once.
+		return nil, fmt.Errorf("%w: session %s: this node does not see a majority of the session nodes, so it takes no session over",
+			ErrUnavailable, keyRef(key))
+	}
 	s.mu.Lock()
 	if s.mu.closed {
 		s.mu.Unlock()
