@@ -149,8 +149,9 @@ func (s *Sessions) acquire(ctx context.Context, rid ID, local *entry, hint []str
 		return nil, fmt.Errorf("%w: session %s: unreachable: %v", ErrUnavailable, keyRef(key), unreachable)
 	}
 	if !s.quorum() {
-		// The copies may be on the other side of a cut: "not found"
-		// would make the caller start the user afresh.
+		// Asked again after the peers, which takes a while: a cut that
+		// came meanwhile may hide the copies, and "not found" would make
+		// the caller start the user afresh.
 		return nil, fmt.Errorf("%w: session %s: not on this side of the cluster, which has no quorum", ErrUnavailable, keyRef(key))
 	}
 	return nil, fmt.Errorf("%w: session %s", ErrNotFound, keyRef(key))
