@@ -98,6 +98,12 @@ func (s *Sessions) promote(e *entry, oldPrimary string, failed bool) {
 		}
 		return
 	}
+	ctx, cancel := context.WithTimeout(s.ctx, s.opts.CallTimeout)
+	defer cancel()
+	if failed && !s.agreedDown(ctx, oldPrimary) {
+		s.log.Debug("promotion postponed: most session nodes do not see the primary down", "session", keyRef(e.key), "primary", oldPrimary)
+		return
+	}
 	next := st
 	next.role = rolePrimary
 	next.primary = s.self
@@ -106,8 +112,6 @@ func (s *Sessions) promote(e *entry, oldPrimary string, failed bool) {
 	if failed {
 		next.contested = withName(st.contested, oldPrimary)
 	}
-	ctx, cancel := context.WithTimeout(s.ctx, s.opts.CallTimeout)
-	defer cancel()
 	err := s.placeSecondary(ctx, e.key, &next, map[string]bool{oldPrimary: true})
 	switch {
 	case errors.Is(err, errStaleCopy), errors.Is(err, errGoneCopy):
@@ -159,6 +163,14 @@ func (s *Sessions) replaceDead(ctx context.Context, e *entry) bool {
 func (s *Sessions) rehomeLocked(ctx context.Context, e *entry, old string, contest bool) bool {
 	st := e.state()
 	if st.role != rolePrimary || st.secondary != old {
+		return false
+	}
+	if contest && old != "" && !s.agreedDown(ctx, old) {
+		// Failure detection also fires on a cut, and after a heal the
+		// two sides' views differ for a while: the secondary may be back
+		// and promoting our copy. Only a quorum that sees it down keeps
+		// two lineages of the session from going on at once.
+		s.log.Debug("re-homing postponed: most session nodes do not see the secondary down", "session", keyRef(e.key), "secondary", old)
 		return false
 	}
 	next := st

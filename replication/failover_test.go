@@ -568,3 +568,37 @@ func TestFailoverEvenSplitOneSideActs(t *testing.T) {
 		require.Equal(t, "4", v, "read on %s after the heal", n.c.Name())
 	}
 }
+
+// TestFailoverOneVerdictIsNotEnough: a node whose own failure detector
+// says a peer failed, while the other nodes see it alive (after a heal
+// the views differ for a while), neither promotes the copy it backs for
+// that peer nor replaces that peer as a secondary: either would start a
+// second lineage of a session the peer still serves. Once a quorum sees
+// the peer down, it does. The verdicts are set by the test (peerDown, as
+// membership's events would); the agreement is asked over the network.
+func TestFailoverOneVerdictIsNotEnough(t *testing.T) {
+	c := startSessions(t, 3, nil)
+	p := c.nodes[0]
+	h, err := p.s.Create(testCtx(t))
+	require.NoError(t, err)
+	set(t, p, h, "v", "one")
+	secIdx, sec := c.byID(h.Route().Secondary)
+	third := c.nodes[3-secIdx]
+	e := sec.s.lookup(h.e.key)
+	require.NotNil(t, e)
+
+	// Only the secondary sees the primary failed: no promotion.
+	sec.s.peerDown(p.c.Name(), true)
+	sec.s.promote(e, p.c.Name(), true)
+	require.Equal(t, roleSecondary, e.state().role, "promoted on one node's verdict")
+	// Only the primary sees the secondary failed: no new secondary.
+	p.s.peerDown(sec.c.Name(), true)
+	p.s.rehome(h.e, sec.c.Name(), true)
+	require.Equal(t, sec.c.Name(), h.e.state().secondary, "re-homed on one node's verdict")
+	require.Equal(t, uint64(0), p.s.Stats().Rehomes+sec.s.Stats().Promotions)
+
+	// The third node, too, sees the primary failed: now a quorum agrees.
+	third.s.peerDown(p.c.Name(), true)
+	sec.s.promote(e, p.c.Name(), true)
+	require.Equal(t, rolePrimary, e.state().role, "not promoted though a quorum sees the primary down")
+}

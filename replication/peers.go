@@ -6,6 +6,7 @@ import (
 	"errors"
 	"hash/fnv"
 	"slices"
+	"sync"
 	"syscall"
 	"time"
 
@@ -310,22 +311,76 @@ func (s *Sessions) gone(ctx context.Context, name string) (gone, dead bool) {
 // from most of the cluster learns of the failures one at a time, and
 // would otherwise act on the first while it still counts a majority.
 func (s *Sessions) quorum() bool {
+	return quorum.Holds(s.voters())
+}
+
+// voters returns the session nodes that quorum counts: those this node
+// sees alive (itself included), and those it sees failed within
+// QuorumWindow or suspects.
+func (s *Sessions) voters() (live, lost []string) {
 	suspects := s.cluster.Suspects()
 	s.pmu.Lock()
 	defer s.pmu.Unlock()
-	live := []string{s.self}
-	var failed []string
+	live = []string{s.self}
 	for _, p := range s.pmu.peers {
 		switch {
 		case p.alive && slices.Contains(suspects, p.name):
-			failed = append(failed, p.name)
+			lost = append(lost, p.name)
 		case p.alive:
 			live = append(live, p.name)
 		case p.failed && time.Since(p.downAt) < s.opts.QuorumWindow:
-			failed = append(failed, p.name)
+			lost = append(lost, p.name)
 		}
 	}
-	return quorum.Holds(live, failed)
+	return live, lost
+}
+
+// seesDown reports whether this node sees name down: not a live member,
+// or suspected by failure detection.
+func (s *Sessions) seesDown(name string) bool {
+	return !s.isAlive(name) || slices.Contains(s.cluster.Suspects(), name)
+}
+
+// agreedDown reports whether a quorum of the session nodes sees peer
+// down: this node and the live peers that answer so when asked. One
+// node's failure detector is not enough to take over a peer's sessions
+// or to replace it as a secondary: after a heal the views differ for a
+// while, and a node that still sees peer failed while the others see it
+// back would start a second lineage of sessions that peer still serves.
+func (s *Sessions) agreedDown(ctx context.Context, peer string) bool {
+	live, lost := s.voters()
+	var mu sync.Mutex
+	agree := []string{s.self}
+	var wg sync.WaitGroup
+	for _, name := range live {
+		if name == s.self || name == peer {
+			continue
+		}
+		wg.Go(func() {
+			var r downReply
+			if _, err := s.call(ctx, name, methodDown, downReq{From: s.self, Peer: peer}, &r); err != nil || !r.Down {
+				return
+			}
+			mu.Lock()
+			agree = append(agree, name)
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	against := slices.DeleteFunc(append(live, lost...), func(n string) bool { return slices.Contains(agree, n) })
+	return quorum.Holds(agree, against)
+}
+
+// mayTakeFrom reports whether this node may take over the sessions of
+// peer, which it could not reach: peer is gone (see gone), this node
+// holds the quorum, and, unless peer is dead, a quorum agrees that it is
+// down (agreedDown). dead is gone's.
+func (s *Sessions) mayTakeFrom(ctx context.Context, peer string) (ok, dead bool) {
+	gone, dead := s.gone(ctx, peer)
+	if !gone || !s.quorum() {
+		return false, dead
+	}
+	return dead || s.agreedDown(ctx, peer), dead
 }
 
 // pick chooses a secondary for key: a live peer outside this node's
@@ -397,27 +452,37 @@ func (s *Sessions) placeSecondary(ctx context.Context, key string, st *state, ex
 			return nil
 		}
 		tried[name] = true
-		r, err := s.apply(ctx, name, s.fullCopy(key, st))
+		placed, err := s.placeAt(ctx, key, st, name)
 		s.unpick(name)
-		if err != nil {
-			if ctx.Err() != nil {
-				return context.Cause(ctx)
-			}
-			s.log.Debug("secondary candidate refused a copy", "peer", name, "err", err)
-			continue
-		}
-		switch r.St {
-		case stOK:
-			st.secondary = name
-			st.verifiedGen = r.G
-			return nil
-		case stStale:
-			return errStaleCopy
-		case stGone:
-			return errGoneCopy
+		if placed || err != nil {
+			return err
 		}
 	}
 	return nil
+}
+
+// placeAt gives st the secondary name, with a full copy. placed is
+// false, with no error, when name could not be reached or refused.
+func (s *Sessions) placeAt(ctx context.Context, key string, st *state, name string) (placed bool, err error) {
+	r, err := s.apply(ctx, name, s.fullCopy(key, st))
+	if err != nil {
+		if ctx.Err() != nil {
+			return false, context.Cause(ctx)
+		}
+		s.log.Debug("secondary candidate refused a copy", "peer", name, "err", err)
+		return false, nil
+	}
+	switch r.St {
+	case stOK:
+		st.secondary = name
+		st.verifiedGen = r.G
+		return true, nil
+	case stStale:
+		return false, errStaleCopy
+	case stGone:
+		return false, errGoneCopy
+	}
+	return false, nil
 }
 
 // prunePeers forgets peers that have been gone for long: the map of

@@ -22,6 +22,7 @@ const (
 	methodInvalidate = "invalidate" // invalidate a session on behalf of another node
 	methodPing       = "ping"       // are your sessions up?
 	methodConfirm    = "confirm"    // secondary → primary: am I still your secondary for these?
+	methodDown       = "down"       // do you, too, see this peer down?
 )
 
 // Errors of the session protocol, kept by identity across a call (see
@@ -147,6 +148,17 @@ type verifyReq struct {
 	Key     string `codec:"k"`
 	Epoch   uint64 `codec:"e"`
 	Members int    `codec:"m"`
+}
+
+// downReq asks whether the replier, too, sees Peer down (not a live
+// member, or suspected by failure detection).
+type downReq struct {
+	From string `codec:"f"`
+	Peer string `codec:"p"`
+}
+
+type downReply struct {
+	Down bool `codec:"d"`
 }
 
 type touchReq struct {

@@ -134,7 +134,7 @@ func (s *Sessions) serve(ctx context.Context, from, method string, body []byte) 
 	case methodApply, methodBatch:
 		resp, err, _ := s.serveApply(ctx, from, method, body, true)
 		return resp, err
-	case methodVerify, methodTouch, methodDrop, methodTake, methodResolve, methodInvalidate, methodConfirm:
+	case methodVerify, methodTouch, methodDrop, methodTake, methodResolve, methodInvalidate, methodConfirm, methodDown:
 	default:
 		return nil, fmt.Errorf("replication: unknown method %.32q", method)
 	}
@@ -157,6 +157,15 @@ func (s *Sessions) serve(ctx context.Context, from, method string, body []byte) 
 		s.grant(from)
 		st, g := s.verifyOne(ctx, &req)
 		return wire.Marshal(reply{St: st, G: g, N: int(s.nSecond.Load())})
+	case methodDown:
+		var req downReq
+		if err := wire.Unmarshal(body, &req); err != nil {
+			return nil, err
+		}
+		if err := s.sender(from, req.From); err != nil {
+			return nil, err
+		}
+		return wire.Marshal(downReply{Down: s.seesDown(req.Peer)})
 	case methodTouch:
 		var req touchReq
 		if err := wire.Unmarshal(body, &req); err != nil {
@@ -725,8 +734,8 @@ func (s *Sessions) handOver(ctx context.Context, e *entry, seen state, newPrimar
 		// The primary may still serve its copy: only if it is gone for
 		// sure, and once the lease we granted it has run out (at once
 		// when its process answered that it serves nothing).
-		gone, dead := s.gone(ctx, oldPrimary)
-		if !gone || !s.quorum() {
+		ok, dead := s.mayTakeFrom(ctx, oldPrimary)
+		if !ok {
 			return takeReply{St: stBusy}
 		}
 		if err := s.release(ctx, oldPrimary, dead); err != nil {

@@ -196,7 +196,27 @@ func (s *Sessions) install(ctx context.Context, key string, local *entry, seen s
 		primary:   s.self,
 		contested: r.Contested,
 	}
-	err := s.placeSecondary(ctx, key, &st, nil)
+	// The old secondary holds a copy whose primary is src, and would
+	// promote it on seeing src fail: a drop sent later can be lost in a
+	// cut, and the session would fork. So it becomes our secondary when
+	// it answers; when it does not, we go on only if it is dead or a
+	// quorum sees it down.
+	var err error
+	if old := r.Secondary; old != "" && old != s.self && old != src {
+		var placed bool
+		placed, err = s.placeAt(ctx, key, &st, old)
+		if !placed && err == nil {
+			if ok, _ := s.mayTakeFrom(ctx, old); !ok {
+				if local == nil {
+					s.drop(e, "install: the old secondary is unreachable")
+				}
+				return nil, fmt.Errorf("%w: session %s: its secondary %s is unreachable but not known to be down", ErrUnavailable, keyRef(key), old)
+			}
+			err = s.placeSecondary(ctx, key, &st, map[string]bool{old: true})
+		}
+	} else {
+		err = s.placeSecondary(ctx, key, &st, nil)
+	}
 	switch {
 	case errors.Is(err, errStaleCopy), errors.Is(err, errGoneCopy):
 		s.drop(e, "install found a newer copy")
@@ -242,8 +262,8 @@ func (s *Sessions) promoteLocal(ctx context.Context, e *entry, oldPrimary string
 		// The primary may still serve its copy: only if it is gone for
 		// sure, and once the lease we granted it has run out (at once
 		// when its process answered that it serves nothing).
-		gone, dead := s.gone(ctx, oldPrimary)
-		if !gone || !s.quorum() {
+		ok, dead := s.mayTakeFrom(ctx, oldPrimary)
+		if !ok {
 			return nil, fmt.Errorf("%w: session %s: its primary %s is unreachable but not known to be gone", ErrUnavailable, keyRef(e.key), oldPrimary)
 		}
 		if err := s.release(ctx, oldPrimary, dead); err != nil {

@@ -3,6 +3,7 @@ package faultsuite
 import (
 	"context"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -82,9 +83,16 @@ func TestFaultSuite(t *testing.T) {
 		seed := uint64(time.Now().UnixNano())
 		t.Logf("long run: %d rounds, seed %d", rounds, seed)
 		rng := rand.New(rand.NewPCG(seed, 0))
+		pool := scenarios
+		if only := os.Getenv("TROUPE_FAULT_SCENARIO"); only != "" {
+			pool = slices.DeleteFunc(slices.Clone(scenarios), func(sc scenario) bool { return !strings.Contains(sc.name, only) })
+			if len(pool) == 0 {
+				t.Fatalf("TROUPE_FAULT_SCENARIO=%q names no scenario", only)
+			}
+		}
 		plan = nil
 		for range rounds {
-			plan = append(plan, scenarios[rng.IntN(len(scenarios))])
+			plan = append(plan, pool[rng.IntN(len(pool))])
 		}
 	}
 
@@ -407,9 +415,31 @@ func (r *round) checkDigests() (time.Duration, error) {
 		return nil
 	})
 	if err != nil {
-		return 0, fmt.Errorf("naming trees not equal within %v of the heal: %v", digestWithin, err)
+		return 0, fmt.Errorf("naming trees not equal within %v of the heal: %v%s", digestWithin, err, r.namesDiff())
 	}
 	return time.Since(r.healedAt), nil
+}
+
+// namesDiff lists the bindings that not every node shows, with the nodes
+// that show each, for the report of trees that stayed apart.
+func (r *round) namesDiff() string {
+	shownBy := map[string][]string{}
+	for i, n := range r.c.nodes {
+		var d struct{ Lines []string }
+		if _, err := r.c.callTimeout(2*time.Second, i, "GET", "/digest?lines", &d); err != nil {
+			return fmt.Sprintf("\n\t(%s: %v)", n.name, err)
+		}
+		for _, l := range d.Lines {
+			shownBy[l] = append(shownBy[l], n.name)
+		}
+	}
+	var b strings.Builder
+	for _, l := range slices.Sorted(maps.Keys(shownBy)) {
+		if len(shownBy[l]) < len(r.c.nodes) {
+			fmt.Fprintf(&b, "\n\t%s shown by %v", l, shownBy[l])
+		}
+	}
+	return b.String()
 }
 
 // checkSingleton waits until exactly one node runs the singleton.

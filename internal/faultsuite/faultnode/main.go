@@ -22,6 +22,7 @@
 //	PUT    /names/{name...}?v=  Bind (node scope) with value v
 //	DELETE /names/{name...}     Unbind
 //	GET    /digest              hash over every name, scope and offer in the tree
+//	                            (?lines: and the lines hashed, one per name)
 //	POST   /pins/{key...}       Pin; {"owner", "token"}
 //	DELETE /pins/{key...}       Release
 //	GET    /singleton           {"running", "token", "starts"} of this node's instance
@@ -376,7 +377,7 @@ func namingAnswer(w http.ResponseWriter, err error) {
 // name with its scope and its offers (node, value, claim), in List's
 // order. Equal digests on two nodes mean equal trees.
 func (a *api) digest(w http.ResponseWriter, r *http.Request) {
-	h := sha256.New()
+	var lines strings.Builder
 	n := 0
 	var walk func(prefix string) error
 	walk = func(prefix string) error {
@@ -388,10 +389,11 @@ func (a *api) digest(w http.ResponseWriter, r *http.Request) {
 			if c.Bound {
 				n++
 				b := c.Binding
-				fmt.Fprintf(h, "%q %d %t\n", b.Name, b.Scope, b.Clusterable)
+				fmt.Fprintf(&lines, "%q %d %t", b.Name, b.Scope, b.Clusterable)
 				for _, o := range b.Offers {
-					fmt.Fprintf(h, "\t%q %q %d\n", o.Node, o.Value, o.Claimed)
+					fmt.Fprintf(&lines, " [%q %q %d]", o.Node, o.Value, o.Claimed)
 				}
+				lines.WriteByte('\n')
 			}
 			if c.Context {
 				if err := walk(c.Name); err != nil {
@@ -405,7 +407,12 @@ func (a *api) digest(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, err.Error(), http.StatusInternalServerError)
 		return
 	}
-	writeJSON(w, map[string]any{"digest": hex.EncodeToString(h.Sum(nil)), "names": n})
+	sum := sha256.Sum256([]byte(lines.String()))
+	out := map[string]any{"digest": hex.EncodeToString(sum[:]), "names": n}
+	if r.URL.Query().Has("lines") {
+		out["lines"] = strings.Split(strings.TrimSuffix(lines.String(), "\n"), "\n")
+	}
+	writeJSON(w, out)
 }
 
 func (a *api) pin(w http.ResponseWriter, r *http.Request) {
