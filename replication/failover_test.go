@@ -602,3 +602,35 @@ func TestFailoverOneVerdictIsNotEnough(t *testing.T) {
 	sec.s.promote(e, p.c.Name(), true)
 	require.Equal(t, rolePrimary, e.state().role, "not promoted though a quorum sees the primary down")
 }
+
+// TestHandoverKeepsTheOldSecondary: a node that takes a session over
+// from its live primary makes the session's secondary its own, or, when
+// that secondary cannot be reached and is not known to be down, takes
+// nothing over. Before, it chose another secondary and sent the old one
+// a drop that a cut could lose, so the old secondary kept a copy it would
+// promote on seeing the old primary fail: a second lineage.
+func TestHandoverKeepsTheOldSecondary(t *testing.T) {
+	c := startSessions(t, 3, nil)
+	p := c.nodes[0]
+	h, err := p.s.Create(testCtx(t))
+	require.NoError(t, err)
+	set(t, p, h, "v", "one")
+	secIdx, _ := c.byID(h.Route().Secondary)
+	thirdIdx := 3 - secIdx
+	third := c.nodes[thirdIdx]
+
+	// The third node cannot reach the secondary; membership still sees
+	// it alive through the primary.
+	c.tc.Net.Block(clustertest.Host(thirdIdx), clustertest.Host(secIdx))
+	short, cancel := context.WithTimeout(testCtx(t), 3*time.Second)
+	_, err = third.s.Get(short, h.ID())
+	cancel()
+	require.ErrorIs(t, err, ErrUnavailable, "taken over while the old secondary still backs the old primary")
+
+	c.tc.Net.Heal()
+	h2, v := mustGet(t, third, h.ID(), "v")
+	require.Equal(t, "one", v)
+	require.Equal(t, third.s.NodeID(), h2.Route().Primary)
+	set(t, third, h2, "v", "two")
+	c.waitOneCopyEach(h.e.key)
+}

@@ -161,21 +161,24 @@ func (s *Sessions) acquire(ctx context.Context, rid ID, local *entry, hint []str
 // at the rank the handover set.
 func (s *Sessions) install(ctx context.Context, key string, local *entry, seen state, r *takeReply, src string) (*Session, error) {
 	e := local
+	created := false
 	if e == nil {
+		fresh := newEntry(key, s.now())
 		var err error
-		e, err = s.insert(newEntry(key, s.now()))
-		if err != nil {
+		if e, err = s.insert(fresh); err != nil {
 			return nil, err
 		}
+		created = e == fresh // else a copy arrived meanwhile
 	}
 	if err := e.lock(ctx); err != nil {
 		return nil, unavailable("install", err)
 	}
 	defer e.unlock()
-	if cur := e.state(); local != nil && (cur.role != seen.role || cur.epoch != seen.epoch || cur.primary != seen.primary) {
-		// Our copy changed while we asked (a peer's request moved it):
-		// do not fork the session. The copy src kept for us is pending,
-		// so it is found again by the next request.
+	if cur := e.state(); (local != nil && (cur.role != seen.role || cur.epoch != seen.epoch || cur.primary != seen.primary)) ||
+		(local == nil && cur.role != roleNone) {
+		// Our copy changed while we asked (a peer's request moved it), or
+		// one arrived: do not fork the session. The copy src kept for us
+		// is pending, so it is found again by the next request.
 		return nil, errBusy
 	}
 	if local != nil && r.Epoch <= seen.epoch {
@@ -207,7 +210,7 @@ func (s *Sessions) install(ctx context.Context, key string, local *entry, seen s
 		placed, err = s.placeAt(ctx, key, &st, old)
 		if !placed && err == nil {
 			if ok, _ := s.mayTakeFrom(ctx, old); !ok {
-				if local == nil {
+				if created {
 					s.drop(e, "install: the old secondary is unreachable")
 				}
 				return nil, fmt.Errorf("%w: session %s: its secondary %s is unreachable but not known to be down", ErrUnavailable, keyRef(key), old)

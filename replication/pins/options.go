@@ -18,6 +18,7 @@ const (
 	DefaultChannel      = "troupe.pins"
 	DefaultPreferDelay  = 500 * time.Millisecond
 	DefaultQuorumWindow = time.Minute
+	DefaultOwnerLease   = time.Second
 
 	DefaultForwardDialTimeout   = 5 * time.Second
 	DefaultForwardHeaderTimeout = 30 * time.Second
@@ -86,6 +87,16 @@ type Options struct {
 	// and gives up what it holds when it stops seeing them. Default 1 min.
 	QuorumWindow time.Duration
 
+	// OwnerLease: a node holds its pins and singletons only while it
+	// reaches a quorum of the members, which it checks every OwnerLease/4
+	// while it holds any; once OwnerLease passes without, it gives them
+	// up. In turn no node claims a pin or a singleton within OwnerLease
+	// of a member failure it saw, so that a failed owner cut off on the
+	// other side of a partition has let go first. It bounds how long a
+	// partitioned owner may go on, and adds up to that much to a
+	// singleton's failover. Default 1 s.
+	OwnerLease time.Duration
+
 	// PreferDelay is how long a registered node that is not the preferred
 	// one (see PreferRole, PreferNode) waits, once a singleton has no
 	// owner, before it claims it anyway. Default 500 ms.
@@ -110,6 +121,9 @@ func (o Options) Validate() error {
 	if o.QuorumWindow < minTimeout || o.PreferDelay < 0 {
 		bad("QuorumWindow %v must be at least %v and PreferDelay %v not negative", o.QuorumWindow, minTimeout, o.PreferDelay)
 	}
+	if o.OwnerLease < 4*minTimeout {
+		bad("OwnerLease %v is under %v", o.OwnerLease, 4*minTimeout)
+	}
 	for _, f := range []struct {
 		name string
 		d    time.Duration
@@ -133,6 +147,7 @@ func (o Options) withDefaults() Options {
 	o.HTTPTag = cmp.Or(o.HTTPTag, DefaultHTTPTag)
 	o.QuorumWindow = cmp.Or(o.QuorumWindow, DefaultQuorumWindow)
 	o.PreferDelay = cmp.Or(o.PreferDelay, DefaultPreferDelay)
+	o.OwnerLease = cmp.Or(o.OwnerLease, DefaultOwnerLease)
 	o.ForwardDialTimeout = cmp.Or(o.ForwardDialTimeout, DefaultForwardDialTimeout)
 	o.ForwardHeaderTimeout = cmp.Or(o.ForwardHeaderTimeout, DefaultForwardHeaderTimeout)
 	o.ForwardBodyTimeout = cmp.Or(o.ForwardBodyTimeout, DefaultForwardBodyTimeout)

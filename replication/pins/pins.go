@@ -39,6 +39,7 @@ type Pins struct {
 	proxy   *http.Transport
 	// failures are the members seen failing, for the quorum.
 	failures *quorum.Failures
+	lease    leaseState
 
 	ctx    context.Context // ends at Shutdown
 	cancel context.CancelFunc
@@ -84,6 +85,7 @@ func New(ctx context.Context, cluster *membership.Cluster, tree *naming.Tree, op
 	p.ctx, p.cancel = context.WithCancel(context.Background())
 	p.sub = cluster.Subscribe()
 	p.wg.Go(p.eventLoop)
+	p.wg.Go(p.heartbeat)
 	return p, nil
 }
 
@@ -163,9 +165,15 @@ func (p *Pins) claim(ctx context.Context, key string) (Pin, error) {
 	}
 	name := p.name(key)
 	for {
+		if err := p.waitClaim(ctx); err != nil {
+			return Pin{}, err
+		}
+		start := time.Now()
 		err := p.tree.Bind(ctx, name, nil, naming.Confirmed())
 		switch {
 		case err == nil:
+			// Every live member answered: a quorum, as p.quorum held.
+			p.lease.renewed(start)
 			p.mu.Lock()
 			p.mu.owned[key] = struct{}{}
 			p.mu.Unlock()
@@ -175,13 +183,39 @@ func (p *Pins) claim(ctx context.Context, key string) (Pin, error) {
 		default:
 			return Pin{}, fmt.Errorf("pins: pin %q: %w", key, err)
 		}
-		if pin, err := p.Owner(key); err == nil {
+		pin, err := p.Owner(key)
+		if err == nil && pin.Owner == p.self && !p.leaseValid() {
+			// Our claim outlived the owner lease (this process was
+			// paused, say): it is forfeit, and claimed again.
+			if err := p.tree.Unbind(ctx, name); err != nil && !errors.Is(err, naming.ErrNotFound) {
+				return Pin{}, fmt.Errorf("pins: pin %q: %w", key, err)
+			}
+			continue
+		}
+		if err == nil {
 			return pin, nil
 		}
 		// Bound elsewhere, then released or lost before we looked: again.
 		if err := ctx.Err(); err != nil {
 			return Pin{}, err
 		}
+	}
+}
+
+// waitClaim waits until a claim may be made: OwnerLease after the last
+// member failure (see lease.go).
+func (p *Pins) waitClaim(ctx context.Context) error {
+	d := p.claimWait()
+	if d <= 0 {
+		return nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("%w: waiting out the owner lease after a failure: %w", ErrUnavailable, context.Cause(ctx))
 	}
 }
 
@@ -307,14 +341,7 @@ func (p *Pins) isClosed() bool {
 // a node cut off from most of the cluster must not act on the first
 // failure it learns of while it still counts a majority.
 func (p *Pins) quorum() bool {
-	suspects := p.cluster.Suspects()
-	var live []string
-	for _, m := range p.cluster.Members() {
-		if !slices.Contains(suspects, m.Name) {
-			live = append(live, m.Name)
-		}
-	}
-	return p.failures.Holds(live, suspects, time.Now())
+	return quorum.Holds(p.voters())
 }
 
 // eventLoop follows member events: failures count against the quorum,
@@ -335,6 +362,7 @@ func (p *Pins) eventLoop() {
 			switch ev.Type {
 			case membership.EventFail:
 				p.failures.Failed(ev.Member.Name, time.Now())
+				p.lease.failed(time.Now())
 			case membership.EventJoin, membership.EventLeave:
 				p.failures.Forget(ev.Member.Name)
 			}
@@ -366,14 +394,17 @@ func (p *Pins) eventLoop() {
 // claim.
 const joinSettle = time.Second
 
-// settling returns how long claims should still wait after the last join.
+// settling returns how long claims should still wait after the last join
+// or failure (see waitClaim).
 func (p *Pins) settling() time.Duration {
 	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.mu.joinedAt.IsZero() {
-		return 0
+	joined := p.mu.joinedAt
+	p.mu.Unlock()
+	d := p.claimWait()
+	if !joined.IsZero() {
+		d = max(d, time.Until(joined.Add(joinSettle)))
 	}
-	return time.Until(p.mu.joinedAt.Add(joinSettle))
+	return d
 }
 
 // liveOffers returns the offers of name whose node membership sees alive,

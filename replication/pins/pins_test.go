@@ -348,3 +348,52 @@ func TestPinRemoteErrorsKeepIdentity(t *testing.T) {
 	_, err = nodes[1].tree.Lookup(DefaultPrefix)
 	require.ErrorIs(t, err, naming.ErrNotFound, "nothing was bound at the prefix")
 }
+
+// TestPinMajorityClaimSurvivesTheHeal: a pin's owner cut off on the
+// minority side, whose own failure detection is slow (WAN timings) so
+// that it still counts a quorum, gives the pin up within the owner lease,
+// before the majority side, which declared it failed, claims the key
+// anew. At the heal the majority's claim stands on every node, with its
+// larger token. Without the lease the old owner's earlier claim came back
+// with the heal and won: a smaller token after a larger one.
+func TestPinMajorityClaimSurvivesTheHeal(t *testing.T) {
+	nodes := startPins(t, 5, func(i int, c *membership.Config) {
+		if i == 0 {
+			c.Profile = membership.ProfileWAN
+		}
+	})
+	tc := nodes[0].tc
+	old, err := nodes[0].pins.Pin(testCtx(t), "k")
+	require.NoError(t, err)
+	require.Equal(t, nodes[0].name(), old.Owner)
+
+	tc.Net.Partition(tc.Hosts(0, 1), tc.Hosts(2, 3, 4))
+	var won Pin
+	require.Eventually(t, func() bool {
+		ctx, cancel := context.WithTimeout(testCtx(t), 2*time.Second)
+		defer cancel()
+		p, err := nodes[2].pins.Pin(ctx, "k")
+		if err != nil || p.Owner == nodes[0].name() {
+			return false
+		}
+		won = p
+		return true
+	}, clustertest.Timeout, 50*time.Millisecond, "the majority side never claimed the key")
+	require.Greater(t, won.Token, old.Token)
+
+	tc.Net.Heal()
+	tc.WaitMembers(5)
+	require.Eventually(t, func() bool {
+		for _, n := range nodes {
+			if p, err := n.pins.Owner("k"); err != nil || p != won {
+				return false
+			}
+		}
+		return true
+	}, clustertest.Timeout, 20*time.Millisecond, "the nodes do not all show the majority's claim")
+	for _, n := range nodes {
+		p, err := n.pins.Pin(testCtx(t), "k")
+		require.NoError(t, err)
+		require.Equal(t, won, p, "Pin on %s", n.name())
+	}
+}

@@ -16,7 +16,10 @@ import (
 // that keeps its identity (remoteErrors).
 
 // Methods of the pins channel. Append only: they are on the wire.
-const methodClaim = "claim" // take this key, answer with its owner
+const (
+	methodClaim = "claim" // take this key, answer with its owner
+	methodPing  = "ping"  // the owner lease's heartbeat (lease.go)
+)
 
 // claimAnswer is the answer to methodClaim.
 type claimAnswer struct {
@@ -53,7 +56,11 @@ var _ membership.CallHandler = handler{}
 
 func (h handler) HandleCall(ctx context.Context, from, method string, req []byte) ([]byte, error) {
 	p := h.p
-	if method != methodClaim {
+	switch method {
+	case methodPing:
+		return nil, nil
+	case methodClaim:
+	default:
 		return nil, fmt.Errorf("pins: unknown method %q", method)
 	}
 	key := string(req)

@@ -198,14 +198,19 @@ func (s *Singleton) loop(ctx context.Context, w *naming.Watcher) {
 		var wait time.Duration = time.Hour
 		pin, err := s.Owner()
 		mine := err == nil && pin.Owner == p.self
-		q := p.quorum()
+		q := p.quorum() && (!mine || p.leaseValid())
 		now := time.Now()
 		switch {
 		case fnCancel != nil && (!mine || !q):
 			stopFn()
 			if mine {
-				s.unbind() // lost the quorum: let the majority side run it
+				s.unbind() // lost the quorum or the lease: let the majority side run it
 			}
+			continue
+		case mine && !p.leaseValid():
+			// Our claim outlived the owner lease (this process was
+			// paused, say): it is forfeit.
+			s.unbind()
 			continue
 		case fnCancel == nil && mine && q && now.Before(restartAt):
 			wait = restartAt.Sub(now)
@@ -234,7 +239,10 @@ func (s *Singleton) loop(ctx context.Context, w *naming.Watcher) {
 				wait = delay
 				break
 			}
-			if err := p.tree.Bind(ctx, s.owner, nil, naming.Confirmed()); err != nil && !errors.Is(err, naming.ErrNameBound) && ctx.Err() == nil {
+			start := time.Now()
+			if err := p.tree.Bind(ctx, s.owner, nil, naming.Confirmed()); err == nil {
+				p.lease.renewed(start) // every live member answered
+			} else if !errors.Is(err, naming.ErrNameBound) && ctx.Err() == nil {
 				p.log.Warn("claim singleton", "singleton", s.name, "err", err)
 				wait = restartDelay
 				break

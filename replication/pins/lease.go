@@ -1,0 +1,165 @@
+package pins
+
+import (
+	"context"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/troupe-go/troupe/internal/quorum"
+)
+
+// The owner's lease. Failure detection fires on both sides of a cut, and
+// the minority side learns of its failures one at a time, later than the
+// majority learns of its own: a pin owner on the minority side could
+// still count a quorum when the majority, having declared it failed,
+// claims its pins anew. At the heal the earlier claim wins in the naming
+// tree, and a key would go back to an older owner with a smaller token.
+//
+// So an owner holds its pins and singletons only while it reaches a
+// quorum of the members: every OwnerLease/4 it calls them all, and once
+// OwnerLease has passed since the start of the last round that a quorum
+// answered, it gives up everything it holds (the tombstones travel with
+// its records at the heal). On the other side, a node claims nothing
+// until OwnerLease has passed since the last member failure it saw. The
+// owner's last round that reached a quorum started before the cut, the
+// failure is declared after it: the old owner has let go before a new
+// one claims, on any clocks that run at the same rate.
+
+// leaseState is when the last round that reached a quorum started, and
+// when this node last saw a member fail.
+type leaseState struct {
+	mu          sync.Mutex
+	reached     time.Time
+	lastFailure time.Time
+}
+
+// renewed records that a quorum answered a round started at t.
+func (l *leaseState) renewed(t time.Time) {
+	l.mu.Lock()
+	if t.After(l.reached) {
+		l.reached = t
+	}
+	l.mu.Unlock()
+}
+
+func (l *leaseState) failed(t time.Time) {
+	l.mu.Lock()
+	l.lastFailure = t
+	l.mu.Unlock()
+}
+
+// leaseValid reports whether this node may still hold pins.
+func (p *Pins) leaseValid() bool {
+	p.lease.mu.Lock()
+	defer p.lease.mu.Unlock()
+	return time.Since(p.lease.reached) < p.opts.OwnerLease
+}
+
+// claimWait returns how long a claim must still wait after the last
+// member failure this node saw (see above).
+func (p *Pins) claimWait() time.Duration {
+	p.lease.mu.Lock()
+	defer p.lease.mu.Unlock()
+	if p.lease.lastFailure.IsZero() {
+		return 0
+	}
+	return time.Until(p.lease.lastFailure.Add(p.opts.OwnerLease))
+}
+
+// holding reports whether this node holds or campaigns for anything that
+// the lease guards: pins, or registered singletons.
+func (p *Pins) holding() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.mu.owned) > 0 || len(p.mu.singletons) > 0
+}
+
+// heartbeat renews the lease while this node holds something, and gives
+// up what it holds when the lease runs out.
+func (p *Pins) heartbeat() {
+	tick := time.NewTicker(p.opts.OwnerLease / 4)
+	defer tick.Stop()
+	lost := false
+	for {
+		select {
+		case <-p.ctx.Done():
+			return
+		case <-tick.C:
+		}
+		if !p.holding() {
+			continue
+		}
+		if p.pingQuorum() {
+			if lost {
+				lost = false
+				p.wakeSingletons() // they may claim again
+			}
+			continue
+		}
+		if !lost && !p.leaseValid() {
+			lost = true
+			p.forfeit()
+		}
+	}
+}
+
+// voters returns the members that the quorum counts: those alive and not
+// suspected (this node included), and those suspected or failed within
+// QuorumWindow.
+func (p *Pins) voters() (live, lost []string) {
+	suspects := p.cluster.Suspects()
+	for _, m := range p.cluster.Members() {
+		if !slices.Contains(suspects, m.Name) {
+			live = append(live, m.Name)
+		}
+	}
+	failed := slices.DeleteFunc(p.failures.Recent(time.Now()), func(m string) bool {
+		return slices.Contains(live, m) || slices.Contains(suspects, m)
+	})
+	return live, append(failed, suspects...)
+}
+
+// pingQuorum calls every member once, and renews the lease when a quorum
+// answered.
+func (p *Pins) pingQuorum() bool {
+	start := time.Now()
+	live, lost := p.voters()
+	ctx, cancel := context.WithTimeout(p.ctx, p.opts.OwnerLease/4)
+	defer cancel()
+	var mu sync.Mutex
+	answered := []string{p.self}
+	var wg sync.WaitGroup
+	for _, m := range live {
+		if m == p.self {
+			continue
+		}
+		wg.Go(func() {
+			if _, err := p.ch.Call(ctx, m, methodPing, nil); err != nil {
+				return
+			}
+			mu.Lock()
+			answered = append(answered, m)
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	others := slices.DeleteFunc(append(live, lost...), func(n string) bool { return slices.Contains(answered, n) })
+	if !quorum.Holds(answered, others) {
+		return false
+	}
+	p.lease.renewed(start)
+	return true
+}
+
+// forfeit gives up every pin this node holds, its lease having run out,
+// and wakes the singletons, which stop and unbind theirs.
+func (p *Pins) forfeit() {
+	p.log.Warn("could not reach a quorum within the owner lease: releasing pins and stopping singletons", "lease", p.opts.OwnerLease)
+	ctx, cancel := context.WithTimeout(p.ctx, 5*time.Second)
+	defer cancel()
+	if err := p.releaseAll(ctx); err != nil {
+		p.log.Warn("release pins", "err", err)
+	}
+	p.wakeSingletons()
+}
