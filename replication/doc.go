@@ -134,8 +134,20 @@
 // sees a strict majority of the session nodes alive or failed within the
 // last QuorumWindow, or exactly half of them including the one whose name
 // sorts first, the tie-breaker that decides an even split alike on both
-// sides. It commits a takeover only once a new secondary accepted a copy
-// (or no other node is alive). So in a partition only one side acts: the
+// sides. One node's failure detector is not enough, though: after a
+// heal the members' views differ for a while, and a node that still sees
+// a peer failed while the others see it back would start a second
+// lineage of the peer's sessions. So before it promotes a failed
+// primary's session, or replaces a failed secondary, a node asks the
+// live session nodes whether they too see that peer down, and goes on
+// only when a quorum does (a peer whose port refused the connection is
+// dead, and needs no agreement). A node that takes a session over from
+// its live primary makes the session's secondary its own, or, when that
+// secondary cannot be reached and is not known to be down, takes nothing
+// over: a drop sent to it later could be lost in a cut, and it would
+// promote its copy on seeing the old primary fail. It commits a takeover
+// only once a new secondary accepted a copy (or no other node is alive).
+// So in a partition only one side acts: the
 // other takes nothing over, acknowledges no Save (ErrUnavailable), and
 // stops serving the sessions whose secondaries are across the cut, while
 // the acting side promotes them; after the heal its copies win. A Save in

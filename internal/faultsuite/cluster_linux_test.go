@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -309,4 +310,35 @@ type debugInfo struct {
 	Goroutines int    `json:"goroutines"`
 	HeapAlloc  uint64 `json:"heap_alloc"`
 	HeapInuse  uint64 `json:"heap_inuse"`
+	// Naming is the tree's counters, for the report of trees that stayed
+	// apart.
+	Naming map[string]any `json:"naming"`
+}
+
+// goroutines returns node i's goroutines grouped by stack, the groups
+// of more than one first, for the report of a node whose count grew.
+func (c *cluster) goroutines(i int) string {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, "GET", "http://"+nodeIP(i)+":8080/debug/goroutines", nil)
+	if err != nil {
+		return err.Error()
+	}
+	resp, err := c.client.Do(req)
+	if err != nil {
+		return err.Error()
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		return err.Error()
+	}
+	// Groups begin "<count> @ <pcs>"; the biggest first.
+	count := func(g string) int {
+		n, _ := strconv.Atoi(strings.TrimSpace(strings.SplitN(g, " @", 2)[0]))
+		return n
+	}
+	groups := strings.Split(string(body), "\n\n")
+	slices.SortStableFunc(groups, func(a, b string) int { return count(b) - count(a) })
+	return strings.Join(groups[:min(len(groups), 12)], "\n\n")
 }

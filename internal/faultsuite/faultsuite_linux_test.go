@@ -121,8 +121,9 @@ func TestFaultSuite(t *testing.T) {
 			}
 		}
 	}
-	for _, msg := range sum.growth() {
-		t.Error(msg)
+	for _, g := range sum.growth() {
+		t.Error(g.msg)
+		t.Logf("goroutines of %s:\n%s", c.nodes[g.node].name, c.goroutines(g.node))
 	}
 	sum.took = time.Since(began)
 	text := sum.String()
@@ -439,6 +440,12 @@ func (r *round) namesDiff() string {
 			fmt.Fprintf(&b, "\n\t%s shown by %v", l, shownBy[l])
 		}
 	}
+	for i, n := range r.c.nodes {
+		var d debugInfo
+		if _, err := r.c.callTimeout(10*time.Second, i, "GET", "/debug", &d); err == nil {
+			fmt.Fprintf(&b, "\n\t%s naming counters: %v", n.name, d.Naming)
+		}
+	}
 	return b.String()
 }
 
@@ -563,9 +570,15 @@ func kindOf(v string) string {
 // growth reports nodes whose goroutines or heap grew without bound
 // across rounds, comparing the first and last samples of one process
 // (a restarted node starts a new series).
-func (s *summary) growth() []string {
-	var msgs []string
-	for _, series := range s.debug {
+// growth is a node whose goroutines or heap grew across rounds.
+type growth struct {
+	node int
+	msg  string
+}
+
+func (s *summary) growth() []growth {
+	var msgs []growth
+	for node, series := range s.debug {
 		if len(series) < 3 {
 			continue
 		}
@@ -576,10 +589,10 @@ func (s *summary) growth() []string {
 		}
 		first := series[i]
 		if last.Goroutines > 2*first.Goroutines+50 {
-			msgs = append(msgs, fmt.Sprintf("pid %d: goroutines grew from %d to %d over %d rounds", last.PID, first.Goroutines, last.Goroutines, len(series)-i))
+			msgs = append(msgs, growth{node, fmt.Sprintf("pid %d: goroutines grew from %d to %d over %d rounds", last.PID, first.Goroutines, last.Goroutines, len(series)-i)})
 		}
 		if last.HeapAlloc > 4*first.HeapAlloc+32<<20 {
-			msgs = append(msgs, fmt.Sprintf("pid %d: heap grew from %d to %d bytes over %d rounds", last.PID, first.HeapAlloc, last.HeapAlloc, len(series)-i))
+			msgs = append(msgs, growth{node, fmt.Sprintf("pid %d: heap grew from %d to %d bytes over %d rounds", last.PID, first.HeapAlloc, last.HeapAlloc, len(series)-i)})
 		}
 	}
 	return msgs

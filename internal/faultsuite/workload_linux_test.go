@@ -345,6 +345,7 @@ type singletonState struct {
 	Running bool
 	Token   uint64
 	Starts  int
+	Started int64 // Unix ns: the nodes run on this machine, on its clock
 }
 
 // singletonStates asks every node about its singleton instance; a node
@@ -365,7 +366,8 @@ func (w *workload) singletonStates() []singletonState {
 
 // watchSingleton polls the nodes' singleton instances: every new
 // instance must carry a larger token than every instance seen before it
-// started. Two instances at once are allowed between a cut and failure
+// started (its start, not when a poll first saw it: an instance started
+// just before its node was paused is seen only once it runs again). Two instances at once are allowed between a cut and failure
 // detection (the package's documentation says so); after the heal the
 // round checks that one remains.
 func (w *workload) watchSingleton(ctx context.Context) {
@@ -379,7 +381,8 @@ func (w *workload) watchSingleton(ctx context.Context) {
 				continue
 			}
 			running++
-			if msg := w.singleton.Observe(w.c.nodes[i].name, st.Token, call, ret, true); msg != "" {
+			started := min(call, time.Unix(0, st.Started).Sub(w.epoch))
+			if msg := w.singleton.Observe(w.c.nodes[i].name, st.Token, started, ret, true); msg != "" {
 				w.violation("singleton: %s", msg)
 			}
 		}

@@ -62,12 +62,23 @@
 // strict majority of the members alive or failed within QuorumWindow, or
 // exactly half of them including the one whose name sorts first, the
 // tie-breaker of an even split. A node that loses the quorum releases
-// its pins and stops its singletons. So on the minority
-// side of a partition nothing is pinned and nothing runs, while the
-// majority side re-pins what the minority held once failure detection
-// declares it failed (with larger tokens); after the heal the minority's
-// members find the majority's pins. Between the cut and failure detection
-// both sides may run a singleton: that is what the token is for. When the
+// its pins and stops its singletons.
+//
+// The minority side learns of its failures later than the majority
+// learns of its own, so counting is not enough: an owner holds its pins
+// and singletons only while it reaches a quorum of the members, which it
+// checks every OwnerLease/4, and gives them up once OwnerLease passes
+// without; and no node claims within OwnerLease of a member failure it
+// saw. A cut-off owner has then let go before the majority claims, and
+// its tombstones travel with its records at the heal, so its earlier
+// claim cannot come back and win. So on the minority side of a partition
+// nothing is pinned and nothing runs, while the majority side re-pins
+// what the minority held once failure detection declares it failed (with
+// larger tokens); after the heal the minority's members find the
+// majority's pins. Between the cut and the end of the owner lease both
+// sides may run a singleton: that is what the token is for. When the
 // sides are even, only the side with the tie-breaker keeps and takes
-// pins.
+// pins. A process paused past its lease (SIGSTOP, a frozen VM) gives up
+// what it held as soon as it runs again; until then its own copy of the
+// tree may still show it as the owner.
 package pins

@@ -25,8 +25,10 @@
 //	                            (?lines: and the lines hashed, one per name)
 //	POST   /pins/{key...}       Pin; {"owner", "token"}
 //	DELETE /pins/{key...}       Release
-//	GET    /singleton           {"running", "token", "starts"} of this node's instance
+//	GET    /singleton           {"running", "token", "starts", "started"} of this node's
+//	                            instance (started: Unix ns, on the machine's clock)
 //	GET    /debug               goroutines and heap after a GC
+//	GET    /debug/goroutines    the goroutines' stacks, grouped (text)
 //
 // SIGTERM (or SIGINT) makes the node Leave and exit; SIGKILL is a crash.
 package main
@@ -45,6 +47,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync"
@@ -197,6 +200,7 @@ type api struct {
 		running bool
 		token   uint64
 		starts  int
+		started time.Time // when the running instance started
 	}
 }
 
@@ -204,7 +208,7 @@ type api struct {
 // that the test can count running instances and compare their tokens.
 func (a *api) singleton(ctx context.Context, token uint64) {
 	a.mu.Lock()
-	a.mu.running, a.mu.token = true, token
+	a.mu.running, a.mu.token, a.mu.started = true, token, time.Now()
 	a.mu.starts++
 	a.mu.Unlock()
 	a.log.Info("singleton started", "token", token)
@@ -248,7 +252,12 @@ func (a *api) routes() http.Handler {
 	mux.HandleFunc("GET /singleton", func(w http.ResponseWriter, r *http.Request) {
 		a.mu.Lock()
 		defer a.mu.Unlock()
-		writeJSON(w, map[string]any{"running": a.mu.running, "token": a.mu.token, "starts": a.mu.starts})
+		writeJSON(w, map[string]any{"running": a.mu.running, "token": a.mu.token, "starts": a.mu.starts,
+			"started": a.mu.started.UnixNano()})
+	})
+	mux.HandleFunc("GET /debug/goroutines", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain")
+		_ = pprof.Lookup("goroutine").WriteTo(w, 1) // grouped by stack, with counts
 	})
 	mux.HandleFunc("GET /debug", func(w http.ResponseWriter, r *http.Request) {
 		// After a GC, so that HeapAlloc is live memory rather than garbage.
@@ -260,6 +269,7 @@ func (a *api) routes() http.Handler {
 			"goroutines": runtime.NumGoroutine(),
 			"heap_alloc": ms.HeapAlloc,
 			"heap_inuse": ms.HeapInuse,
+			"naming":     a.node.Names().Stats(),
 		})
 	})
 	return mux
