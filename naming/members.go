@@ -23,10 +23,10 @@ func (c *core) memberEvent(ev membership.Event) {
 			// bindings, and compare digests, which repairs the
 			// cluster-scoped records both sides changed meanwhile.
 			delete(c.departed, m.Name)
-			c.requestOwner(m.Name)
+			c.requestOwner(m.Name, false)
 			c.askDigest(m.Name)
 		} else if o := c.owners[m.Name]; ev.Type == membership.EventJoin && o != nil && o.ver < o.max {
-			c.requestOwner(m.Name)
+			c.requestOwner(m.Name, false)
 		}
 	case membership.EventLeave, membership.EventFail:
 		delete(c.live, m.Name)

@@ -59,7 +59,7 @@ func (c *core) onChange(from string, m *changeMsg) {
 	}
 	if m.R.Big {
 		if r := o.recs[m.R.N]; (r == nil || r.ver < m.R.V) && o.tombs[m.R.N] < m.R.V {
-			c.requestOwner(from)
+			c.requestOwner(from, false)
 		}
 		return
 	}
@@ -86,13 +86,13 @@ func (c *core) onBeacon(from string, m *beaconMsg) {
 		switch {
 		case o == nil:
 			if m.V > 0 {
-				c.requestOwner(from)
+				c.requestOwner(from, false)
 			}
 		case m.I < o.inc:
 		case m.I == o.inc && m.V == o.max && m.H == o.hash:
 			o.ver = o.max // caught up: the owner says so
 		default:
-			c.requestOwner(from)
+			c.requestOwner(from, m.I == o.inc && m.V <= o.max)
 		}
 	}
 	if m.CH != c.chash {
@@ -101,8 +101,14 @@ func (c *core) onBeacon(from string, m *beaconMsg) {
 }
 
 // requestOwner asks owner for its records since the version this node
-// has; one fetch per owner at a time.
-func (c *core) requestOwner(name string) {
+// has, or with full for all of them; one fetch per owner at a time.
+//
+// A full copy repairs what a delta cannot: this copy counts every version
+// the owner announced, yet the hashes differ. It then holds a record the
+// owner deleted at a version already counted: one relayed by a third node
+// (a confirmation's answer) after a full fetch, which carries no
+// tombstones.
+func (c *core) requestOwner(name string, full bool) {
 	if name == c.self {
 		return
 	}
@@ -114,7 +120,7 @@ func (c *core) requestOwner(name string) {
 		return
 	}
 	var inc, since uint64
-	if o := c.owners[name]; o != nil {
+	if o := c.owners[name]; o != nil && !full {
 		inc, since = o.inc, o.ver
 	}
 	c.nextReq++
@@ -234,11 +240,11 @@ func (c *core) mergeDigest(from string, d *digestMsg) {
 		switch {
 		case o == nil:
 			if od.V > 0 {
-				c.requestOwner(od.N)
+				c.requestOwner(od.N, false)
 			}
 		case od.I < o.inc:
 		case od.I > o.inc || od.V > o.max || (od.V == o.max && od.H != o.hash):
-			c.requestOwner(od.N)
+			c.requestOwner(od.N, od.I == o.inc && od.V <= o.max)
 		case from == od.N && od.V == o.max && od.H == o.hash:
 			o.ver = o.max
 		}

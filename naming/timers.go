@@ -27,7 +27,7 @@ func (c *core) tick() {
 		if now.After(f.deadline) {
 			delete(c.fetches, name)
 			if _, ok := c.live[name]; ok {
-				c.requestOwner(name) // a lost request or answer: ask again
+				c.requestOwner(name, false) // a lost request or answer: ask again
 			}
 		}
 	}

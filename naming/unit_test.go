@@ -244,3 +244,31 @@ func TestCoreClusterScopedConcurrentBindsSameMillisecond(t *testing.T) {
 	}
 	assert.Equal(t, "a=a2", n.lookup("b", "cfg/x"))
 }
+
+// A record of an owner that the owner deleted, relayed by a third node
+// (as a confirmation's answer relays the winner's record) after a full
+// fetch that carried no tombstones, sits at a version this copy already
+// counts: a delta since that version cannot remove it. The digests still
+// differ, and the copy asks for the owner's full set, which repairs it.
+func TestCoreStaleRelayedRecordRepaired(t *testing.T) {
+	n := newNet(t, "a", "b")
+	require.NoError(t, n.bind("a", opBind, "k", "v"))
+	n.run()
+	stale := *n.cores["b"].owners["a"].recs["k"]
+	require.NoError(t, n.bind("a", opUnbind, "k", ""))
+	require.NoError(t, n.bind("a", opBind, "j", "v"))
+	n.run()
+	// b declares a failed, then a comes back: a full fetch, no tombstones.
+	b := n.cores["b"]
+	b.memberEvent(membership.Event{Type: membership.EventFail, Member: membership.Member{Name: "a"}})
+	b.memberEvent(membership.Event{Type: membership.EventJoin, Member: membership.Member{Name: "a"}})
+	n.run()
+	require.Equal(t, "", n.lookup("b", "k"))
+	// A third node relays a's old record.
+	b.onChange("a", &changeMsg{I: n.cores["a"].inc, R: recWire{N: stale.name, V: stale.ver, B: stale.born, T: stale.ts, X: stale.value}})
+	require.Equal(t, "a=v", n.lookup("b", "k"), "the test relays a record b takes")
+
+	n.pushPull("a", "b")
+	assert.Equal(t, "", n.lookup("b", "k"), "the deleted record stays")
+	assert.Equal(t, coreDigest(n.cores["a"]), coreDigest(b))
+}
