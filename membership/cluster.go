@@ -81,13 +81,15 @@ type Cluster struct {
 	// or user code while holding mu.
 	mu struct {
 		sync.RWMutex
-		state    ClusterState
-		meta     Meta
-		members  map[string]Member // live members, self included
-		lost     map[string]lostMember
-		leaving  map[string]bool // members that announced a graceful leave
-		subs     map[*Subscription]struct{}
-		channels map[string]*Channel
+		state   ClusterState
+		meta    Meta
+		members map[string]Member // live members, self included
+		lost    map[string]lostMember
+		leaving map[string]bool // members that announced a graceful leave
+		// lastFailure is when a member last failed (LastFailure).
+		lastFailure time.Time
+		subs        map[*Subscription]struct{}
+		channels    map[string]*Channel
 	}
 
 	stopOnce sync.Once
@@ -274,6 +276,17 @@ func (c *Cluster) Suspects() []string {
 		}
 	}
 	return out
+}
+
+// LastFailure returns when this node last saw a member fail (zero if
+// never). It is set before subscribers are told of the failure, so a
+// layer that reacts to what another subscriber did on a failure (naming
+// dropping the failed node's bindings, say) finds it already set: pins
+// wait a lease from it before claiming.
+func (c *Cluster) LastFailure() time.Time {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.mu.lastFailure
 }
 
 // Member returns the live member with the given name.
@@ -581,6 +594,7 @@ func (c *Cluster) apply(t EventType, n *memberlist.Node) {
 			m.State = StateLeft
 		} else {
 			t, m.State = EventFail, StateFailed
+			c.mu.lastFailure = time.Now()
 			if len(c.mu.lost) < maxLost {
 				c.mu.lost[m.Name] = lostMember{addr: m.Addr, at: time.Now()}
 			}

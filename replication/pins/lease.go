@@ -26,12 +26,10 @@ import (
 // failure is declared after it: the old owner has let go before a new
 // one claims, on any clocks that run at the same rate.
 
-// leaseState is when the last round that reached a quorum started, and
-// when this node last saw a member fail.
+// leaseState is when the last round that reached a quorum started.
 type leaseState struct {
-	mu          sync.Mutex
-	reached     time.Time
-	lastFailure time.Time
+	mu      sync.Mutex
+	reached time.Time
 }
 
 // renewed records that a quorum answered a round started at t.
@@ -40,12 +38,6 @@ func (l *leaseState) renewed(t time.Time) {
 	if t.After(l.reached) {
 		l.reached = t
 	}
-	l.mu.Unlock()
-}
-
-func (l *leaseState) failed(t time.Time) {
-	l.mu.Lock()
-	l.lastFailure = t
 	l.mu.Unlock()
 }
 
@@ -59,12 +51,11 @@ func (p *Pins) leaseValid() bool {
 // claimWait returns how long a claim must still wait after the last
 // member failure this node saw (see above).
 func (p *Pins) claimWait() time.Duration {
-	p.lease.mu.Lock()
-	defer p.lease.mu.Unlock()
-	if p.lease.lastFailure.IsZero() {
+	last := p.cluster.LastFailure()
+	if last.IsZero() {
 		return 0
 	}
-	return time.Until(p.lease.lastFailure.Add(p.opts.OwnerLease))
+	return time.Until(last.Add(p.opts.OwnerLease))
 }
 
 // holding reports whether this node holds or campaigns for anything that
@@ -97,11 +88,24 @@ func (p *Pins) heartbeat() {
 			}
 			continue
 		}
-		if !lost && !p.leaseValid() {
-			lost = true
+		if !p.leaseValid() {
+			// Every tick while it lasts: a claim that was under way when
+			// the lease ran out may have been granted since.
+			if !lost {
+				lost = true
+				p.log.Warn("could not reach a quorum within the owner lease: releasing pins and stopping singletons", "lease", p.opts.OwnerLease)
+			}
 			p.forfeit()
 		}
 	}
+}
+
+// renewLease reports whether the lease runs, renewing it first with a
+// round of calls when it does not: a claim is made only in touch with a
+// quorum, so that it cannot outlive a lease that ran out while it was
+// under way (the heartbeat then gives it up).
+func (p *Pins) renewLease() bool {
+	return p.leaseValid() || p.pingQuorum()
 }
 
 // voters returns the members that the quorum counts: those alive and not
@@ -155,7 +159,6 @@ func (p *Pins) pingQuorum() bool {
 // forfeit gives up every pin this node holds, its lease having run out,
 // and wakes the singletons, which stop and unbind theirs.
 func (p *Pins) forfeit() {
-	p.log.Warn("could not reach a quorum within the owner lease: releasing pins and stopping singletons", "lease", p.opts.OwnerLease)
 	ctx, cancel := context.WithTimeout(p.ctx, 5*time.Second)
 	defer cancel()
 	if err := p.releaseAll(ctx); err != nil {

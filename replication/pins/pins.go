@@ -168,12 +168,12 @@ func (p *Pins) claim(ctx context.Context, key string) (Pin, error) {
 		if err := p.waitClaim(ctx); err != nil {
 			return Pin{}, err
 		}
-		start := time.Now()
+		if !p.renewLease() {
+			return Pin{}, fmt.Errorf("%w: pin %q: no quorum answered within the owner lease", ErrNoQuorum, key)
+		}
 		err := p.tree.Bind(ctx, name, nil, naming.Confirmed())
 		switch {
 		case err == nil:
-			// Every live member answered: a quorum, as p.quorum held.
-			p.lease.renewed(start)
 			p.mu.Lock()
 			p.mu.owned[key] = struct{}{}
 			p.mu.Unlock()
@@ -362,7 +362,6 @@ func (p *Pins) eventLoop() {
 			switch ev.Type {
 			case membership.EventFail:
 				p.failures.Failed(ev.Member.Name, time.Now())
-				p.lease.failed(time.Now())
 			case membership.EventJoin, membership.EventLeave:
 				p.failures.Forget(ev.Member.Name)
 			}

@@ -239,10 +239,11 @@ func (s *Singleton) loop(ctx context.Context, w *naming.Watcher) {
 				wait = delay
 				break
 			}
-			start := time.Now()
-			if err := p.tree.Bind(ctx, s.owner, nil, naming.Confirmed()); err == nil {
-				p.lease.renewed(start) // every live member answered
-			} else if !errors.Is(err, naming.ErrNameBound) && ctx.Err() == nil {
+			if !p.renewLease() {
+				wait = restartDelay
+				break
+			}
+			if err := p.tree.Bind(ctx, s.owner, nil, naming.Confirmed()); err != nil && !errors.Is(err, naming.ErrNameBound) && ctx.Err() == nil {
 				p.log.Warn("claim singleton", "singleton", s.name, "err", err)
 				wait = restartDelay
 				break
