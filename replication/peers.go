@@ -6,7 +6,6 @@ import (
 	"errors"
 	"hash/fnv"
 	"slices"
-	"sync"
 	"syscall"
 	"time"
 
@@ -349,26 +348,14 @@ func (s *Sessions) seesDown(name string) bool {
 // back would start a second lineage of sessions that peer still serves.
 func (s *Sessions) agreedDown(ctx context.Context, peer string) bool {
 	live, lost := s.voters()
-	var mu sync.Mutex
-	agree := []string{s.self}
-	var wg sync.WaitGroup
-	for _, name := range live {
-		if name == s.self || name == peer {
-			continue
+	return quorum.Poll(s.self, live, lost, func(name string) bool {
+		if name == peer {
+			return false
 		}
-		wg.Go(func() {
-			var r downReply
-			if _, err := s.call(ctx, name, methodDown, downReq{From: s.self, Peer: peer}, &r); err != nil || !r.Down {
-				return
-			}
-			mu.Lock()
-			agree = append(agree, name)
-			mu.Unlock()
-		})
-	}
-	wg.Wait()
-	against := slices.DeleteFunc(append(live, lost...), func(n string) bool { return slices.Contains(agree, n) })
-	return quorum.Holds(agree, against)
+		var r downReply
+		_, err := s.call(ctx, name, methodDown, downReq{From: s.self, Peer: peer}, &r)
+		return err == nil && r.Down
+	})
 }
 
 // mayTakeFrom reports whether this node may take over the sessions of

@@ -95,3 +95,33 @@ func (f *Failures) Holds(live, lost []string, now time.Time) bool {
 	})
 	return Holds(live, append(failed, lost...))
 }
+
+// Poll asks every voter in live but self, at once, and reports whether
+// self and those whose ask returned true hold the quorum among all the
+// voters, live and lost (Holds): a quorum that answers, not merely one
+// that this node counts. A voter that does not answer counts against.
+func Poll(self string, live, lost []string, ask func(voter string) bool) bool {
+	var mu sync.Mutex
+	yes := []string{self}
+	var wg sync.WaitGroup
+	for _, v := range live {
+		if v == self {
+			continue
+		}
+		wg.Go(func() {
+			if ask(v) {
+				mu.Lock()
+				yes = append(yes, v)
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	var no []string
+	for _, v := range append(slices.Clone(live), lost...) {
+		if !slices.Contains(yes, v) {
+			no = append(no, v)
+		}
+	}
+	return Holds(yes, no)
+}

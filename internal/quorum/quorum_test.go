@@ -88,3 +88,26 @@ func TestFailuresWindow(t *testing.T) {
 		t.Fatal("old failures are not forgotten")
 	}
 }
+
+func TestPoll(t *testing.T) {
+	for _, tc := range []struct {
+		self, live, lost, yes string
+		want                  bool
+	}{
+		{"a", "a,b,c,d,e", "", "b", false},
+		{"a", "a,b,c,d,e", "", "b,c", true},
+		{"a", "a,b,c", "d,e", "b", false},  // the lost count against
+		{"a", "a,b,c", "d,e", "b,c", true}, // three of five answered
+		{"a", "a", "b", "", true},          // an even split: a sorts first
+		{"b", "b", "a", "", false},         // and b does not
+		{"a", "a,b", "", "", true},         // b silent: a holds the tie-break
+		{"a", "a,b,c", "", "a", false},     // self is counted once
+	} {
+		got := Poll(tc.self, names(tc.live), names(tc.lost), func(v string) bool {
+			return strings.Contains(","+tc.yes+",", ","+v+",")
+		})
+		if got != tc.want {
+			t.Errorf("Poll(%q, live %q, lost %q, yes %q) = %v, want %v", tc.self, tc.live, tc.lost, tc.yes, got, tc.want)
+		}
+	}
+}

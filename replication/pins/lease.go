@@ -131,25 +131,10 @@ func (p *Pins) pingQuorum() bool {
 	live, lost := p.voters()
 	ctx, cancel := context.WithTimeout(p.ctx, p.opts.OwnerLease/4)
 	defer cancel()
-	var mu sync.Mutex
-	answered := []string{p.self}
-	var wg sync.WaitGroup
-	for _, m := range live {
-		if m == p.self {
-			continue
-		}
-		wg.Go(func() {
-			if _, err := p.ch.Call(ctx, m, methodPing, nil); err != nil {
-				return
-			}
-			mu.Lock()
-			answered = append(answered, m)
-			mu.Unlock()
-		})
-	}
-	wg.Wait()
-	others := slices.DeleteFunc(append(live, lost...), func(n string) bool { return slices.Contains(answered, n) })
-	if !quorum.Holds(answered, others) {
+	if !quorum.Poll(p.self, live, lost, func(m string) bool {
+		_, err := p.ch.Call(ctx, m, methodPing, nil)
+		return err == nil
+	}) {
 		return false
 	}
 	p.lease.renewed(start)
