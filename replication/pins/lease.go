@@ -2,11 +2,14 @@ package pins
 
 import (
 	"context"
+	"errors"
+	"maps"
 	"slices"
 	"sync"
 	"time"
 
 	"github.com/troupe-go/troupe/internal/quorum"
+	"github.com/troupe-go/troupe/naming"
 )
 
 // The owner's lease. Failure detection fires on both sides of a cut, and
@@ -59,11 +62,11 @@ func (p *Pins) claimWait() time.Duration {
 }
 
 // holding reports whether this node holds or campaigns for anything that
-// the lease guards: pins, or registered singletons.
+// the lease guards: pins, claims under way, or registered singletons.
 func (p *Pins) holding() bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return len(p.mu.owned) > 0 || len(p.mu.singletons) > 0
+	return len(p.mu.owned) > 0 || len(p.mu.claiming) > 0 || len(p.mu.singletons) > 0
 }
 
 // heartbeat renews the lease while this node holds something, and gives
@@ -142,12 +145,39 @@ func (p *Pins) pingQuorum() bool {
 }
 
 // forfeit gives up every pin this node holds, its lease having run out,
-// and wakes the singletons, which stop and unbind theirs.
+// and the claims under way, and wakes the singletons, which stop and
+// unbind theirs. A claim made while the lease ran may still be waiting
+// for members across a cut when the lease runs out: its binding, born
+// before the other side's claim, would win at the heal.
 func (p *Pins) forfeit() {
 	ctx, cancel := context.WithTimeout(p.ctx, 5*time.Second)
 	defer cancel()
 	if err := p.releaseAll(ctx); err != nil {
 		p.log.Warn("release pins", "err", err)
 	}
+	p.mu.Lock()
+	claims := slices.Collect(maps.Keys(p.mu.claiming))
+	p.mu.Unlock()
+	for _, name := range claims {
+		if err := p.tree.Unbind(ctx, name); err != nil && !errors.Is(err, naming.ErrNotFound) {
+			p.log.Warn("give up a claim", "err", err)
+		}
+	}
 	p.wakeSingletons()
+}
+
+// bindClaim binds name for this node, a confirmed Bind, recorded as a
+// claim under way until it returns (see forfeit).
+func (p *Pins) bindClaim(ctx context.Context, name string) error {
+	p.mu.Lock()
+	p.mu.claiming[name]++
+	p.mu.Unlock()
+	defer func() {
+		p.mu.Lock()
+		if p.mu.claiming[name]--; p.mu.claiming[name] == 0 {
+			delete(p.mu.claiming, name)
+		}
+		p.mu.Unlock()
+	}()
+	return p.tree.Bind(ctx, name, nil, naming.Confirmed())
 }

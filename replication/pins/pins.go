@@ -50,6 +50,7 @@ type Pins struct {
 		closed     bool
 		joinedAt   time.Time           // when a member last joined (or came back)
 		owned      map[string]struct{} // keys this node pinned
+		claiming   map[string]int      // names of claims under way, and how many
 		singletons map[string]*Singleton
 		watchers   map[*Watcher]struct{}
 		busy       int // remote claims being served
@@ -75,6 +76,7 @@ func New(ctx context.Context, cluster *membership.Cluster, tree *naming.Tree, op
 	}
 	p.failures = quorum.NewFailures(o.QuorumWindow)
 	p.mu.owned = map[string]struct{}{}
+	p.mu.claiming = map[string]int{}
 	p.mu.singletons = map[string]*Singleton{}
 	p.mu.watchers = map[*Watcher]struct{}{}
 	ch, err := cluster.Channel(o.Channel, handler{p}, membership.WithErrors(remoteErrors...))
@@ -171,7 +173,7 @@ func (p *Pins) claim(ctx context.Context, key string) (Pin, error) {
 		if !p.renewLease() {
 			return Pin{}, fmt.Errorf("%w: pin %q: no quorum answered within the owner lease", ErrNoQuorum, key)
 		}
-		err := p.tree.Bind(ctx, name, nil, naming.Confirmed())
+		err := p.bindClaim(ctx, name)
 		switch {
 		case err == nil:
 			p.mu.Lock()
