@@ -116,7 +116,15 @@ func (s *Sessions) resolveOne(ctx context.Context, p, key string, st state) (win
 	if len(r.St) != 1 {
 		return false, fmt.Errorf("replication: resolve from %s: %d answers for 1 item", p, len(r.St))
 	}
-	return r.St[0] == stOK, nil
+	switch r.St[0] {
+	case stOK:
+		return true, nil
+	case stStale:
+		return false, nil
+	}
+	// Busy: the peer could not compare now. Losing on that would drop a
+	// newer copy for an older one; the contest stays open.
+	return false, fmt.Errorf("replication: resolve from %s: %v", p, r.St[0])
 }
 
 func (s *Sessions) sendTouch(name string, keys []string) {

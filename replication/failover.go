@@ -248,12 +248,13 @@ func (s *Sessions) resolveWith(name string, list []*entry) {
 		}
 		st := e.state()
 		if st.role == rolePrimary && st.epoch == states[i].epoch {
-			if r.St[i] == stOK {
+			switch r.St[i] {
+			case stOK:
 				st.contested = withoutName(st.contested, name)
 				s.publish(e, st)
-			} else {
+			case stStale:
 				s.dropStale(e, st)
-			}
+			} // busy: the contest stays open for the next round
 		}
 		e.unlock()
 	}

@@ -634,3 +634,26 @@ func TestHandoverKeepsTheOldSecondary(t *testing.T) {
 	set(t, third, h2, "v", "two")
 	c.waitOneCopyEach(h.e.key)
 }
+
+// TestResolveBusyIsNotALoss: a peer that cannot compare copies now (its
+// copy is locked: busy) has not won. Before, the asking node took "busy"
+// for a loss and dropped its copy, which could be the newer one: a paused
+// primary that came back busy made the node that had promoted the
+// session, and acknowledged writes since, drop them.
+func TestResolveBusyIsNotALoss(t *testing.T) {
+	c := startSessions(t, 3, nil)
+	p := c.nodes[0]
+	h, err := p.s.Create(testCtx(t))
+	require.NoError(t, err)
+	set(t, p, h, "v", "one")
+	_, sec := c.byID(h.Route().Secondary)
+	e := sec.s.lookup(h.e.key)
+	require.NotNil(t, e)
+	require.NoError(t, e.lock(testCtx(t)))
+	_, err = p.s.resolveOne(testCtx(t), sec.c.Name(), h.e.key, h.e.state())
+	e.unlock()
+	require.Error(t, err, "a busy answer read as a verdict")
+	win, err := p.s.resolveOne(testCtx(t), sec.c.Name(), h.e.key, h.e.state())
+	require.NoError(t, err)
+	require.True(t, win, "the secondary's own lineage does not beat its primary")
+}
