@@ -100,7 +100,7 @@ func (s *Sessions) promote(e *entry, oldPrimary string, failed bool) {
 	}
 	ctx, cancel := context.WithTimeout(s.ctx, s.opts.CallTimeout)
 	defer cancel()
-	if failed && !s.agreedDown(ctx, oldPrimary) {
+	if failed && !s.agreedDown(ctx, oldPrimary, e.key, st.epoch+1) {
 		s.log.Debug("promotion postponed: most session nodes do not see the primary down", "session", keyRef(e.key), "primary", oldPrimary)
 		return
 	}
@@ -165,7 +165,7 @@ func (s *Sessions) rehomeLocked(ctx context.Context, e *entry, old string, conte
 	if st.role != rolePrimary || st.secondary != old {
 		return false
 	}
-	if contest && old != "" && !s.agreedDown(ctx, old) {
+	if contest && old != "" && !s.agreedDown(ctx, old, e.key, st.epoch+1) {
 		// Failure detection also fires on a cut, and after a heal the
 		// two sides' views differ for a while: the secondary may be back
 		// and promoting our copy. Only a quorum that sees it down keeps

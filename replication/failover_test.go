@@ -657,3 +657,48 @@ func TestResolveBusyIsNotALoss(t *testing.T) {
 	require.NoError(t, err)
 	require.True(t, win, "the secondary's own lineage does not beat its primary")
 }
+
+// TestFailoverNewerLineageVetoes: a secondary whose primary moved the
+// session on without it (a new secondary at the next epoch, the drop to
+// the old one lost) does not promote its copy when the primary seems
+// down, even though a quorum agrees: the new secondary answers that it
+// holds a newer lineage. Before, the old secondary promoted, and the two
+// lineages met at one epoch, the winner left to chance (it happened at
+// the heal of a partition, where views say down for a while).
+func TestFailoverNewerLineageVetoes(t *testing.T) {
+	c := startSessions(t, 4, nil)
+	p := c.nodes[0]
+	h, err := p.s.Create(testCtx(t))
+	require.NoError(t, err)
+	set(t, p, h, "v", "one")
+	secIdx, sec := c.byID(h.Route().Secondary)
+	old := sec.s.lookup(h.e.key)
+	require.NotNil(t, old)
+
+	// The primary gives the session a new secondary; the drop to the old
+	// one is lost.
+	c.tc.Net.Block(clustertest.Host(0), clustertest.Host(secIdx))
+	require.NoError(t, h.e.lock(testCtx(t)))
+	ctx, cancel := context.WithTimeout(testCtx(t), 2*time.Second)
+	moved := p.s.rehomeLocked(ctx, h.e, sec.c.Name(), false)
+	cancel()
+	h.e.unlock()
+	require.True(t, moved)
+	c.tc.Net.Heal()
+	require.Equal(t, roleSecondary, old.state().role, "the old secondary kept its copy")
+
+	// Every other node sees the primary down. The old secondary would
+	// place its promoted copy on the fourth node, not on the new
+	// secondary, which would refuse it (the test makes the new secondary
+	// look full, as its replies would).
+	for i, n := range c.nodes {
+		if i != 0 {
+			n.s.peerDown(p.c.Name(), true)
+		}
+	}
+	sec.s.pmu.Lock()
+	sec.s.pmu.peers[h.e.state().secondary].count = 1 << 20
+	sec.s.pmu.Unlock()
+	sec.s.promote(old, p.c.Name(), true)
+	require.NotEqual(t, rolePrimary, old.state().role, "promoted over a newer lineage")
+}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"hash/fnv"
 	"slices"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -346,28 +347,54 @@ func (s *Sessions) seesDown(name string) bool {
 // or to replace it as a secondary: after a heal the views differ for a
 // while, and a node that still sees peer failed while the others see it
 // back would start a second lineage of sessions that peer still serves.
-func (s *Sessions) agreedDown(ctx context.Context, peer string) bool {
+//
+// The same round vetoes the move of session key to epoch when any node
+// answers that it holds a copy of another lineage at that epoch or later:
+// during a heal, a node's view may say down while the session moved on
+// without this node, and two lineages at one epoch would leave the winner
+// to chance.
+func (s *Sessions) agreedDown(ctx context.Context, peer, key string, epoch uint64) bool {
 	live, lost := s.voters()
-	return quorum.Poll(s.self, live, lost, func(name string) bool {
+	var vetoed atomic.Bool
+	agreed := quorum.Poll(s.self, live, lost, func(name string) bool {
 		if name == peer {
 			return false
 		}
 		var r downReply
-		_, err := s.call(ctx, name, methodDown, downReq{From: s.self, Peer: peer}, &r)
+		_, err := s.call(ctx, name, methodDown, downReq{From: s.self, Peer: peer, Key: key, Epoch: epoch}, &r)
+		if err == nil && r.Newer {
+			vetoed.Store(true)
+		}
 		return err == nil && r.Down
 	})
+	return agreed && !vetoed.Load()
 }
 
-// mayTakeFrom reports whether this node may take over the sessions of
-// peer, which it could not reach: peer is gone (see gone), this node
-// holds the quorum, and, unless peer is dead, a quorum agrees that it is
-// down (agreedDown). dead is gone's.
-func (s *Sessions) mayTakeFrom(ctx context.Context, peer string) (ok, dead bool) {
+// holdsNewer reports whether this node holds a copy of key, of a lineage
+// other than from's, at epoch or later (see agreedDown).
+func (s *Sessions) holdsNewer(from, key string, epoch uint64) bool {
+	if key == "" {
+		return false
+	}
+	e := s.lookup(key)
+	if e == nil {
+		return false
+	}
+	st := e.state()
+	return st.role != roleNone && st.primary != from && st.epoch >= epoch
+}
+
+// mayTakeFrom reports whether this node may move session key to epoch
+// without peer, which it could not reach: peer is gone (see gone), this
+// node holds the quorum, and, unless peer is dead, a quorum agrees that
+// it is down and no node holds a newer lineage (agreedDown). dead is
+// gone's.
+func (s *Sessions) mayTakeFrom(ctx context.Context, peer, key string, epoch uint64) (ok, dead bool) {
 	gone, dead := s.gone(ctx, peer)
 	if !gone || !s.quorum() {
 		return false, dead
 	}
-	return dead || s.agreedDown(ctx, peer), dead
+	return dead || s.agreedDown(ctx, peer, key, epoch), dead
 }
 
 // pick chooses a secondary for key: a live peer outside this node's

@@ -151,14 +151,19 @@ type verifyReq struct {
 }
 
 // downReq asks whether the replier, too, sees Peer down (not a live
-// member, or suspected by failure detection).
+// member, or suspected by failure detection), before the caller moves
+// session Key to Epoch; and whether the replier holds a copy of Key of
+// another lineage at Epoch or later (Newer), which forbids the move.
 type downReq struct {
-	From string `codec:"f"`
-	Peer string `codec:"p"`
+	From  string `codec:"f"`
+	Peer  string `codec:"p"`
+	Key   string `codec:"k,omitempty"`
+	Epoch uint64 `codec:"e,omitempty"`
 }
 
 type downReply struct {
-	Down bool `codec:"d"`
+	Down  bool `codec:"d"`
+	Newer bool `codec:"n,omitempty"`
 }
 
 type touchReq struct {

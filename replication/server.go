@@ -165,7 +165,10 @@ func (s *Sessions) serve(ctx context.Context, from, method string, body []byte) 
 		if err := s.sender(from, req.From); err != nil {
 			return nil, err
 		}
-		return wire.Marshal(downReply{Down: s.seesDown(req.Peer)})
+		if req.Key != "" && !validKey(req.Key) {
+			return nil, errBadKey
+		}
+		return wire.Marshal(downReply{Down: s.seesDown(req.Peer), Newer: s.holdsNewer(from, req.Key, req.Epoch)})
 	case methodTouch:
 		var req touchReq
 		if err := wire.Unmarshal(body, &req); err != nil {
@@ -734,7 +737,7 @@ func (s *Sessions) handOver(ctx context.Context, e *entry, seen state, newPrimar
 		// The primary may still serve its copy: only if it is gone for
 		// sure, and once the lease we granted it has run out (at once
 		// when its process answered that it serves nothing).
-		ok, dead := s.mayTakeFrom(ctx, oldPrimary)
+		ok, dead := s.mayTakeFrom(ctx, oldPrimary, e.key, st.epoch+1)
 		if !ok {
 			return takeReply{St: stBusy}
 		}

@@ -209,7 +209,7 @@ func (s *Sessions) install(ctx context.Context, key string, local *entry, seen s
 		var placed bool
 		placed, err = s.placeAt(ctx, key, &st, old)
 		if !placed && err == nil {
-			if ok, _ := s.mayTakeFrom(ctx, old); !ok {
+			if ok, _ := s.mayTakeFrom(ctx, old, key, r.Epoch); !ok {
 				if created {
 					s.drop(e, "install: the old secondary is unreachable")
 				}
@@ -265,7 +265,7 @@ func (s *Sessions) promoteLocal(ctx context.Context, e *entry, oldPrimary string
 		// The primary may still serve its copy: only if it is gone for
 		// sure, and once the lease we granted it has run out (at once
 		// when its process answered that it serves nothing).
-		ok, dead := s.mayTakeFrom(ctx, oldPrimary)
+		ok, dead := s.mayTakeFrom(ctx, oldPrimary, e.key, st.epoch+1)
 		if !ok {
 			return nil, fmt.Errorf("%w: session %s: its primary %s is unreachable but not known to be gone", ErrUnavailable, keyRef(e.key), oldPrimary)
 		}
