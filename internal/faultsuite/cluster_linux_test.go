@@ -315,6 +315,27 @@ type debugInfo struct {
 	Naming map[string]any `json:"naming"`
 }
 
+// quietDebug samples node i's goroutines and heap a few times, a tenth
+// of a second apart, and keeps the fewest goroutines: a round ends with
+// requests and retries still under way, which are not growth.
+func (c *cluster) quietDebug(i int) (debugInfo, bool) {
+	var best debugInfo
+	ok := false
+	for k := range 5 {
+		if k > 0 {
+			time.Sleep(100 * time.Millisecond) // spacing between samples of a measure, not a wait for a condition
+		}
+		var d debugInfo
+		if _, err := c.callTimeout(10*time.Second, i, "GET", "/debug", &d); err != nil {
+			continue
+		}
+		if !ok || d.Goroutines < best.Goroutines {
+			best, ok = d, true
+		}
+	}
+	return best, ok
+}
+
 // goroutines returns node i's goroutines grouped by stack, the groups
 // of more than one first, for the report of a node whose count grew.
 func (c *cluster) goroutines(i int) string {
@@ -339,6 +360,7 @@ func (c *cluster) goroutines(i int) string {
 		return n
 	}
 	groups := strings.Split(string(body), "\n\n")
+	total := strings.SplitN(groups[0], "\n", 2)[0] // "goroutine profile: total N"
 	slices.SortStableFunc(groups, func(a, b string) int { return count(b) - count(a) })
-	return strings.Join(groups[:min(len(groups), 12)], "\n\n")
+	return total + "\n" + strings.Join(groups[:min(len(groups), 12)], "\n\n")
 }

@@ -115,8 +115,7 @@ func TestFaultSuite(t *testing.T) {
 			t.Fatalf("round %d (%s): %s", k+1, sc.name, res.fatal)
 		}
 		for i := range c.nodes {
-			var d debugInfo
-			if _, err := c.callTimeout(10*time.Second, i, "GET", "/debug", &d); err == nil {
+			if d, ok := c.quietDebug(i); ok {
 				sum.debug[i] = append(sum.debug[i], d)
 			}
 		}
