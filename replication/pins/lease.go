@@ -36,6 +36,13 @@ type leaseState struct {
 }
 
 // renewed records that a quorum answered a round started at t.
+// ever reports whether a round ever reached a quorum.
+func (l *leaseState) ever() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return !l.reached.IsZero()
+}
+
 func (l *leaseState) renewed(t time.Time) {
 	l.mu.Lock()
 	if t.After(l.reached) {
@@ -84,31 +91,36 @@ func (p *Pins) heartbeat() {
 		if !p.holding() {
 			continue
 		}
-		if p.pingQuorum() {
-			if lost {
-				lost = false
-				p.wakeSingletons() // they may claim again
-			}
-			continue
-		}
 		if !p.leaseValid() {
-			// Every tick while it lasts: a claim that was under way when
-			// the lease ran out may have been granted since.
-			if !lost {
+			// Checked before the round that may renew it: a process
+			// that was paused past its lease finds it run out here, and
+			// what it held across the gap is forfeit even though the
+			// quorum answers again at once. Every tick while it lasts: a
+			// claim that was under way may have been granted since.
+			if !lost && p.lease.ever() {
 				lost = true
 				p.log.Warn("could not reach a quorum within the owner lease: releasing pins and stopping singletons", "lease", p.opts.OwnerLease)
 			}
 			p.forfeit()
 		}
+		if p.pingQuorum() && lost {
+			lost = false
+			p.wakeSingletons() // they may claim again
+		}
 	}
 }
 
 // renewLease reports whether the lease runs, renewing it first with a
-// round of calls when it does not: a claim is made only in touch with a
+// round of calls when it does not (after giving up what was held across
+// the gap, as the heartbeat does): a claim is made only in touch with a
 // quorum, so that it cannot outlive a lease that ran out while it was
 // under way (the heartbeat then gives it up).
 func (p *Pins) renewLease() bool {
-	return p.leaseValid() || p.pingQuorum()
+	if p.leaseValid() {
+		return true
+	}
+	p.forfeit()
+	return p.pingQuorum()
 }
 
 // voters returns the members that the quorum counts: those alive and not
