@@ -208,8 +208,8 @@ func (s *Sessions) install(ctx context.Context, key string, local *entry, seen s
 	if old := r.Secondary; old != "" && old != s.self && old != src {
 		var placed bool
 		placed, err = s.placeAt(ctx, key, &st, old)
-		if !placed && err == nil {
-			if ok, _ := s.mayTakeFrom(ctx, old, key, r.Epoch); !ok {
+		if !placed && (err == nil || ctx.Err() != nil) {
+			if ok, _ := s.mayTakeFrom(ctx, old, key, r.Epoch); !ok || ctx.Err() != nil {
 				if created {
 					s.drop(e, "install: the old secondary is unreachable")
 				}
