@@ -209,6 +209,12 @@ func (c *core) settleConfirm(q uint64, cf *confirm) {
 		if w.node == c.self {
 			continue // our own record counts only while it lasts (above)
 		}
+		if own, ok := cf.heard[w.node]; ok && own != w && candCmp(w, own) < 0 {
+			// Its node answered too, and this record would come first
+			// there if it still held it: a stale copy's, from a member
+			// that missed the node's unbind (say, across a cut).
+			continue
+		}
 		if _, gone := c.departed[w.node]; !gone && (best.node == "" || candCmp(w, best) < 0) {
 			best = w
 		}
@@ -218,7 +224,7 @@ func (c *core) settleConfirm(q uint64, cf *confirm) {
 	case best.node == "":
 		err = fmt.Errorf("%w: %q was unbound meanwhile; bind again", ErrNameBound, cf.name)
 	case best.node != c.self:
-		err = fmt.Errorf("%w: %q is bound by %s", ErrNameBound, cf.name, best.node)
+		err = &BoundError{Name: cf.name, Node: best.node, Claimed: best.born}
 	}
 
 	c.answers = append(c.answers, reply{done: cf.done, err: err})

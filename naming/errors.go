@@ -1,6 +1,9 @@
 package naming
 
-import "errors"
+import (
+	"errors"
+	"fmt"
+)
 
 // Errors returned by this package. Match them with errors.Is: most calls
 // wrap one of these with the details (which name, which node, which
@@ -64,3 +67,20 @@ type quotaError struct{}
 
 func (quotaError) Error() string        { return "naming: member quota exceeded" }
 func (quotaError) Is(target error) bool { return target == ErrTooLarge }
+
+// BoundError is the error of a confirmed Bind (the Confirmed option) that
+// another node's binding won: it names the winner as the members
+// answered, which this node's own copy may not show yet (it may still
+// hold a binding the winner's round found gone). errors.Is(err,
+// ErrNameBound) holds.
+type BoundError struct {
+	Name    string
+	Node    string // the node whose binding won
+	Claimed uint64 // its Offer.Claimed
+}
+
+func (e *BoundError) Error() string {
+	return fmt.Sprintf("%v: %q is bound by %s", ErrNameBound, e.Name, e.Node)
+}
+
+func (e *BoundError) Unwrap() error { return ErrNameBound }

@@ -272,3 +272,31 @@ func TestCoreStaleRelayedRecordRepaired(t *testing.T) {
 	assert.Equal(t, "", n.lookup("b", "k"), "the deleted record stays")
 	assert.Equal(t, coreDigest(n.cores["a"]), coreDigest(b))
 }
+
+// A confirmed Bind asks every member who comes first for the name. A
+// member that missed another node's unbind (across a cut) still answers
+// with that node's old record; the node itself answers without it. Its
+// own answer wins: the old record is not the winner.
+func TestCoreConfirmIgnoresAStaleCopysRecord(t *testing.T) {
+	n := newNet(t, "a", "b", "c")
+	require.NoError(t, n.bind("a", opBind, "k", "v"))
+	n.run()
+	n.cut[[2]string{"a", "c"}] = true
+	require.NoError(t, n.bind("a", opUnbind, "k", ""))
+	n.run()
+	require.Equal(t, "a=v", n.lookup("c", "k"), "the test's c missed the unbind")
+
+	b := n.cores["b"]
+	require.NoError(t, n.bind("b", opBind, "k", "w"))
+	done := make(chan error, 1)
+	b.startConfirm("k", []string{"a", "b", "c"}, done)
+	n.run()
+	var got []error
+	for _, r := range b.answers {
+		if r.done == done {
+			got = append(got, r.err)
+		}
+	}
+	require.Len(t, got, 1, "the confirmation did not settle")
+	require.NoError(t, got[0], "a's unbound record, as c still shows it, beat b")
+}

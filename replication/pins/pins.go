@@ -174,11 +174,16 @@ func (p *Pins) claim(ctx context.Context, key string) (Pin, error) {
 			return Pin{}, fmt.Errorf("%w: pin %q: no quorum answered within the owner lease", ErrNoQuorum, key)
 		}
 		err := p.bindClaim(ctx, name)
+		var bound *naming.BoundError
 		switch {
 		case err == nil:
 			p.mu.Lock()
 			p.mu.owned[key] = struct{}{}
 			p.mu.Unlock()
+		case errors.As(err, &bound):
+			// The winner as the members answered: this copy may still
+			// show a binding they found gone.
+			return Pin{Key: key, Owner: bound.Node, Token: bound.Claimed}, nil
 		case errors.Is(err, naming.ErrNameBound):
 		case errors.Is(err, naming.ErrInvalidName):
 			return Pin{}, fmt.Errorf("%w: %w", ErrInvalidKey, err)
