@@ -359,8 +359,8 @@ func (c *cluster) goroutines(i int) string {
 		n, _ := strconv.Atoi(strings.TrimSpace(strings.SplitN(g, " @", 2)[0]))
 		return n
 	}
-	groups := strings.Split(string(body), "\n\n")
-	total := strings.SplitN(groups[0], "\n", 2)[0] // "goroutine profile: total N"
+	total, rest, _ := strings.Cut(string(body), "\n") // "goroutine profile: total N"
+	groups := strings.Split(rest, "\n\n")
 	slices.SortStableFunc(groups, func(a, b string) int { return count(b) - count(a) })
 	return total + "\n" + strings.Join(groups[:min(len(groups), 12)], "\n\n")
 }
