@@ -144,7 +144,9 @@ func (p *Pins) voters() (live, lost []string) {
 func (p *Pins) pingQuorum() bool {
 	start := time.Now()
 	live, lost := p.voters()
-	ctx, cancel := context.WithTimeout(p.ctx, p.opts.OwnerLease/4)
+	// Half the lease: a loaded machine answers slowly, and the lease holds
+	// as long as a round that a quorum answered started within it.
+	ctx, cancel := context.WithTimeout(p.ctx, p.opts.OwnerLease/2)
 	defer cancel()
 	if !quorum.Poll(p.self, live, lost, func(m string) bool {
 		_, err := p.ch.Call(ctx, m, methodPing, nil)

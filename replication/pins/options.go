@@ -18,7 +18,7 @@ const (
 	DefaultChannel      = "troupe.pins"
 	DefaultPreferDelay  = 500 * time.Millisecond
 	DefaultQuorumWindow = time.Minute
-	DefaultOwnerLease   = time.Second
+	DefaultOwnerLease   = 2 * time.Second
 
 	DefaultForwardDialTimeout   = 5 * time.Second
 	DefaultForwardHeaderTimeout = 30 * time.Second
@@ -94,7 +94,7 @@ type Options struct {
 	// of a member failure it saw, so that a failed owner cut off on the
 	// other side of a partition has let go first. It bounds how long a
 	// partitioned owner may go on, and adds up to that much to a
-	// singleton's failover. Default 1 s.
+	// singleton's failover. Default 2 s.
 	OwnerLease time.Duration
 
 	// PreferDelay is how long a registered node that is not the preferred
