@@ -203,10 +203,7 @@ func TestFailoverStalePrimaryAfterPartition(t *testing.T) {
 // old primary's handles are stale, and the route names the new primary.
 func TestFailoverThirdNodeTakesOver(t *testing.T) {
 	c := startSessions(t, 3, nil)
-	p := c.nodes[0]
-	h, err := p.s.Create(testCtx(t))
-	require.NoError(t, err)
-	set(t, p, h, "v", "one")
+	p, h := c.sessionOn(t, 0, "one")
 	secIdx, _ := c.byID(h.Route().Secondary)
 	third := c.nodes[3-secIdx]
 
@@ -476,10 +473,7 @@ func TestFailoverMinorityDoesNotSayNotFound(t *testing.T) {
 // new secondary at once and succeed.
 func TestFailoverSecondaryDeadPrimaryGoesOn(t *testing.T) {
 	c := startSessions(t, 3, nil)
-	p := c.nodes[0]
-	h, err := p.s.Create(testCtx(t))
-	require.NoError(t, err)
-	set(t, p, h, "v", "one")
+	p, h := c.sessionOn(t, 0, "one")
 	secIdx, sec := c.byID(h.Route().Secondary)
 	third := c.nodes[3-secIdx]
 	// Let the secondary's lease run out, so that the Get must ask it.
@@ -578,10 +572,7 @@ func TestFailoverEvenSplitOneSideActs(t *testing.T) {
 // membership's events would); the agreement is asked over the network.
 func TestFailoverOneVerdictIsNotEnough(t *testing.T) {
 	c := startSessions(t, 3, nil)
-	p := c.nodes[0]
-	h, err := p.s.Create(testCtx(t))
-	require.NoError(t, err)
-	set(t, p, h, "v", "one")
+	p, h := c.sessionOn(t, 0, "one")
 	secIdx, sec := c.byID(h.Route().Secondary)
 	third := c.nodes[3-secIdx]
 	e := sec.s.lookup(h.e.key)
@@ -611,10 +602,7 @@ func TestFailoverOneVerdictIsNotEnough(t *testing.T) {
 // promote on seeing the old primary fail: a second lineage.
 func TestHandoverKeepsTheOldSecondary(t *testing.T) {
 	c := startSessions(t, 3, nil)
-	p := c.nodes[0]
-	h, err := p.s.Create(testCtx(t))
-	require.NoError(t, err)
-	set(t, p, h, "v", "one")
+	_, h := c.sessionOn(t, 0, "one")
 	secIdx, _ := c.byID(h.Route().Secondary)
 	thirdIdx := 3 - secIdx
 	third := c.nodes[thirdIdx]
@@ -623,7 +611,7 @@ func TestHandoverKeepsTheOldSecondary(t *testing.T) {
 	// it alive through the primary.
 	c.tc.Net.Block(clustertest.Host(thirdIdx), clustertest.Host(secIdx))
 	short, cancel := context.WithTimeout(testCtx(t), 3*time.Second)
-	_, err = third.s.Get(short, h.ID())
+	_, err := third.s.Get(short, h.ID())
 	cancel()
 	require.ErrorIs(t, err, ErrUnavailable, "taken over while the old secondary still backs the old primary")
 
@@ -642,15 +630,12 @@ func TestHandoverKeepsTheOldSecondary(t *testing.T) {
 // session, and acknowledged writes since, drop them.
 func TestResolveBusyIsNotALoss(t *testing.T) {
 	c := startSessions(t, 3, nil)
-	p := c.nodes[0]
-	h, err := p.s.Create(testCtx(t))
-	require.NoError(t, err)
-	set(t, p, h, "v", "one")
+	p, h := c.sessionOn(t, 0, "one")
 	_, sec := c.byID(h.Route().Secondary)
 	e := sec.s.lookup(h.e.key)
 	require.NotNil(t, e)
 	require.NoError(t, e.lock(testCtx(t)))
-	_, err = p.s.resolveOne(testCtx(t), sec.c.Name(), h.e.key, h.e.state())
+	_, err := p.s.resolveOne(testCtx(t), sec.c.Name(), h.e.key, h.e.state())
 	e.unlock()
 	require.Error(t, err, "a busy answer read as a verdict")
 	win, err := p.s.resolveOne(testCtx(t), sec.c.Name(), h.e.key, h.e.state())
@@ -667,10 +652,7 @@ func TestResolveBusyIsNotALoss(t *testing.T) {
 // the heal of a partition, where views say down for a while).
 func TestFailoverNewerLineageVetoes(t *testing.T) {
 	c := startSessions(t, 4, nil)
-	p := c.nodes[0]
-	h, err := p.s.Create(testCtx(t))
-	require.NoError(t, err)
-	set(t, p, h, "v", "one")
+	p, h := c.sessionOn(t, 0, "one")
 	secIdx, sec := c.byID(h.Route().Secondary)
 	old := sec.s.lookup(h.e.key)
 	require.NotNil(t, old)

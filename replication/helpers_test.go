@@ -189,6 +189,17 @@ func mustGet(t testing.TB, n *node, id, key string) (*Session, string) {
 	return h, string(v)
 }
 
+// sessionOn creates a session on node i with attribute "v" set to value,
+// saved.
+func (c *testCluster) sessionOn(t testing.TB, i int, value string) (*node, *Session) {
+	t.Helper()
+	n := c.nodes[i]
+	h, err := n.s.Create(testCtx(t))
+	require.NoError(t, err)
+	set(t, n, h, "v", value)
+	return n, h
+}
+
 func set(t testing.TB, n *node, h *Session, key, value string) {
 	t.Helper()
 	require.NoError(t, h.Set(key, []byte(value)))
