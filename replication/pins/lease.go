@@ -3,6 +3,7 @@ package pins
 import (
 	"context"
 	"errors"
+	"fmt"
 	"maps"
 	"slices"
 	"sync"
@@ -180,8 +181,20 @@ func (p *Pins) forfeit() {
 	p.wakeSingletons()
 }
 
+// errClaimRaced: a member failed while the claim was under way; the claim
+// was withdrawn, and may be made again once the wait after a failure is
+// over.
+var errClaimRaced = errors.New("pins: a member failed during the claim")
+
 // bindClaim binds name for this node, a confirmed Bind, recorded as a
 // claim under way until it returns (see forfeit).
+//
+// A confirmation settles once every member asked has answered or failed,
+// so a claim made at the moment of a cut completes, on this side's
+// answers alone, when failure detection declares the other side failed;
+// its binding, born before the other side's claim, would win at the heal.
+// So a claim during which this node saw a member fail is withdrawn
+// (errClaimRaced): the next one waits OwnerLease, then needs the quorum.
 func (p *Pins) bindClaim(ctx context.Context, name string) error {
 	p.mu.Lock()
 	p.mu.claiming[name]++
@@ -193,5 +206,13 @@ func (p *Pins) bindClaim(ctx context.Context, name string) error {
 		}
 		p.mu.Unlock()
 	}()
-	return p.tree.Bind(ctx, name, nil, naming.Confirmed())
+	start := time.Now()
+	err := p.tree.Bind(ctx, name, nil, naming.Confirmed())
+	if err != nil || !p.cluster.LastFailure().After(start) {
+		return err
+	}
+	if err := p.tree.Unbind(ctx, name); err != nil && !errors.Is(err, naming.ErrNotFound) {
+		return fmt.Errorf("pins: withdraw a claim made during a failure: %w", err)
+	}
+	return errClaimRaced
 }

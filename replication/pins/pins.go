@@ -180,6 +180,8 @@ func (p *Pins) claim(ctx context.Context, key string) (Pin, error) {
 			p.mu.Lock()
 			p.mu.owned[key] = struct{}{}
 			p.mu.Unlock()
+		case errors.Is(err, errClaimRaced):
+			continue // waitClaim waits out the owner lease first
 		case errors.As(err, &bound):
 			// The winner as the members answered: this copy may still
 			// show a binding they found gone.

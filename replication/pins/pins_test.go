@@ -397,3 +397,24 @@ func TestPinMajorityClaimSurvivesTheHeal(t *testing.T) {
 		require.Equal(t, won, p, "Pin on %s", n.name())
 	}
 }
+
+// TestPinClaimDuringAFailureIsWithdrawn: a claim made while a member is
+// cut off waits for that member's answer until failure detection drops
+// it, and would then complete on this side's answers alone. It is
+// withdrawn and made again once the owner lease after the failure is
+// over: the token the caller gets is younger than the failure by at least
+// OwnerLease. Before, the first claim stood, born at the cut, and at a
+// heal it would beat a claim made meanwhile on the other side.
+func TestPinClaimDuringAFailureIsWithdrawn(t *testing.T) {
+	nodes := startPins(t, 3)
+	tc := nodes[0].tc
+	tc.Net.Partition(tc.Hosts(0, 1), tc.Hosts(2))
+	pin, err := nodes[0].pins.Pin(testCtx(t), "k")
+	require.NoError(t, err)
+	require.Equal(t, nodes[0].name(), pin.Owner)
+	failed := nodes[0].c.LastFailure()
+	require.False(t, failed.IsZero(), "the claim returned before failure detection: the test proves nothing")
+	claimed := time.UnixMilli(int64(pin.Token >> 16))
+	assert.False(t, claimed.Before(failed.Add(DefaultOwnerLease-10*time.Millisecond)),
+		"claimed at %v, %v after the failure", claimed.Format("15:04:05.000"), claimed.Sub(failed))
+}

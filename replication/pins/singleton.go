@@ -243,7 +243,7 @@ func (s *Singleton) loop(ctx context.Context, w *naming.Watcher) {
 				wait = restartDelay
 				break
 			}
-			if err := p.bindClaim(ctx, s.owner); err != nil && !errors.Is(err, naming.ErrNameBound) && ctx.Err() == nil {
+			if err := p.bindClaim(ctx, s.owner); err != nil && !errors.Is(err, naming.ErrNameBound) && !errors.Is(err, errClaimRaced) && ctx.Err() == nil {
 				p.log.Warn("claim singleton", "singleton", s.name, "err", err)
 				wait = restartDelay
 				break
