@@ -71,7 +71,9 @@
 // without; and no node claims within OwnerLease of a member failure it
 // saw. A cut-off owner has then let go before the majority claims, and
 // its tombstones travel with its records at the heal, so its earlier
-// claim cannot come back and win. So on the minority side of a partition
+// claim cannot come back and win. A claim during which a member failed
+// (its confirmation may have settled on one side's answers) is withdrawn
+// and made again after OwnerLease. So on the minority side of a partition
 // nothing is pinned and nothing runs, while the majority side re-pins
 // what the minority held once failure detection declares it failed (with
 // larger tokens); after the heal the minority's members find the
