@@ -145,6 +145,11 @@ func (p *Pins) voters() (live, lost []string) {
 func (p *Pins) pingQuorum() bool {
 	start := time.Now()
 	live, lost := p.voters()
+	// The suspects are asked too: an answer is better evidence than the
+	// suspicion, which flaps on a loaded machine and right after a heal.
+	suspects := p.cluster.Suspects()
+	live = append(live, suspects...)
+	lost = slices.DeleteFunc(lost, func(m string) bool { return slices.Contains(suspects, m) })
 	// Half the lease: a loaded machine answers slowly, and the lease holds
 	// as long as a round that a quorum answered started within it.
 	ctx, cancel := context.WithTimeout(p.ctx, p.opts.OwnerLease/2)
