@@ -416,10 +416,8 @@ func TestMovedOnCopyNotTakenBack(t *testing.T) {
 // its copy is stale.
 func TestOlderForkDoesNotReplaceAcknowledgedWrites(t *testing.T) {
 	c := startSessions(t, 2, nil)
-	p, other := c.nodes[0], c.nodes[1]
-	h, err := p.s.Create(testCtx(t))
-	require.NoError(t, err)
-	set(t, p, h, "v", "1")
+	p, h := c.sessionOn(t, 0, "1")
+	other := c.nodes[1]
 	set(t, p, h, "v", "2")
 	st := h.e.state()
 	require.Equal(t, rolePrimary, st.role)

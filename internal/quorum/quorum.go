@@ -86,14 +86,14 @@ func (f *Failures) Recent(now time.Time) []string {
 	return out
 }
 
-// Holds is Holds with the failures recorded here at now, plus lost:
-// members not failed yet that also count against live (suspects). A
-// member that is live again does not count as failed.
-func (f *Failures) Holds(live, lost []string, now time.Time) bool {
+// Lost returns the voters that count against live (for Holds): the
+// members that failed within the window before now and are not live
+// again, and suspects, members not failed yet that missed their probes.
+func (f *Failures) Lost(live, suspects []string, now time.Time) []string {
 	failed := slices.DeleteFunc(f.Recent(now), func(m string) bool {
-		return slices.Contains(live, m) || slices.Contains(lost, m)
+		return slices.Contains(live, m) || slices.Contains(suspects, m)
 	})
-	return Holds(live, append(failed, lost...))
+	return append(failed, suspects...)
 }
 
 // Poll asks every voter in live but self, at once, and reports whether

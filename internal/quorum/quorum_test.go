@@ -65,20 +65,20 @@ func TestFailuresWindow(t *testing.T) {
 	t0 := time.Unix(1000, 0)
 	f.Failed("a", t0)
 	f.Failed("b", t0)
-	if f.Holds([]string{"c"}, nil, t0.Add(time.Second)) {
+	if Holds([]string{"c"}, f.Lost([]string{"c"}, nil, t0.Add(time.Second))) {
 		t.Fatal("one live of three (two failed just now) must not hold")
 	}
 	f.Forget("a")
-	if f.Holds([]string{"c"}, nil, t0.Add(time.Second)) {
+	if Holds([]string{"c"}, f.Lost([]string{"c"}, nil, t0.Add(time.Second))) {
 		t.Fatal("c alone against b, which sorts first, must not hold")
 	}
-	if !f.Holds([]string{"c", "b"}, nil, t0.Add(time.Second)) {
+	if !Holds([]string{"c", "b"}, f.Lost([]string{"c", "b"}, nil, t0.Add(time.Second))) {
 		t.Fatal("a member live again does not count as failed")
 	}
-	if !f.Holds([]string{"c", "b"}, []string{"a"}, t0.Add(time.Second)) {
+	if !Holds([]string{"c", "b"}, f.Lost([]string{"c", "b"}, []string{"a"}, t0.Add(time.Second))) {
 		t.Fatal("two live of three (one suspect) must hold")
 	}
-	if f.Holds([]string{"c"}, []string{"b"}, t0.Add(time.Second)) {
+	if Holds([]string{"c"}, f.Lost([]string{"c"}, []string{"b"}, t0.Add(time.Second))) {
 		t.Fatal("c alone against a suspect b, which sorts first, must not hold")
 	}
 	if n := f.Recent(t0.Add(2 * time.Minute)); len(n) != 0 {

@@ -124,32 +124,30 @@ func (p *Pins) renewLease() bool {
 	return p.pingQuorum()
 }
 
-// voters returns the members that the quorum counts: those alive and not
-// suspected (this node included), and those suspected or failed within
-// QuorumWindow.
-func (p *Pins) voters() (live, lost []string) {
-	suspects := p.cluster.Suspects()
+// voters returns the members that the quorum counts: those alive (this
+// node included), and those failed within QuorumWindow. With
+// suspectsLost, the members that failure detection suspects count as
+// lost rather than live.
+func (p *Pins) voters(suspectsLost bool) (live, lost []string) {
+	var suspects []string
+	if suspectsLost {
+		suspects = p.cluster.Suspects()
+	}
 	for _, m := range p.cluster.Members() {
 		if !slices.Contains(suspects, m.Name) {
 			live = append(live, m.Name)
 		}
 	}
-	failed := slices.DeleteFunc(p.failures.Recent(time.Now()), func(m string) bool {
-		return slices.Contains(live, m) || slices.Contains(suspects, m)
-	})
-	return live, append(failed, suspects...)
+	return live, p.failures.Lost(live, suspects, time.Now())
 }
 
 // pingQuorum calls every member once, and renews the lease when a quorum
 // answered.
 func (p *Pins) pingQuorum() bool {
 	start := time.Now()
-	live, lost := p.voters()
 	// The suspects are asked too: an answer is better evidence than the
 	// suspicion, which flaps on a loaded machine and right after a heal.
-	suspects := p.cluster.Suspects()
-	live = append(live, suspects...)
-	lost = slices.DeleteFunc(lost, func(m string) bool { return slices.Contains(suspects, m) })
+	live, lost := p.voters(false)
 	// Half the lease: a loaded machine answers slowly, and the lease holds
 	// as long as a round that a quorum answered started within it.
 	ctx, cancel := context.WithTimeout(p.ctx, p.opts.OwnerLease/2)

@@ -350,7 +350,7 @@ func (p *Pins) isClosed() bool {
 // a node cut off from most of the cluster must not act on the first
 // failure it learns of while it still counts a majority.
 func (p *Pins) quorum() bool {
-	return quorum.Holds(p.voters())
+	return quorum.Holds(p.voters(true))
 }
 
 // eventLoop follows member events: failures count against the quorum,
