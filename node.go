@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"maps"
 	"net"
+	"net/netip"
+	"strconv"
 	"sync"
 
 	"github.com/troupe-go/troupe/membership"
@@ -31,11 +33,31 @@ type Config struct {
 	// that carries HTTP addresses.
 	Pins pins.Options
 
-	// HTTPAddr is the "ip:port" of this node's HTTP server, if it has one.
-	// It is published in the member tag Pins.HTTPTag, so that a
-	// Pins().Handler on another node can forward requests for the keys this
-	// node owns. Optional.
+	// Client makes this node a client of the cluster, as a load balancer
+	// or a console is: it runs membership and the naming tree only. It
+	// holds no sessions and no secondaries, takes no pins, runs no
+	// singletons, and counts toward no quorum; Sessions and Pins return
+	// nil. Default false: a full member.
+	Client bool
+
+	// HTTPAddr is the "ip:port" of this node's HTTP server, if it has one:
+	// the one setting for where peers, proxies and the console reach it,
+	// so the IP must be one they can reach (not 0.0.0.0 or empty; listen on
+	// every interface if you like, but publish a real address). It is
+	// published in the member tag Pins.HTTPTag, so that a Pins().Handler
+	// on another node can forward requests for the keys this node owns,
+	// and is the URL that Services bind. Optional.
 	HTTPAddr string
+	// HTTPS says that the server at HTTPAddr speaks https: the URL that
+	// Services bind starts with https://. Default false.
+	HTTPS bool
+	// Services are names under which Start binds this node's URL (URL:
+	// http://HTTPAddr) as a clusterable offer, so that the nodes serving
+	// one application share one name: a proxy (package proxy) or a
+	// naming.RoundTripper sends requests to its live offers. Leave
+	// unbinds them first, so that no new request is sent here while the
+	// node hands its sessions over. Requires HTTPAddr.
+	Services []string
 
 	// Logger is the logger of every section that has none of its own.
 	// Default: discard.
@@ -53,11 +75,38 @@ func (c Config) Validate() error {
 			c.Membership.MaxMessageSize, min))
 	}
 	if c.HTTPAddr != "" {
-		if _, _, err := net.SplitHostPort(c.HTTPAddr); err != nil {
+		if err := checkHTTPAddr(c.HTTPAddr); err != nil {
 			errs = append(errs, fmt.Errorf("troupe: HTTPAddr %q: %w", c.HTTPAddr, err))
 		}
 	}
+	if len(c.Services) > 0 && c.HTTPAddr == "" {
+		errs = append(errs, errors.New("troupe: Services need HTTPAddr: there is no URL to bind"))
+	}
+	for _, name := range c.Services {
+		if _, err := naming.NormalizeName(name); err != nil {
+			errs = append(errs, fmt.Errorf("troupe: Services: %w", err))
+		}
+	}
 	return errors.Join(errs...)
+}
+
+// checkHTTPAddr accepts an "ip:port" or "host:port" that others can
+// dial: a port, and a host that is not empty or unspecified.
+func checkHTTPAddr(addr string) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return err
+	}
+	if p, err := strconv.Atoi(port); err != nil || p <= 0 || p > 65535 {
+		return fmt.Errorf("port %q is not a port number", port)
+	}
+	if host == "" {
+		return errors.New("no host: publish an address peers can reach")
+	}
+	if ip, err := netip.ParseAddr(host); err == nil && ip.IsUnspecified() {
+		return errors.New("unspecified IP: publish an address peers can reach")
+	}
+	return nil
 }
 
 // withDefaults returns c with the shared logger filled in and the HTTP
@@ -109,6 +158,8 @@ type Node struct {
 	tree     *naming.Tree
 	sessions *replication.Sessions
 	pins     *pins.Pins
+	url      string
+	services []string
 
 	stopOnce sync.Once
 }
@@ -131,13 +182,29 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		n.Shutdown()
 		return nil, err
 	}
-	if n.sessions, err = replication.NewSessions(ctx, n.cluster, cfg.Sessions); err != nil {
-		n.Shutdown()
-		return nil, err
+	if !cfg.Client {
+		if n.sessions, err = replication.NewSessions(ctx, n.cluster, cfg.Sessions); err != nil {
+			n.Shutdown()
+			return nil, err
+		}
+		if n.pins, err = pins.New(ctx, n.cluster, n.tree, cfg.Pins); err != nil {
+			n.Shutdown()
+			return nil, err
+		}
 	}
-	if n.pins, err = pins.New(ctx, n.cluster, n.tree, cfg.Pins); err != nil {
-		n.Shutdown()
-		return nil, err
+	if cfg.HTTPAddr != "" {
+		scheme := "http"
+		if cfg.HTTPS {
+			scheme = "https"
+		}
+		n.url = scheme + "://" + cfg.HTTPAddr
+	}
+	for _, name := range cfg.Services {
+		if err := n.tree.Bind(ctx, name, []byte(n.url), naming.Clusterable()); err != nil {
+			n.Shutdown()
+			return nil, fmt.Errorf("troupe: bind service %q: %w", name, err)
+		}
+		n.services = append(n.services, name)
 	}
 	return n, nil
 }
@@ -145,31 +212,45 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 // Name is this node's name in the cluster.
 func (n *Node) Name() string { return n.cluster.Name() }
 
+// URL is this node's HTTP URL ("http://" or "https://" and
+// Config.HTTPAddr), "" without HTTPAddr.
+func (n *Node) URL() string { return n.url }
+
 // Cluster returns the membership layer: members, events, metadata.
 func (n *Node) Cluster() *membership.Cluster { return n.cluster }
 
 // Names returns the cluster-wide naming tree.
 func (n *Node) Names() *naming.Tree { return n.tree }
 
-// Sessions returns the replicated session store.
+// Sessions returns the replicated session store; nil on a client
+// (Config.Client).
 func (n *Node) Sessions() *replication.Sessions { return n.sessions }
 
-// Pins returns pinned objects and singleton services.
+// Pins returns pinned objects and singleton services; nil on a client
+// (Config.Client).
 func (n *Node) Pins() *pins.Pins { return n.pins }
 
-// Leave hands everything over and leaves the cluster, top down: the
+// Leave hands everything over and leaves the cluster, top down: this
+// node's Services are unbound, so that no new request is sent here; the
 // singletons running here stop and move to other nodes and this node's
 // pins are released; its sessions move to their secondaries, which pick
 // new secondaries; its bindings are removed from every copy of the naming
 // tree; then membership announces the departure, so peers see a leave,
 // not a failure. Then everything is shut down. ctx bounds the whole.
 func (n *Node) Leave(ctx context.Context) error {
-	errs := []error{
-		n.pins.Leave(ctx),
-		n.sessions.Leave(ctx),
-		n.tree.Close(),
-		n.cluster.Leave(ctx),
+	var errs []error
+	for _, name := range n.services {
+		if err := n.tree.Unbind(ctx, name); err != nil && !errors.Is(err, naming.ErrNotFound) {
+			errs = append(errs, err)
+		}
 	}
+	if n.pins != nil {
+		errs = append(errs, n.pins.Leave(ctx))
+	}
+	if n.sessions != nil {
+		errs = append(errs, n.sessions.Leave(ctx))
+	}
+	errs = append(errs, n.tree.Close(), n.cluster.Leave(ctx))
 	n.Shutdown()
 	return errors.Join(errs...)
 }

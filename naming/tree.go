@@ -275,7 +275,43 @@ func (t *Tree) Select(name string, policy Policy) (Offer, error) {
 
 var defaultPolicy = RoundRobin()
 
+// Candidates returns the live offers of name as a Policy would see them,
+// in node order, in a new slice the caller owns: for a caller that
+// chooses by more than a Policy sees (a proxy that reads the request) or
+// that tries several in turn. It fails with ErrNotFound or ErrNoOffer.
+func (t *Tree) Candidates(name string) ([]Candidate, error) {
+	b, err := t.Lookup(name)
+	if err != nil {
+		return nil, err
+	}
+	members := *t.members.Load()
+	out := make([]Candidate, 0, len(b.Offers))
+	for _, of := range b.Offers {
+		if c, ok := t.candidate(members, b.Scope, of); ok {
+			out = append(out, c)
+		}
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("%w: %q", ErrNoOffer, b.Name)
+	}
+	return out, nil
+}
+
 var candPool = sync.Pool{New: func() any { s := make([]Candidate, 0, 8); return &s }}
+
+// candidate is offer as a Policy sees it; false if its node is not
+// live. members is a snapshot of t.members.
+func (t *Tree) candidate(members map[string]membership.Member, scope Scope, of Offer) (Candidate, bool) {
+	c := Candidate{Offer: of}
+	if scope == NodeScope {
+		m, ok := members[of.Node]
+		if !ok {
+			return c, false
+		}
+		c.Member, c.Local = m, of.Node == t.self
+	}
+	return c, true
+}
 
 // pick applies policy to b's live offers, less those exclude rejects.
 func (t *Tree) pick(b Binding, policy Policy, exclude []string) (Offer, error) {
@@ -283,15 +319,8 @@ func (t *Tree) pick(b Binding, policy Policy, exclude []string) (Offer, error) {
 	bufp := candPool.Get().(*[]Candidate)
 	cands := (*bufp)[:0]
 	for _, of := range b.Offers {
-		c := Candidate{Offer: of}
-		if b.Scope == NodeScope {
-			m, ok := members[of.Node]
-			if !ok {
-				continue
-			}
-			c.Member, c.Local = m, of.Node == t.self
-		}
-		if slices.Contains(exclude, of.Node) {
+		c, ok := t.candidate(members, b.Scope, of)
+		if !ok || slices.Contains(exclude, of.Node) {
 			continue
 		}
 		cands = append(cands, c)

@@ -133,9 +133,9 @@ func ExampleSessions_Middleware() {
 		})
 	}
 	// httptest servers listen on 127.0.0.1.
-	srvA := httptest.NewServer(na.s.Middleware(visits("a"), replication.HTTPOptions{}))
+	srvA := httptest.NewServer(na.s.Middleware(replication.HTTPOptions{})(visits("a")))
 	defer srvA.Close()
-	srvB := httptest.NewServer(nb.s.Middleware(visits("b"), replication.HTTPOptions{}))
+	srvB := httptest.NewServer(nb.s.Middleware(replication.HTTPOptions{})(visits("b")))
 	defer srvB.Close()
 
 	jar, _ := cookiejar.New(nil) // cookies do not depend on the port: both servers get them
@@ -177,13 +177,13 @@ func ExampleSessions_Middleware_options() {
 		}
 		io.WriteString(w, "ok")
 	})
-	srv := httptest.NewServer(na.s.Middleware(app, replication.HTTPOptions{
+	srv := httptest.NewServer(na.s.Middleware(replication.HTTPOptions{
 		CookieName: "SHOPSESSION",
 		Cookie: func(c *http.Cookie) {
 			c.Path = "/shop"
 			c.SameSite = http.SameSiteStrictMode
 		},
-	}))
+	})(app))
 	defer srv.Close()
 
 	resp, err := http.Get(srv.URL + "/shop?item=book")

@@ -53,8 +53,9 @@ type requestSession struct {
 	incoming string // the cookie's value, "" if none; then the value last sent
 }
 
-// Middleware loads the session named by the request's cookie, makes it
-// available to next through FromRequest, and when next is done saves it
+// Middleware returns the session middleware in the shape routers take
+// (r.Use(sessions.Middleware(opts))). It loads the session named by the
+// request's cookie, makes it available to next through FromRequest, and when next is done saves it
 // and, if its route changed or it is new, sends the cookie again. In
 // ModeSync, the save happens before any of the response reaches the
 // client (up to HTTPOptions.BufferLimit of body): a client that saw the
@@ -73,7 +74,7 @@ type requestSession struct {
 // Secure when the request came over TLS, HttpOnly, SameSite=Lax and Path
 // "/", then adjusted by HTTPOptions.Cookie. Handlers renew the id at
 // login with RenewID and end the session at logout with Destroy.
-func (s *Sessions) Middleware(next http.Handler, o HTTPOptions) http.Handler {
+func (s *Sessions) Middleware(o HTTPOptions) func(next http.Handler) http.Handler {
 	if o.CookieName == "" {
 		o.CookieName = DefaultCookieName
 	}
@@ -86,6 +87,12 @@ func (s *Sessions) Middleware(next http.Handler, o HTTPOptions) http.Handler {
 			http.Error(w, "session unavailable", http.StatusServiceUnavailable)
 		}
 	}
+	return func(next http.Handler) http.Handler {
+		return s.serveHTTP(next, &o)
+	}
+}
+
+func (s *Sessions) serveHTTP(next http.Handler, o *HTTPOptions) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		// Sessions are saved even if the client goes away: the handler
 		// made its changes.
@@ -103,7 +110,7 @@ func (s *Sessions) Middleware(next http.Handler, o HTTPOptions) http.Handler {
 				return
 			}
 		}
-		rw := &sessionWriter{w: w, r: r, rs: rs, o: &o, code: http.StatusOK}
+		rw := &sessionWriter{w: w, r: r, rs: rs, o: o, code: http.StatusOK}
 		next.ServeHTTP(rw, r.WithContext(context.WithValue(r.Context(), ctxKey{}, rs)))
 		rw.finish()
 	})

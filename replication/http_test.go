@@ -39,7 +39,7 @@ func TestMiddleware(t *testing.T) {
 	c := startSessions(t, 3, nil)
 	servers := make([]*httptest.Server, 3)
 	for i, n := range c.nodes {
-		servers[i] = httptest.NewServer(n.s.Middleware(counter(t), HTTPOptions{}))
+		servers[i] = httptest.NewServer(n.s.Middleware(HTTPOptions{})(counter(t)))
 		t.Cleanup(servers[i].Close)
 	}
 	jar, err := cookiejar.New(nil)
@@ -118,10 +118,10 @@ func mustParse(t *testing.T, id string) ID {
 // error from FromRequest.
 func TestMiddlewareNoSession(t *testing.T) {
 	c := startSessions(t, 1, nil)
-	srv := httptest.NewServer(c.nodes[0].s.Middleware(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+	srv := httptest.NewServer(c.nodes[0].s.Middleware(HTTPOptions{})(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		w.WriteHeader(http.StatusTeapot)
 		_, _ = io.WriteString(w, "no session")
-	}), HTTPOptions{}))
+	})))
 	defer srv.Close()
 	resp, err := http.Get(srv.URL)
 	require.NoError(t, err)
@@ -139,7 +139,7 @@ func TestMiddlewareNoSession(t *testing.T) {
 // gets the Error response, not the handler's.
 func TestMiddlewareSaveFails(t *testing.T) {
 	c := startSessions(t, 1, func(_ int, o *Options) { o.MaxSessionSize = 1 << 10 })
-	srv := httptest.NewServer(c.nodes[0].s.Middleware(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	srv := httptest.NewServer(c.nodes[0].s.Middleware(HTTPOptions{})(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		h, err := FromRequest(r)
 		require.NoError(t, err)
 		require.NoError(t, h.Set("new", []byte("y")))
@@ -153,7 +153,7 @@ func TestMiddlewareSaveFails(t *testing.T) {
 		require.NoError(t, c.nodes[0].s.Save(r.Context(), other))
 		w.Header().Set("X-Handler", "yes")
 		_, _ = io.WriteString(w, "handler response")
-	}), HTTPOptions{}))
+	})))
 	defer srv.Close()
 	resp, err := http.Get(srv.URL)
 	require.NoError(t, err)
@@ -193,7 +193,7 @@ func sessionCookie(w *httptest.ResponseRecorder) *http.Cookie {
 func TestMiddlewareLazyCreation(t *testing.T) {
 	c := startSessions(t, 2, nil)
 	n := c.nodes[0]
-	h := n.s.Middleware(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	h := n.s.Middleware(HTTPOptions{})(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		s, err := FromRequest(r)
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusInternalServerError)
@@ -202,7 +202,7 @@ func TestMiddlewareLazyCreation(t *testing.T) {
 		if _, ok := s.Get("user"); !ok {
 			_, _ = io.WriteString(w, "anonymous")
 		}
-	}), HTTPOptions{})
+	}))
 	heap0 := heapInUse()
 	for range 20000 {
 		w := serve(h, "/", "", false)
@@ -226,7 +226,7 @@ func TestMiddlewareMaxSessions(t *testing.T) {
 	const limit = 500
 	c := startSessions(t, 2, func(_ int, o *Options) { o.MaxSessions = limit })
 	n := c.nodes[0]
-	h := n.s.Middleware(counter(t), HTTPOptions{})
+	h := n.s.Middleware(HTTPOptions{})(counter(t))
 	first := sessionCookie(serve(h, "/", "", false))
 	require.NotNil(t, first)
 
@@ -298,7 +298,7 @@ func TestMiddlewareRenewAndDestroy(t *testing.T) {
 		}
 		return store(r, "flash", "bye")
 	})
-	h := n.s.Middleware(mux, HTTPOptions{})
+	h := n.s.Middleware(HTTPOptions{})(mux)
 	attr := func(id, k string) string {
 		s, err := n.s.Get(testCtx(t), id)
 		require.NoError(t, err)

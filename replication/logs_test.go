@@ -64,7 +64,7 @@ func TestLogsCarryNoSecrets(t *testing.T) {
 		mux.HandleFunc("/logout", func(w http.ResponseWriter, r *http.Request) {
 			require.NoError(t, Destroy(r))
 		})
-		return s.Middleware(mux, HTTPOptions{})
+		return s.Middleware(HTTPOptions{})(mux)
 	}
 
 	// Create and save through the middleware on node 0.

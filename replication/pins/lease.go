@@ -9,6 +9,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/troupe-go/troupe/membership"
+
 	"github.com/troupe-go/troupe/internal/quorum"
 	"github.com/troupe-go/troupe/naming"
 )
@@ -124,22 +126,28 @@ func (p *Pins) renewLease() bool {
 	return p.pingQuorum()
 }
 
-// voters returns the members that the quorum counts: those alive (this
-// node included), and those failed within QuorumWindow. With
-// suspectsLost, the members that failure detection suspects count as
-// lost rather than live.
+// voters returns the members that the quorum counts, those that run pins
+// (TagKey): those alive (this node included), and those failed within
+// QuorumWindow. With suspectsLost, the members that failure detection
+// suspects count as lost rather than live.
 func (p *Pins) voters(suspectsLost bool) (live, lost []string) {
 	var suspects []string
 	if suspectsLost {
-		suspects = p.cluster.Suspects()
+		suspects = slices.DeleteFunc(p.cluster.Suspects(), func(name string) bool {
+			m, ok := p.cluster.Member(name)
+			return ok && !isVoter(m)
+		})
 	}
 	for _, m := range p.cluster.Members() {
-		if !slices.Contains(suspects, m.Name) {
+		if (isVoter(m) || m.Name == p.self) && !slices.Contains(suspects, m.Name) {
 			live = append(live, m.Name)
 		}
 	}
 	return live, p.failures.Lost(live, suspects, time.Now())
 }
+
+// isVoter reports whether m runs pins and so counts toward their quorum.
+func isVoter(m membership.Member) bool { return m.Tag(TagKey) != "" }
 
 // pingQuorum calls every member once, and renews the lease when a quorum
 // answered.

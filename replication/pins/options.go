@@ -26,6 +26,11 @@ const (
 	DefaultForwardIdleTimeout   = 90 * time.Second
 )
 
+// TagKey is the member tag that marks a node running pins. Only such
+// members count toward the pins' quorum: a member that runs membership
+// and the naming tree alone (a client, a proxy) is no voter.
+const TagKey = "troupe.pins"
+
 // minTimeout is the shortest QuorumWindow Validate accepts.
 const minTimeout = 10 * time.Millisecond
 

@@ -84,6 +84,16 @@ func New(ctx context.Context, cluster *membership.Cluster, tree *naming.Tree, op
 		return nil, fmt.Errorf("pins: pins channel %q: %w", o.Channel, err)
 	}
 	p.ch = ch
+	err = cluster.UpdateMeta(ctx, func(m *membership.Meta) {
+		if m.Tags == nil {
+			m.Tags = map[string]string{}
+		}
+		m.Tags[TagKey] = "1"
+	})
+	if err != nil {
+		ch.Close()
+		return nil, fmt.Errorf("pins: publish member tag: %w", err)
+	}
 	p.ctx, p.cancel = context.WithCancel(context.Background())
 	p.sub = cluster.Subscribe()
 	p.wg.Go(p.eventLoop)
@@ -370,7 +380,9 @@ func (p *Pins) eventLoop() {
 			}
 			switch ev.Type {
 			case membership.EventFail:
-				p.failures.Failed(ev.Member.Name, time.Now())
+				if isVoter(ev.Member) {
+					p.failures.Failed(ev.Member.Name, time.Now())
+				}
 			case membership.EventJoin, membership.EventLeave:
 				p.failures.Forget(ev.Member.Name)
 			}
