@@ -13,6 +13,7 @@ import (
 	"github.com/troupe-go/troupe/internal/clustertest"
 	"github.com/troupe-go/troupe/membership"
 	"github.com/troupe-go/troupe/naming"
+	"github.com/troupe-go/troupe/replication"
 	"github.com/troupe-go/troupe/replication/pins"
 	"github.com/troupe-go/troupe/troupetest"
 )
@@ -108,9 +109,74 @@ func TestConfigValidate(t *testing.T) {
 	require.Error(t, troupe.Config{}.Validate(), "a cluster name is required")
 	cfg := troupe.Config{Membership: membership.Config{ClusterName: "x"}, HTTPAddr: "nope"}
 	require.ErrorContains(t, cfg.Validate(), "HTTPAddr")
+	for _, bad := range []string{":8080", "0.0.0.0:8080", "[::]:80", "127.0.0.1:0", "127.0.0.1:http"} {
+		cfg.HTTPAddr = bad
+		require.ErrorContains(t, cfg.Validate(), "HTTPAddr", bad)
+	}
+	cfg.HTTPAddr = ""
+	cfg.Services = []string{"services/web"}
+	require.ErrorContains(t, cfg.Validate(), "Services need HTTPAddr")
 	cfg.HTTPAddr = "127.0.0.1:80"
+	cfg.Membership.Insecure = true
+	require.NoError(t, cfg.Validate())
+	cfg.Services = []string{"bad//name"}
+	require.ErrorContains(t, cfg.Validate(), "Services")
+	cfg.Services = nil
 	cfg.Naming = naming.Options{MaxValueSize: -1}
 	require.Error(t, cfg.Validate())
 	_, err := troupe.Start(context.Background(), troupe.Config{})
 	require.Error(t, err)
+}
+
+// A client node (a proxy, a console) knows the members and the naming
+// tree, but holds no sessions and counts toward no quorum: two full
+// members with two clients beside them still pin, which needs a
+// majority of the voters to answer (or half of them with the first
+// name: the clients' names sort first), and the clients run no pins to
+// answer.
+func TestClientIsNoVoter(t *testing.T) {
+	t.Parallel()
+	tc := troupetest.Start(t, 4, troupetest.WithConfig(func(i int, c *troupe.Config) {
+		c.Client = i < 2
+	}))
+	ctx, cancel := context.WithTimeout(context.Background(), troupetest.DefaultTimeout)
+	defer cancel()
+	client := tc.Node(1)
+	require.Nil(t, client.Sessions())
+	require.Nil(t, client.Pins())
+	require.Empty(t, client.Cluster().LocalMember().Tag(replication.TagKey))
+	require.Empty(t, client.Cluster().LocalMember().Tag(pins.TagKey))
+	require.Eventually(t, func() bool {
+		return len(tc.Node(2).Sessions().Peers()) == 1
+	}, troupetest.DefaultTimeout, 10*time.Millisecond, "sessions count the clients as peers")
+	p, err := tc.Node(3).Pins().Pin(ctx, "k")
+	require.NoError(t, err)
+	require.Equal(t, tc.Node(3).Name(), p.Owner)
+	// The clients see the binding, as any member of the tree.
+	require.Eventually(t, func() bool {
+		_, err := client.Names().Lookup(pins.DefaultPrefix + "/k")
+		return err == nil
+	}, troupetest.DefaultTimeout, 10*time.Millisecond)
+	require.NoError(t, tc.Leave(1))
+}
+
+// Services bind the node's URL as a clusterable offer at Start, and Leave
+// unbinds it first.
+func TestServicesBoundAndUnbound(t *testing.T) {
+	t.Parallel()
+	tc := troupetest.Start(t, 3, troupetest.WithConfig(func(i int, c *troupe.Config) {
+		c.HTTPAddr = fmt.Sprintf("127.0.0.%d:%d", i+2, 8080+i)
+		c.HTTPS = i == 2
+		c.Services = []string{"services/web"}
+	}))
+	require.Equal(t, "https://127.0.0.4:8082", tc.Node(2).URL())
+	require.Eventually(t, func() bool {
+		c, err := tc.Node(0).Names().Candidates("services/web")
+		return err == nil && len(c) == 3 && string(c[1].Value) == "http://127.0.0.3:8081"
+	}, troupetest.DefaultTimeout, 10*time.Millisecond)
+	require.NoError(t, tc.Leave(1))
+	require.Eventually(t, func() bool {
+		c, err := tc.Node(0).Names().Candidates("services/web")
+		return err == nil && len(c) == 2
+	}, troupetest.DefaultTimeout, 10*time.Millisecond)
 }

@@ -1,0 +1,238 @@
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/troupe-go/troupe/naming"
+)
+
+// router is the Handler's http.RoundTripper: it picks a node for each
+// attempt, and sends the request on to another one when the first fails
+// in a way that allows it.
+type router struct {
+	h         *Handler
+	transport *http.Transport
+	down      downSet
+}
+
+func newRouter(h *Handler) *router {
+	d := &net.Dialer{Timeout: h.cfg.DialTimeout, KeepAlive: 30 * time.Second}
+	tr := &http.Transport{
+		Proxy: nil,
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			c, err := d.DialContext(ctx, network, addr)
+			if err != nil {
+				return nil, &dialError{err}
+			}
+			return c, nil
+		},
+		TLSClientConfig:       h.cfg.TLS.Clone(),
+		TLSHandshakeTimeout:   h.cfg.DialTimeout,
+		ResponseHeaderTimeout: h.cfg.HeaderTimeout,
+		MaxIdleConns:          1024,
+		MaxIdleConnsPerHost:   256,
+		IdleConnTimeout:       90 * time.Second,
+		ExpectContinueTimeout: time.Second,
+	}
+	return &router{h: h, transport: tr, down: downSet{until: map[string]time.Time{}}}
+}
+
+// dialError is a failure to connect: the request never reached the node.
+type dialError struct{ err error }
+
+func (e *dialError) Error() string { return e.err.Error() }
+func (e *dialError) Unwrap() error { return e.err }
+
+// RoundTrip implements http.RoundTripper for the ReverseProxy.
+func (rt *router) RoundTrip(req *http.Request) (*http.Response, error) {
+	cfg := &rt.h.cfg
+	stats := &rt.h.stats
+	service := cfg.service(req.URL.Path)
+	body, replayable, err := rt.buffer(req)
+	if err != nil {
+		return nil, err
+	}
+	safe := replayable && (cfg.RetryUnsafe || idempotent(req))
+	var tried []string
+	var lastErr error
+	for attempt := 0; attempt < cfg.MaxAttempts; attempt++ {
+		cands, err := cfg.Names.Candidates(service)
+		cands = slices.DeleteFunc(cands, func(c naming.Candidate) bool { return slices.Contains(tried, c.Node) })
+		if len(cands) == 0 {
+			if lastErr != nil {
+				break
+			}
+			if err == nil {
+				err = errors.New("no offer")
+			}
+			return nil, &unavailableError{service: service, err: err}
+		}
+		cands = rt.preferUp(cands)
+		i := cfg.Policy.Pick(req, cands)
+		if i < 0 || i >= len(cands) {
+			if lastErr != nil {
+				break
+			}
+			return nil, &unavailableError{service: service, err: fmt.Errorf("the policy chose none of %d offers", len(cands))}
+		}
+		node := cands[i].Node
+		tried = append(tried, node)
+		out, err := target(req, cands[i].Offer)
+		if err != nil {
+			lastErr = err
+			continue // a bad offer: another node may have a good one
+		}
+		if body != nil {
+			out.Body = io.NopCloser(body())
+			out.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(body()), nil }
+		} else if req.Body != nil && req.Body != http.NoBody {
+			out.Body = req.Body // too large to keep: streamed, never retried
+		}
+		stats.attempts.Add(1)
+		ctx, cancel := context.WithCancel(req.Context())
+		resp, err := rt.transport.RoundTrip(out.WithContext(ctx))
+		if err == nil {
+			resp.Body = newTimedBody(resp.Body, cfg.BodyTimeout, cancel)
+			if attempt == 0 {
+				stats.served.Add(1)
+			} else {
+				stats.retried.Add(1)
+			}
+			return resp, nil
+		}
+		cancel()
+		lastErr = fmt.Errorf("%s: %w", node, err)
+		if req.Context().Err() != nil {
+			return nil, lastErr
+		}
+		var de *dialError
+		var ne net.Error
+		switch {
+		case errors.As(err, &de):
+			// Refused or unreachable: its process is gone or not yet up.
+			// Nothing was sent, so any request may go elsewhere.
+			rt.markDown(node, err)
+			if !replayable {
+				return nil, &failedError{tried: tried, err: lastErr}
+			}
+		case errors.As(err, &ne) && ne.Timeout():
+			rt.markDown(node, err) // paused or overloaded
+			if !safe {
+				return nil, &failedError{tried: tried, err: lastErr}
+			}
+		default:
+			if !safe {
+				return nil, &failedError{tried: tried, err: lastErr}
+			}
+		}
+	}
+	return nil, &failedError{tried: tried, err: lastErr}
+}
+
+func (rt *router) markDown(node string, err error) {
+	rt.h.stats.markedDown.Add(1)
+	rt.down.mark(node, time.Now().Add(rt.h.cfg.DownFor))
+	rt.h.cfg.Logger.Warn("node marked down", "node", node, "for", rt.h.cfg.DownFor, "err", err)
+}
+
+// preferUp returns the candidates not marked down, or all of them if
+// every one is: a node that refuses again costs one round trip, and
+// answering 503 while one might serve would be worse.
+func (rt *router) preferUp(cands []naming.Candidate) []naming.Candidate {
+	now := time.Now()
+	up := cands[:0:0]
+	for _, c := range cands {
+		if !rt.down.isDown(c.Node, now) {
+			up = append(up, c)
+		}
+	}
+	if len(up) == 0 {
+		return cands
+	}
+	return up
+}
+
+// buffer reads a request body of at most MaxBodyBuffer bytes, so that it
+// can be sent again; body returns a fresh reader of it. A larger body
+// is not replayable (body is nil, and req.Body streams what is left after
+// the buffered start).
+func (rt *router) buffer(req *http.Request) (body func() io.Reader, replayable bool, err error) {
+	if req.Body == nil || req.Body == http.NoBody {
+		return nil, true, nil
+	}
+	limit := rt.h.cfg.MaxBodyBuffer
+	if req.ContentLength > limit {
+		return nil, false, nil
+	}
+	buf, err := io.ReadAll(io.LimitReader(req.Body, limit+1))
+	if err != nil {
+		return nil, false, fmt.Errorf("read request body: %w", err)
+	}
+	if int64(len(buf)) > limit {
+		req.Body = struct {
+			io.Reader
+			io.Closer
+		}{io.MultiReader(bytes.NewReader(buf), req.Body), req.Body}
+		return nil, false, nil
+	}
+	req.Body.Close()
+	return func() io.Reader { return bytes.NewReader(buf) }, true, nil
+}
+
+// idempotent reports whether sending req twice does no harm: its method
+// says so, or the client marked it with an idempotency key (which the
+// application must honor).
+func idempotent(req *http.Request) bool {
+	switch req.Method {
+	case "", http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace, http.MethodPut, http.MethodDelete:
+		return true
+	}
+	return req.Header.Get("Idempotency-Key") != "" || req.Header.Get("X-Idempotency-Key") != ""
+}
+
+// target returns a shallow copy of req aimed at offer, a base URL: its
+// scheme and host, its path followed by the request's.
+func target(req *http.Request, offer naming.Offer) (*http.Request, error) {
+	base, err := url.Parse(string(offer.Value))
+	if err != nil || (base.Scheme != "http" && base.Scheme != "https") || base.Host == "" {
+		return nil, fmt.Errorf("offer of %s is not an http(s) base URL: %q", offer.Node, offer.Value)
+	}
+	out := *req
+	u := *req.URL
+	u.Scheme, u.Host = base.Scheme, base.Host
+	if p := strings.TrimSuffix(base.Path, "/"); p != "" {
+		u.Path = p + "/" + strings.TrimPrefix(req.URL.Path, "/")
+		u.RawPath = ""
+	}
+	out.URL = &u
+	return &out, nil
+}
+
+// timedBody cancels the attempt when the body is closed, or when reading
+// it takes longer than the body timeout.
+type timedBody struct {
+	io.ReadCloser
+	timer  *time.Timer
+	cancel context.CancelFunc
+}
+
+func newTimedBody(b io.ReadCloser, d time.Duration, cancel context.CancelFunc) *timedBody {
+	return &timedBody{ReadCloser: b, timer: time.AfterFunc(d, cancel), cancel: cancel}
+}
+
+func (b *timedBody) Close() error {
+	b.timer.Stop()
+	err := b.ReadCloser.Close()
+	b.cancel()
+	return err
+}
