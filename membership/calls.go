@@ -89,6 +89,7 @@ func (ch *Channel) Call(ctx context.Context, node, method string, req []byte) ([
 		return nil, err
 	}
 	resp, err := c.calls.Call(ctx, addr, ch.wireMethod(method), req)
+	c.stats.countCall(len(req), len(resp), err)
 	if err != nil {
 		return nil, ch.callError(node, method, err)
 	}
@@ -111,6 +112,7 @@ func (ch *Channel) Send(ctx context.Context, node string, msg []byte) error {
 	if err := c.calls.Send(ctx, addr, ch.name, msg); err != nil {
 		return ch.callError(node, "", err)
 	}
+	c.stats.channelOut.add(len(msg))
 	return nil
 }
 
@@ -128,6 +130,7 @@ func (ch *Channel) TrySend(node string, msg []byte) error {
 	err = c.calls.TrySend(addr, ch.name, msg)
 	switch {
 	case err == nil:
+		c.stats.channelOut.add(len(msg))
 		return nil
 	case errors.Is(err, transport.ErrWouldBlock):
 		return ErrWouldBlock
@@ -263,6 +266,7 @@ type router struct{ c *Cluster }
 var _ transport.InlineHandler = router{}
 
 func (r router) ServeRequest(ctx context.Context, from, method string, body []byte) ([]byte, error) {
+	r.c.stats.channelIn.add(len(body)) // TryServeRequest counts only what it serves
 	name, op, call := strings.Cut(method, "/")
 	if !call {
 		r.c.deliver(name, from, body)
@@ -278,6 +282,7 @@ func (r router) ServeRequest(ctx context.Context, from, method string, body []by
 		return nil, fmt.Errorf("membership: channel %q on %s takes no calls", ch.name, r.c.name)
 	}
 	resp, err := h.HandleCall(ctx, from, op, body)
+	r.c.stats.channelOut.bytes.Add(uint64(len(resp)))
 	return resp, ch.codeOf(err)
 }
 
@@ -289,6 +294,7 @@ func (r router) ServeRequest(ctx context.Context, from, method string, body []by
 func (r router) TryServeRequest(ctx context.Context, from, method string, body []byte) ([]byte, bool, error) {
 	name, op, call := strings.Cut(method, "/")
 	if !call {
+		r.c.stats.channelIn.add(len(body))
 		r.c.deliver(name, from, body)
 		return nil, true, nil
 	}
@@ -301,5 +307,9 @@ func (r router) TryServeRequest(ctx context.Context, from, method string, body [
 		return nil, false, nil
 	}
 	resp, ok, err := h.TryHandleCall(ctx, from, op, body)
+	if ok {
+		r.c.stats.channelIn.add(len(body))
+		r.c.stats.channelOut.bytes.Add(uint64(len(resp)))
+	}
 	return resp, ok, ch.codeOf(err)
 }

@@ -33,6 +33,7 @@ func (d *delegate) NodeMeta(limit int) []byte {
 
 func (d *delegate) NotifyMsg(buf []byte) {
 	c := d.c
+	c.stats.gossipIn.add(len(buf))
 	if len(buf) == 0 {
 		c.stats.malformed.Add(1)
 		return
@@ -80,7 +81,11 @@ func (c *Cluster) deliver(channel, from string, msg []byte) {
 }
 
 func (d *delegate) GetBroadcasts(overhead, limit int) [][]byte {
-	return d.c.queue.GetBroadcasts(overhead, limit)
+	msgs := d.c.queue.GetBroadcasts(overhead, limit)
+	for _, m := range msgs {
+		d.c.stats.gossipOut.add(len(m))
+	}
+	return msgs
 }
 
 func (d *delegate) LocalState(join bool) []byte {
@@ -109,11 +114,14 @@ func (d *delegate) LocalState(join bool) []byte {
 		c.log.Error("encode local state", "err", err)
 		return nil
 	}
-	return append([]byte{stateVersion}, body...)
+	out := append([]byte{stateVersion}, body...)
+	c.stats.stateOut.add(len(out))
+	return out
 }
 
 func (d *delegate) MergeRemoteState(buf []byte, join bool) {
 	c := d.c
+	c.stats.stateIn.add(len(buf))
 	if len(buf) == 0 {
 		return
 	}

@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/troupe-go/troupe/internal/histogram"
 	"github.com/troupe-go/troupe/membership"
 )
 
@@ -86,6 +87,7 @@ type Sessions struct {
 	nSecond  atomic.Int64
 	creating atomic.Int64 // Creates under way, for MaxSessions
 	stats    counters
+	saveLat  *histogram.Histogram // Stats.SaveLatency
 
 	// Lock order: see the top of this file.
 	mu struct {
@@ -128,7 +130,20 @@ type Stats struct {
 	// live member holding sessions, naming another sender, or making a
 	// session larger than MaxSessionSize.
 	Refused uint64
+	// SaveLatency is how long Save calls took, successful or not (those
+	// on a session of another Sessions, or after Shutdown, excepted).
+	SaveLatency Histogram
 }
+
+// Histogram is a snapshot of a latency histogram: Counts[i] counts the
+// durations in (Bounds[i-1], Bounds[i]], the last element of Counts those
+// over every bound (not cumulative); Count() is their total, Sum the
+// durations' total.
+type Histogram = histogram.Snapshot
+
+// saveLatencyBounds are the buckets of Stats.SaveLatency: 100 µs to
+// about 3.3 s, doubling.
+var saveLatencyBounds = histogram.Exponential(100*time.Microsecond, 2, 16)
 
 // NewSessions starts this node's session store on cluster: it registers
 // the sessions channel on the cluster's transport, marks the local member
@@ -163,6 +178,7 @@ func NewSessions(ctx context.Context, cluster *membership.Cluster, opts Options)
 		start:   time.Now(),
 		kick:    make(chan struct{}, 1),
 		inc:     rand.Uint64() | 1,
+		saveLat: histogram.New(saveLatencyBounds),
 	}
 	s.log = o.Logger.With("node", s.self)
 	s.mu.entries = map[string]*entry{}
@@ -272,6 +288,7 @@ func (s *Sessions) Stats() Stats {
 		Invalidated: c.invalidated.Load(),
 		StaleDrops:  c.staleDrops.Load(),
 		Refused:     c.refused.Load(),
+		SaveLatency: s.saveLat.Snapshot(),
 	}
 }
 
@@ -494,6 +511,7 @@ func (s *Sessions) Save(ctx context.Context, h *Session) error {
 	if s.isClosed() {
 		return ErrClosed
 	}
+	defer s.saveLat.ObserveSince(time.Now())
 	ctx, cancel := s.callCtx(ctx)
 	defer cancel()
 	e := h.entry()

@@ -40,6 +40,7 @@ type Pins struct {
 	// failures are the members seen failing, for the quorum.
 	failures *quorum.Failures
 	lease    leaseState
+	stats    counters
 
 	ctx    context.Context // ends at Shutdown
 	cancel context.CancelFunc
@@ -190,6 +191,7 @@ func (p *Pins) claim(ctx context.Context, key string) (Pin, error) {
 			p.mu.Lock()
 			p.mu.owned[key] = struct{}{}
 			p.mu.Unlock()
+			p.stats.claims.Add(1)
 		case errors.Is(err, errClaimRaced):
 			continue // waitClaim waits out the owner lease first
 		case errors.As(err, &bound):
@@ -269,6 +271,7 @@ func (p *Pins) Release(ctx context.Context, key string) error {
 	p.mu.Lock()
 	delete(p.mu.owned, key)
 	p.mu.Unlock()
+	p.stats.releases.Add(1)
 	// Confirmed: once Release returns, no member shows the pin, so the
 	// next Pin anywhere places the key anew.
 	if err := p.tree.Unbind(ctx, p.name(key), naming.Confirmed()); err != nil && !errors.Is(err, naming.ErrNotFound) {
@@ -307,6 +310,7 @@ func (p *Pins) releaseAll(ctx context.Context) error {
 	}
 	clear(p.mu.owned)
 	p.mu.Unlock()
+	p.stats.releases.Add(uint64(len(keys)))
 	var errs []error
 	for _, k := range keys {
 		if err := p.tree.Unbind(ctx, p.name(k)); err != nil && !errors.Is(err, naming.ErrNotFound) {

@@ -189,6 +189,7 @@ func (s *Singleton) loop(ctx context.Context, w *naming.Watcher) {
 			<-fnDone
 			fnCancel, fnDone = nil, nil
 			s.running.Store(false)
+			p.stats.singletonStops.Add(1)
 			p.log.Info("singleton stopped", "singleton", s.name)
 		}
 	}
@@ -219,6 +220,7 @@ func (s *Singleton) loop(ctx context.Context, w *naming.Watcher) {
 			fnCancel, fnDone = cancel, make(chan struct{})
 			s.token.Store(pin.Token)
 			s.running.Store(true)
+			p.stats.singletonStarts.Add(1)
 			p.log.Info("singleton started", "singleton", s.name, "token", pin.Token)
 			done := fnDone
 			p.wg.Go(func() {
@@ -268,6 +270,7 @@ func (s *Singleton) loop(ctx context.Context, w *naming.Watcher) {
 			fnCancel()
 			fnCancel, fnDone = nil, nil
 			s.running.Store(false)
+			p.stats.singletonStops.Add(1)
 			restartAt = time.Now().Add(restartDelay)
 		}
 	}
