@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
@@ -358,6 +359,7 @@ type nodeSpec struct {
 	role, name, ip string
 	wka            string   // the manager's gossip address; "" for the manager itself
 	byEnv          bool     // pass the settings as environment variables
+	tls            *testTLS // serve HTTPS only, and use mutual TLS between nodes
 	args           []string // more flags
 }
 
@@ -392,7 +394,15 @@ func (c *cluster) start(ctx context.Context, t *testing.T, spec nodeSpec) *proc 
 	}
 	settings := [][2]string{
 		{"role", spec.role}, {"name", spec.name}, {"cluster", c.name}, {"key-file", c.keyFile},
-		{"bind", gossip}, {"http", spec.ip + ":0"}, {"wka", wka}, {"profile", "local"}, {"log-level", "debug"},
+		{"bind", gossip}, {"wka", wka}, {"profile", "local"}, {"log-level", "debug"},
+	}
+	tr := &http.Transport{DisableKeepAlives: true}
+	if spec.tls != nil {
+		settings = append(settings, [][2]string{{"https", spec.ip + ":0"}, {"cert", spec.tls.cert}, {"key", spec.tls.key},
+			{"tls-ca", spec.tls.ca}, {"tls-cert", spec.tls.cert}, {"tls-key", spec.tls.key}}...)
+		tr.TLSClientConfig = &tls.Config{RootCAs: spec.tls.pool}
+	} else {
+		settings = append(settings, [2]string{"http", spec.ip + ":0"})
 	}
 	var args, env []string
 	for _, s := range settings {
@@ -403,7 +413,7 @@ func (c *cluster) start(ctx context.Context, t *testing.T, spec nodeSpec) *proc 
 		}
 	}
 	p := &proc{name: spec.name, role: spec.role, exited: make(chan struct{}),
-		client: &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableKeepAlives: true},
+		client: &http.Client{Timeout: 10 * time.Second, Transport: tr,
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }},
 	}
 	p.cmd = exec.Command(c.bin, append(args, spec.args...)...)
@@ -635,12 +645,18 @@ type client struct {
 	http *http.Client
 }
 
-func newClient(t *testing.T) *client {
+// newClient returns a client with its own cookie jar, trusting the CA
+// of tt if given.
+func newClient(t *testing.T, tt ...*testTLS) *client {
 	jar, err := cookiejar.New(nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &client{jar: jar, http: &http.Client{Jar: jar, Timeout: 10 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}}
+	tr := &http.Transport{DisableKeepAlives: true}
+	if len(tt) > 0 {
+		tr.TLSClientConfig = &tls.Config{RootCAs: tt[0].pool}
+	}
+	return &client{jar: jar, http: &http.Client{Jar: jar, Timeout: 10 * time.Second, Transport: tr}}
 }
 
 func (c *client) do(p *proc, method, path, body string, header map[string]string) (response, error) {
