@@ -214,6 +214,12 @@ func TestClusterForms(t *testing.T) {
 		t.Errorf("GET / on the manager: %s, want a redirect to /console/", r)
 	}
 	for _, n := range []*proc{mgr, w1, w2} {
+		r := n.get(t, "/metrics")
+		for _, want := range []string{`troupe_members{node="` + n.name + `",state="alive"} 3`, `troupe_sessions{node="` + n.name + `",role="primary"}`, "go_goroutines"} {
+			if r.status != http.StatusOK || !strings.Contains(r.body, want) {
+				t.Errorf("%s /metrics: %d, without %s", n.name, r.status, want)
+			}
+		}
 		if r := n.get(t, "/healthz"); r.status != http.StatusOK {
 			t.Errorf("%s /healthz: %s", n.name, r)
 		}

@@ -59,9 +59,7 @@ func (s *server) started(node *troupe.Node, wg *sync.WaitGroup) error {
 	if err != nil {
 		return err
 	}
-	if metrics != nil {
-		mux.Handle("GET /metrics", metrics)
-	}
+	mux.Handle("GET /metrics", metrics)
 	switch s.o.role {
 	case roleManager:
 		c, err := newConsole(s, node, wg)
