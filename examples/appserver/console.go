@@ -56,6 +56,23 @@ var consoleTemplate = template.Must(template.New("console").Parse(consoleHTML))
 // JSON at /console/api/state, built on each request from this node's
 // copies of the member list and the naming tree, and from each member's
 // /_troupe/status.
+//
+// The page keeps these ids and classes stable, for browser tests and
+// scrapers (every row also has a td per column, classed by its name):
+//
+//	main#state                        what the page refreshes every 2 s
+//	table#members  tr.member          data-name, data-role, data-state (alive), data-health (alive|suspect)
+//	table#departed tr.departed        data-name, data-role, data-state (left|failed); only when some departed
+//	table#nodes    tr.node            data-name, data-reachable (true|false); td.primaries, td.secondaries
+//	ul#contexts    li.context         data-name: a child context of the prefix, linked with ?prefix=
+//	table#bindings tr.binding         data-name, data-scope (node|cluster), data-clusterable
+//	               li.offer           data-node, data-token (in ul.offers of its binding)
+//	table#pins     tr.pin             data-key, data-owner, data-token
+//	table#singletons tr.singleton     data-name, data-owner ("" while none), data-token
+//	#refresh-status                   says when the last refresh failed
+//
+// A member that fails or leaves goes from #members to #departed; its
+// offers leave #bindings.
 type console struct {
 	s      *server
 	node   *troupe.Node

@@ -26,6 +26,7 @@ import (
 	"time"
 
 	"github.com/troupe-go/troupe/internal/clustertest"
+	"github.com/troupe-go/troupe/internal/netns"
 	"github.com/troupe-go/troupe/membership"
 )
 
@@ -337,6 +338,36 @@ func TestGracefulLeave(t *testing.T) {
 	}
 }
 
+// TestMulticast: a manager and two workers find each other by multicast
+// alone, inside a network namespace of the test's own (it needs root;
+// without, it skips), and a session moves from one worker to the other.
+func TestMulticast(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the example and runs it as processes")
+	}
+	if !netns.Run(t) {
+		return // the parent: the test ran in the child
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	c := newCluster(t)
+	group := "239.192.20.1:" + strconv.Itoa(freePortPair(t, "127.0.0.2"))
+	mgr := c.start(ctx, t, nodeSpec{role: roleManager, name: "manager", ip: "127.0.0.2", multicast: group})
+	w1 := c.start(ctx, t, nodeSpec{role: roleWorker, name: "worker-1", ip: "127.0.0.3", multicast: group})
+	w2 := c.start(ctx, t, nodeSpec{role: roleWorker, name: "worker-2", ip: "127.0.0.4", multicast: group})
+	c.waitState(ctx, t, mgr, "three alive members and both workers' offers", func(st consoleState) bool {
+		return len(aliveMembers(st)) == 3 && sameSet(offers(st, "services/web"), w1.name, w2.name)
+	})
+	c.waitPeers(ctx, t, 2, mgr, w1, w2)
+
+	cl := newClient(t)
+	cl.counter(t, w1, http.MethodPost, "")
+	cl.follow(w1, w2)
+	if v := cl.counter(t, w2, http.MethodGet, ""); v.Value != 1 {
+		t.Errorf("GET /counter on %s: %+v, want 1", w2.name, v)
+	}
+}
+
 // ---- the cluster of processes ----
 
 // cluster is the processes of one test, sharing a cluster name and key.
@@ -364,6 +395,7 @@ func writeKey(t *testing.T) string {
 type nodeSpec struct {
 	role, name, ip string
 	wka            string   // the manager's gossip address; "" for the manager itself
+	multicast      string   // a group:port to discover the others on, in place of wka
 	byEnv          bool     // pass the settings as environment variables
 	tls            *testTLS // serve HTTPS only, and use mutual TLS between nodes
 	args           []string // more flags
@@ -394,13 +426,17 @@ func (c *cluster) byName(name string) *proc {
 func (c *cluster) start(ctx context.Context, t *testing.T, spec nodeSpec) *proc {
 	t.Helper()
 	gossip := net.JoinHostPort(spec.ip, strconv.Itoa(freePortPair(t, spec.ip)))
-	wka := spec.wka
-	if wka == "" {
-		wka = gossip // the manager lists itself: it may start first
-	}
 	settings := [][2]string{
 		{"role", spec.role}, {"name", spec.name}, {"cluster", c.name}, {"key-file", c.keyFile},
-		{"bind", gossip}, {"wka", wka}, {"profile", "local"}, {"log-level", "debug"},
+		{"bind", gossip}, {"profile", "local"}, {"log-level", "debug"},
+	}
+	switch {
+	case spec.multicast != "":
+		settings = append(settings, [][2]string{{"multicast", spec.multicast}, {"multicast-interface", "lo"}}...)
+	case spec.wka != "":
+		settings = append(settings, [2]string{"wka", spec.wka})
+	default:
+		settings = append(settings, [2]string{"wka", gossip}) // the manager lists itself: it may start first
 	}
 	tr := &http.Transport{DisableKeepAlives: true}
 	if spec.tls != nil {
