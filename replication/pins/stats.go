@@ -3,9 +3,10 @@ package pins
 import "sync/atomic"
 
 // Stats is a snapshot of this node's pins and singletons: what it holds
-// now, and counters since New, which only grow. SingletonStarts minus
-// SingletonStops is SingletonsRunning; a singleton that moves to this
-// node counts a start here and a stop on the node it left.
+// now, and counters since New, which only grow. Between starts and
+// stops, SingletonStarts minus SingletonStops is SingletonsRunning; a
+// singleton that moves to this node counts a start here and a stop on
+// the node it left, if that one is still running.
 type Stats struct {
 	Held              int    // pins this node claimed and has not released
 	Claims            uint64 // claims this node won (Pin, here or for another node's On)
