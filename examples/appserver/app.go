@@ -110,6 +110,9 @@ func (a *app) respond(w http.ResponseWriter, s *replication.Session, rep reply) 
 	w.Header().Set("Content-Type", jsonContent)
 	w.Header().Set("Cache-Control", "no-store")
 	if s.Changed() {
+		// WriteHeader first: the middleware's writer, flushed before any
+		// status, would send a second one with the first Write.
+		w.WriteHeader(http.StatusOK)
 		_ = http.NewResponseController(w).Flush()
 	}
 	rep.Node, rep.Session = a.node, s.ID()
