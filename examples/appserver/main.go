@@ -44,9 +44,10 @@
 //
 // Workers, through the session middleware: GET and POST /counter; GET,
 // POST (item, qty) and DELETE /cart; POST /login (user) and POST /logout.
-// A POST with an Idempotency-Key header equal to the key of the last
-// change of the session is answered without being applied again, so that
-// a client or a proxy can retry it on another worker after a crash.
+// A POST to /counter (or /cart) with an Idempotency-Key header equal to
+// the key of the session's last change of its counter (or cart) is
+// answered without being applied again, so that a client or a proxy can
+// retry it on another worker after a crash.
 // Every response names the node that served it in X-Troupe-Node.
 //
 // The manager: the console at /console/ (members, the naming tree,
