@@ -240,7 +240,9 @@ func (n *Node) Pins() *pins.Pins { return n.pins }
 func (n *Node) Leave(ctx context.Context) error {
 	var errs []error
 	for _, name := range n.services {
-		if err := n.tree.Unbind(ctx, name); err != nil && !errors.Is(err, naming.ErrNotFound) {
+		// Confirmed: once every member (a proxy too) has dropped the
+		// offer, no new request comes here while the sessions move.
+		if err := n.tree.Unbind(ctx, name, naming.Confirmed()); err != nil && !errors.Is(err, naming.ErrNotFound) {
 			errs = append(errs, err)
 		}
 	}

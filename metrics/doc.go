@@ -94,6 +94,7 @@
 //	troupe_proxy_requests_total{outcome="served|retried|unavailable|failed|canceled"}
 //	troupe_proxy_attempts_total                    requests sent to a node, first tries and retries
 //	troupe_proxy_nodes_marked_down_total           times a node was marked down
+//	troupe_proxy_passed_503_total                  503 answers a request went past to another node
 //
 // A failover shows on two nodes: the one that takes over counts a
 // promotion, takeover or rehome and a singleton start; the one that left

@@ -34,4 +34,7 @@ var proxySpecs = []spec[proxy.Stats]{
 	{name: "proxy_nodes_marked_down_total", typ: counter,
 		help:   "Times a node was marked down (refused a connection, timed out).",
 		values: func(s proxy.Stats) []value { return one(s.MarkedDown) }},
+	{name: "proxy_passed_503_total", typ: counter,
+		help:   "503 answers of a node that a request went past to another node.",
+		values: func(s proxy.Stats) []value { return one(s.Passed503) }},
 }

@@ -29,7 +29,9 @@
 // always sent on to the next; one that may have reached it (a reset, a
 // timeout) only if it is idempotent: GET, PUT, DELETE..., or a request
 // with an Idempotency-Key header, which the application must honor. Its
-// body is kept for that, up to MaxBodyBuffer. When no node can take a
+// body is kept for that, up to MaxBodyBuffer. Such a request also goes
+// on when a node answers 503 Service Unavailable (a session that is
+// moving, a node that is leaving) while another node offers the service. When no node can take a
 // request the handler answers 503 with a Retry-After, and 502 when the
 // nodes it tried failed.
 //

@@ -123,6 +123,14 @@ func (f *fixture) app(name string) http.Handler {
 		w.Header().Set("X-Node", name)
 		fmt.Fprint(w, n)
 	})
+	mux.HandleFunc("/busy", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Node", name)
+		if name == f.tc.Node(1).Name() {
+			http.Error(w, "busy", http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprint(w, "ok")
+	})
 	mux.HandleFunc("/echo", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("X-Node", name)
 		fmt.Fprintf(w, "%s|%s|%s|%s", r.Header.Get("X-Forwarded-For"), r.Header.Get("Forwarded"), r.Host, r.URL.Path)
@@ -381,4 +389,27 @@ func TestConfigValidate(t *testing.T) {
 	err = proxy.Config{Names: f.tc.Node(0).Names(), Routes: []proxy.Route{{Prefix: "x", Service: ""}}, DialTimeout: -1}.Validate()
 	require.ErrorContains(t, err, "does not start with /")
 	require.ErrorContains(t, err, "DialTimeout is negative")
+}
+
+// A node's 503 sends a request that is safe to repeat on to another
+// node; a POST without an Idempotency-Key gets the 503 as it is.
+func TestPasses503ForSafeRequests(t *testing.T) {
+	t.Parallel()
+	f := start(t, 2, nil)
+	busy := f.tc.Node(1).Name()
+	for range 4 {
+		code, body, node := f.do(&http.Client{}, http.MethodGet, "/busy", "")
+		require.Equal(t, http.StatusOK, code, body)
+		require.NotEqual(t, busy, node)
+	}
+	require.GreaterOrEqual(t, f.proxy.Stats().Passed503, uint64(1))
+	got503 := false
+	for range 4 {
+		code, _, node := f.do(&http.Client{}, http.MethodPost, "/busy", "x")
+		if code == http.StatusServiceUnavailable {
+			require.Equal(t, busy, node)
+			got503 = true
+		}
+	}
+	require.True(t, got503, "round robin never sent a POST to the busy node")
 }

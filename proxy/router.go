@@ -101,6 +101,16 @@ func (rt *router) RoundTrip(req *http.Request) (*http.Response, error) {
 		stats.attempts.Add(1)
 		ctx, cancel := context.WithCancel(req.Context())
 		resp, err := rt.transport.RoundTrip(out.WithContext(ctx))
+		if err == nil && resp.StatusCode == http.StatusServiceUnavailable && safe &&
+			attempt+1 < cfg.MaxAttempts && rt.untried(service, tried) {
+			// The node is up but cannot serve this now (a session in the
+			// middle of moving, a node leaving): the request may go on.
+			resp.Body.Close()
+			cancel()
+			lastErr = fmt.Errorf("%s: 503 Service Unavailable", node)
+			stats.passed503.Add(1)
+			continue
+		}
 		if err == nil {
 			resp.Body = newTimedBody(resp.Body, cfg.BodyTimeout, cancel)
 			if attempt == 0 {
@@ -137,6 +147,17 @@ func (rt *router) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 	}
 	return nil, &failedError{tried: tried, err: lastErr}
+}
+
+// untried reports whether service has a live offer not in tried.
+func (rt *router) untried(service string, tried []string) bool {
+	cands, _ := rt.h.cfg.Names.Candidates(service)
+	for _, c := range cands {
+		if !slices.Contains(tried, c.Node) {
+			return true
+		}
+	}
+	return false
 }
 
 func (rt *router) markDown(node string, err error) {

@@ -12,10 +12,11 @@ type Stats struct {
 	Canceled    uint64 // the client went away before an answer
 	Attempts    uint64 // requests sent to a node, first tries and retries
 	MarkedDown  uint64 // times a node was marked down (refused, timed out)
+	Passed503   uint64 // 503 answers of a node that the request went past to another node
 }
 
 type counters struct {
-	served, retried, unavailable, failed, canceled, attempts, markedDown atomic.Uint64
+	served, retried, unavailable, failed, canceled, attempts, markedDown, passed503 atomic.Uint64
 }
 
 // Stats returns a snapshot of the handler's counters.
@@ -24,6 +25,6 @@ func (h *Handler) Stats() Stats {
 	return Stats{
 		Served: c.served.Load(), Retried: c.retried.Load(), Unavailable: c.unavailable.Load(),
 		Failed: c.failed.Load(), Canceled: c.canceled.Load(), Attempts: c.attempts.Load(),
-		MarkedDown: c.markedDown.Load(),
+		MarkedDown: c.markedDown.Load(), Passed503: c.passed503.Load(),
 	}
 }

@@ -285,6 +285,7 @@ func (w *sessionWriter) startStreaming() error {
 		w.w.Header().Set("Content-Length", strconv.Itoa(len(w.buf)))
 	}
 	w.w.WriteHeader(w.code)
+	w.wroteCode = true // a WriteHeader after a Flush is too late, as net/http has it
 	if len(w.buf) > 0 {
 		_, _ = w.w.Write(w.buf)
 		w.buf = nil

@@ -3,12 +3,14 @@ package replication
 import (
 	"crypto/tls"
 	"io"
+	"log"
 	"net/http"
 	"net/http/cookiejar"
 	"net/http/httptest"
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -353,4 +355,45 @@ func TestMiddlewareRenewAndDestroy(t *testing.T) {
 	require.Equal(t, http.StatusOK, w.Code, w.Body.String())
 	require.Len(t, w.Header().Values("Set-Cookie"), 1)
 	require.Equal(t, "ana", attr(sessionCookie(w).Value, "user"))
+}
+
+// TestMiddlewareFlushThenWriteHeader: a handler that flushes (which
+// saves the session and sends the status) and then sets a status, as
+// net/http allows and ignores, does not make the middleware send a
+// second status line.
+func TestMiddlewareFlushThenWriteHeader(t *testing.T) {
+	c := startSessions(t, 1, nil)
+	var logs strings.Builder
+	srv := httptest.NewUnstartedServer(c.nodes[0].s.Middleware(HTTPOptions{})(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s, err := FromRequest(r)
+		require.NoError(t, err)
+		require.NoError(t, SetValue(s, "k", 1))
+		w.(http.Flusher).Flush()
+		w.WriteHeader(http.StatusCreated)
+		_, _ = io.WriteString(w, "saved")
+	})))
+	srv.Config.ErrorLog = log.New(&lockedWriter{w: &logs}, "", 0)
+	srv.Start()
+	defer srv.Close()
+	resp, err := http.Get(srv.URL)
+	require.NoError(t, err)
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode, "the status went out with the flush")
+	require.Equal(t, "saved", string(body))
+	require.Len(t, resp.Cookies(), 1)
+	srv.Close() // flushes the server's log
+	require.NotContains(t, logs.String(), "superfluous")
+}
+
+// lockedWriter serializes writes to w.
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }
