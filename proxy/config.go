@@ -15,14 +15,15 @@ import (
 
 // Defaults of Config.
 const (
-	DefaultService       = "services/web"
-	DefaultMaxBodyBuffer = 1 << 20
-	DefaultMaxAttempts   = 3
-	DefaultDialTimeout   = time.Second
-	DefaultHeaderTimeout = 10 * time.Second
-	DefaultBodyTimeout   = 60 * time.Second
-	DefaultDownFor       = 5 * time.Second
-	DefaultRetryAfter    = time.Second
+	DefaultService           = "services/web"
+	DefaultMaxBodyBuffer     = 1 << 20
+	DefaultMaxResponseBuffer = 64 << 10
+	DefaultMaxAttempts       = 3
+	DefaultDialTimeout       = time.Second
+	DefaultHeaderTimeout     = 10 * time.Second
+	DefaultBodyTimeout       = 60 * time.Second
+	DefaultDownFor           = 5 * time.Second
+	DefaultRetryAfter        = time.Second
 )
 
 // Route sends the requests whose path starts with Prefix to the offers
@@ -64,6 +65,12 @@ type Config struct {
 	// larger body is streamed to the first node and never retried.
 	// Default 1 MiB.
 	MaxBodyBuffer int64
+	// MaxResponseBuffer: a response whose Content-Length is at most this
+	// is read whole from the node before any of it is sent on, so that a
+	// node that dies in the middle of it costs a retry (for a request
+	// that may be repeated) rather than a response cut short. Larger and
+	// chunked responses stream. Default 64 KiB.
+	MaxResponseBuffer int64
 	// MaxAttempts bounds the nodes one request is sent to. Default 3.
 	MaxAttempts int
 	// RetryUnsafe lets a request that is not idempotent (POST, PATCH
@@ -134,7 +141,7 @@ func (c Config) Validate() error {
 		}
 	}
 	for name, v := range map[string]int64{
-		"MaxBodyBuffer": c.MaxBodyBuffer, "MaxAttempts": int64(c.MaxAttempts),
+		"MaxBodyBuffer": c.MaxBodyBuffer, "MaxResponseBuffer": c.MaxResponseBuffer, "MaxAttempts": int64(c.MaxAttempts),
 		"DialTimeout": int64(c.DialTimeout), "HeaderTimeout": int64(c.HeaderTimeout),
 		"BodyTimeout": int64(c.BodyTimeout), "DownFor": int64(c.DownFor), "RetryAfter": int64(c.RetryAfter),
 	} {
@@ -150,6 +157,7 @@ func (c Config) Validate() error {
 func (c Config) withDefaults() Config {
 	c.Service = cmp.Or(c.Service, DefaultService)
 	c.MaxBodyBuffer = cmp.Or(c.MaxBodyBuffer, DefaultMaxBodyBuffer)
+	c.MaxResponseBuffer = cmp.Or(c.MaxResponseBuffer, DefaultMaxResponseBuffer)
 	c.MaxAttempts = cmp.Or(c.MaxAttempts, DefaultMaxAttempts)
 	c.DialTimeout = cmp.Or(c.DialTimeout, DefaultDialTimeout)
 	c.HeaderTimeout = cmp.Or(c.HeaderTimeout, DefaultHeaderTimeout)

@@ -123,6 +123,21 @@ func (f *fixture) app(name string) http.Handler {
 		w.Header().Set("X-Node", name)
 		fmt.Fprint(w, n)
 	})
+	mux.HandleFunc("/cut", func(w http.ResponseWriter, r *http.Request) {
+		if name != f.tc.Node(1).Name() {
+			w.Header().Set("X-Node", name)
+			fmt.Fprint(w, "whole")
+			return
+		}
+		// Dies in the middle of its answer: headers and half the body.
+		conn, buf, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			return
+		}
+		_, _ = buf.WriteString("HTTP/1.1 200 OK\r\nContent-Length: 10\r\nX-Node: " + name + "\r\n\r\nhalf")
+		_ = buf.Flush()
+		_ = conn.Close()
+	})
 	mux.HandleFunc("/busy", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("X-Node", name)
 		if name == f.tc.Node(1).Name() {
@@ -412,4 +427,26 @@ func TestPasses503ForSafeRequests(t *testing.T) {
 		}
 	}
 	require.True(t, got503, "round robin never sent a POST to the busy node")
+}
+
+// A node that dies in the middle of a small response: the proxy, which
+// read it whole before answering, sends a request that may be repeated
+// on to another node, and the client gets a whole answer; a plain POST
+// gets a 502, never half a body.
+func TestResponseCutShortIsRetried(t *testing.T) {
+	t.Parallel()
+	f := start(t, 2, nil)
+	for range 4 {
+		code, body, node := f.do(&http.Client{}, http.MethodGet, "/cut", "")
+		require.Equal(t, http.StatusOK, code, body)
+		require.Equal(t, "whole", body)
+		require.NotEqual(t, f.tc.Node(1).Name(), node)
+	}
+	for range 4 {
+		code, body, _ := f.do(&http.Client{}, http.MethodPost, "/cut", "x")
+		require.Contains(t, []int{http.StatusOK, http.StatusBadGateway}, code)
+		if code == http.StatusOK {
+			require.Equal(t, "whole", body)
+		}
+	}
 }

@@ -111,6 +111,13 @@ func (rt *router) RoundTrip(req *http.Request) (*http.Response, error) {
 			stats.passed503.Add(1)
 			continue
 		}
+		if err == nil && resp.StatusCode != http.StatusSwitchingProtocols &&
+			resp.ContentLength >= 0 && resp.ContentLength <= cfg.MaxResponseBuffer {
+			// Small enough to read whole before the client sees any of
+			// it: a node that dies in the middle costs a retry, not a
+			// broken response.
+			err = readWhole(resp, cfg.BodyTimeout)
+		}
 		if err == nil {
 			resp.Body = newTimedBody(resp.Body, cfg.BodyTimeout, cancel)
 			if attempt == 0 {
@@ -237,6 +244,20 @@ func target(req *http.Request, offer naming.Offer) (*http.Request, error) {
 	}
 	out.URL = &u
 	return &out, nil
+}
+
+// readWhole replaces resp.Body, of a known small length, by its content
+// read within timeout; it closes the original either way.
+func readWhole(resp *http.Response, timeout time.Duration) error {
+	defer resp.Body.Close()
+	t := time.AfterFunc(timeout, func() { resp.Body.Close() })
+	defer t.Stop()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return fmt.Errorf("reading the response: %w", err)
+	}
+	resp.Body = io.NopCloser(bytes.NewReader(b))
+	return nil
 }
 
 // timedBody cancels the attempt when the body is closed, or when reading
