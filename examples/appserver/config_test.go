@@ -23,10 +23,10 @@ func TestOptionsDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := o.nodeName(); got != "127.0.0.3:7000" {
+	if got := o.NodeName(); got != "127.0.0.3:7000" {
 		t.Errorf("default name %q, want the bind address", got)
 	}
-	if got := o.transportAddr(); got != "127.0.0.3:7001" {
+	if got := o.TransportAddr(); got != "127.0.0.3:7001" {
 		t.Errorf("default transport %q, want the gossip port + 1", got)
 	}
 	if got := o.plainHTTP(); got != "127.0.0.3:8080" {
@@ -51,11 +51,11 @@ func TestOptionsDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if o.plainHTTP() != "" || o.transportAddr() != "127.0.0.2:0" || o.services()[0] != consoleService {
-		t.Errorf("plain %q transport %q services %q", o.plainHTTP(), o.transportAddr(), o.services())
+	if o.plainHTTP() != "" || o.TransportAddr() != "127.0.0.2:0" || o.services()[0] != consoleService {
+		t.Errorf("plain %q transport %q services %q", o.plainHTTP(), o.TransportAddr(), o.services())
 	}
-	if !strings.Contains(o.nodeName(), "-") {
-		t.Errorf("name with port 0: %q, want host-pid", o.nodeName())
+	if !strings.Contains(o.NodeName(), "-") {
+		t.Errorf("name with port 0: %q, want host-pid", o.NodeName())
 	}
 }
 
@@ -72,7 +72,7 @@ func TestOptionsEnvironment(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if o.role != "worker" || o.weight != 7 || !o.insecure || o.logLevel != "debug" || o.multicastTTL != 2 {
+	if o.role != "worker" || o.weight != 7 || !o.Insecure || o.LogLevel != "debug" || o.MulticastTTL != 2 {
 		t.Errorf("options %+v", o)
 	}
 	mc, err := o.membershipConfig(nil, nil)

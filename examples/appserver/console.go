@@ -94,7 +94,7 @@ type departure struct {
 // newConsole starts following membership, to remember departed members,
 // in a goroutine tracked by wg that ends when the node shuts down.
 func newConsole(s *server, node *troupe.Node, wg *sync.WaitGroup) (*console, error) {
-	roots, err := s.o.peerRoots()
+	roots, err := s.o.PeerRoots()
 	if err != nil {
 		return nil, fmt.Errorf("-tls-ca: %w", err)
 	}

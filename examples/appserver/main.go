@@ -72,7 +72,6 @@ import (
 	"time"
 
 	"github.com/troupe-go/troupe"
-	"github.com/troupe-go/troupe/internal/clusterkey"
 )
 
 // Timeouts of the node's lifecycle.
@@ -96,8 +95,7 @@ func main() {
 		fmt.Fprintf(os.Stderr, "appserver: %v\n(appserver -h lists the flags)\n", err)
 		os.Exit(2)
 	}
-	level, _ := parseLevel(o.logLevel)
-	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	logger := o.Logger(os.Stderr)
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -113,12 +111,9 @@ func main() {
 //
 //	appserver: node <name> role <role> gossip <ip:port> transport <ip:port> url <url>
 func run(ctx context.Context, stopSignals func(), o options, logger *slog.Logger) error {
-	var key []byte
-	if !o.insecure {
-		var err error
-		if key, err = clusterkey.Load(o.keyFile); err != nil {
-			return fmt.Errorf("%w; or -insecure for a test on one host", err)
-		}
+	key, err := o.Key()
+	if err != nil {
+		return err
 	}
 
 	// The HTTP address goes into the node's member tags and its service
@@ -146,9 +141,9 @@ func run(ctx context.Context, stopSignals func(), o options, logger *slog.Logger
 	}
 	published, https := "", secure != nil
 	if https {
-		published = o.publishAddr(secure.Addr())
+		published = o.PublishAddr(secure.Addr())
 	} else {
-		published = o.publishAddr(plain.Addr())
+		published = o.PublishAddr(plain.Addr())
 	}
 	cfg, err := o.troupeConfig(key, published, https, logger)
 	if err != nil {

@@ -27,6 +27,7 @@ import (
 
 	"github.com/troupe-go/troupe/internal/clustertest"
 	"github.com/troupe-go/troupe/internal/netns"
+	"github.com/troupe-go/troupe/internal/nodeflags"
 	"github.com/troupe-go/troupe/membership"
 )
 
@@ -87,7 +88,7 @@ func binary(t *testing.T) string {
 func cleanEnv(extra ...string) []string {
 	var env []string
 	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, envPrefix) {
+		if !strings.HasPrefix(kv, nodeflags.EnvPrefix) {
 			env = append(env, kv)
 		}
 	}
@@ -449,7 +450,7 @@ func (c *cluster) start(ctx context.Context, t *testing.T, spec nodeSpec) *proc 
 	var args, env []string
 	for _, s := range settings {
 		if spec.byEnv {
-			env = append(env, envName(s[0])+"="+s[1])
+			env = append(env, nodeflags.EnvName(s[0])+"="+s[1])
 		} else {
 			args = append(args, "-"+s[0], s[1])
 		}

@@ -143,7 +143,11 @@ func main() {
 //
 //	proxy: node <name> gossip <ip:port> http <ip:port> https <ip:port>
 func run(ctx context.Context, stopSignals func(), o options, logger *slog.Logger) error {
-	mc, err := o.cluster.Membership("proxy", logger)
+	key, err := o.cluster.Key()
+	if err != nil {
+		return err
+	}
+	mc, err := o.cluster.Membership("proxy", key, logger)
 	if err != nil {
 		return err
 	}

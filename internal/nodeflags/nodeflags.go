@@ -14,7 +14,8 @@
 //	c.Register(fs, "proxy")
 //	err := nodeflags.Parse(fs, os.Args[1:], os.Getenv)
 //	errs := c.Check(os.Getenv)
-//	mc, err := c.Membership("proxy", logger)
+//	key, err := c.Key()
+//	mc, err := c.Membership("proxy", key, logger)
 package nodeflags
 
 import (
@@ -321,9 +322,22 @@ func (c *Cluster) PeerRoots() (*x509.CertPool, error) {
 	return pool, nil
 }
 
-// Membership builds the node's membership section for role, with the
-// cluster key (none with -insecure).
-func (c *Cluster) Membership(role string, logger *slog.Logger) (membership.Config, error) {
+// Key loads the cluster key from -key-file or the environment; nil with
+// -insecure.
+func (c *Cluster) Key() ([]byte, error) {
+	if c.Insecure {
+		return nil, nil
+	}
+	key, err := clusterkey.Load(c.KeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("%w; or -insecure for a test on one host", err)
+	}
+	return key, nil
+}
+
+// Membership builds the node's membership section for role, with key as
+// the cluster key (nil with -insecure).
+func (c *Cluster) Membership(role string, key []byte, logger *slog.Logger) (membership.Config, error) {
 	profile, _ := parseProfile(c.Profile)
 	mc := membership.Config{
 		ClusterName:   c.Cluster,
@@ -336,11 +350,7 @@ func (c *Cluster) Membership(role string, logger *slog.Logger) (membership.Confi
 		Insecure:      c.Insecure,
 		Logger:        logger,
 	}
-	if !c.Insecure {
-		key, err := clusterkey.Load(c.KeyFile)
-		if err != nil {
-			return mc, fmt.Errorf("%w; or -insecure for a test on one host", err)
-		}
+	if key != nil {
 		mc.SecretKeys = [][]byte{key}
 	}
 	for _, a := range strings.Split(c.WKA, ",") {
