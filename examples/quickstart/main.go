@@ -13,8 +13,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log"
 	"net"
+	"net/http"
 	"time"
 
 	"github.com/troupe-go/troupe"
@@ -102,13 +104,23 @@ func run() error {
 	}
 	manager, worker2, worker3, worker4, worker5 := nodes[0], nodes[1], nodes[2], nodes[3], nodes[4]
 
-	fmt.Println("\n== Names: node-2 and node-3 offer http/orders; the manager balances over them")
+	fmt.Println("\n== Names: node-2 and node-3 serve http/orders; the manager balances over them")
 	for _, n := range []*troupe.Node{worker2, worker3} {
 		host, _, err := net.SplitHostPort(n.Cluster().Addr())
 		if err != nil {
 			return err
 		}
-		url := "http://" + net.JoinHostPort(host, "8080") + "/orders" // where its HTTP server would listen
+		// Each serves HTTP on its own address, and binds the URL there.
+		ln, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
+		if err != nil {
+			return err
+		}
+		srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			fmt.Fprintf(w, "order list from %s", n.Name())
+		})}
+		go func() { _ = srv.Serve(ln) }()
+		defer srv.Close()
+		url := "http://" + ln.Addr().String()
 		if err := n.Names().Bind(ctx, "http/orders", []byte(url), naming.Clusterable()); err != nil {
 			return err
 		}
@@ -120,13 +132,24 @@ func run() error {
 	}); err != nil {
 		return err
 	}
-	rr := naming.RoundRobin()
+	// A replica-aware RoundTripper sends each request to one offer, in
+	// turn, and to another when one is down.
+	rt, err := naming.NewRoundTripper(manager.Names(), "http/orders", naming.RoundRobin(), naming.RoundTripperOptions{})
+	if err != nil {
+		return err
+	}
+	client := &http.Client{Transport: rt, Timeout: 5 * time.Second}
 	for i := range 4 {
-		offer, err := manager.Names().Select("http/orders", rr)
+		resp, err := client.Get("http://orders/")
 		if err != nil {
 			return err
 		}
-		fmt.Printf("   pick %d: %s (%s)\n", i+1, offer.Node, offer.Value)
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil {
+			return err
+		}
+		fmt.Printf("   GET %d: %s\n", i+1, body)
 	}
 
 	fmt.Println("\n== Sessions: a session outlives the crash of its primary")
@@ -224,6 +247,9 @@ func run() error {
 		left = append(left, m.Name)
 	}
 	fmt.Printf("   node-1 now sees %d members: %v\n", len(left), left)
+
+	fmt.Println("\n== Next: an application server as processes, with a load balancer and a console")
+	fmt.Println("   the README's walkthrough: one manager, two workers and the proxy on 127.0.0.x")
 	return nil
 }
 
