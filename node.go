@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"strconv"
 	"sync"
+	"time"
 
 	"github.com/troupe-go/troupe/membership"
 	"github.com/troupe-go/troupe/naming"
@@ -230,6 +231,10 @@ func (n *Node) Sessions() *replication.Sessions { return n.sessions }
 // (Config.Client).
 func (n *Node) Pins() *pins.Pins { return n.pins }
 
+// serviceUnbindWait bounds how long Leave waits for every member to
+// confirm that it dropped this node's Services.
+const serviceUnbindWait = 2 * time.Second
+
 // Leave hands everything over and leaves the cluster, top down: this
 // node's Services are unbound, so that no new request is sent here; the
 // singletons running here stop and move to other nodes and this node's
@@ -239,12 +244,19 @@ func (n *Node) Pins() *pins.Pins { return n.pins }
 // not a failure. Then everything is shut down. ctx bounds the whole.
 func (n *Node) Leave(ctx context.Context) error {
 	var errs []error
-	for _, name := range n.services {
+	if len(n.services) > 0 {
 		// Confirmed: once every member (a proxy too) has dropped the
-		// offer, no new request comes here while the sessions move.
-		if err := n.tree.Unbind(ctx, name, naming.Confirmed()); err != nil && !errors.Is(err, naming.ErrNotFound) {
-			errs = append(errs, err)
+		// offer, no new request comes here while the sessions move. A
+		// member that does not answer must not eat the time the sessions
+		// need: past serviceUnbindWait the unbinds go on by gossip.
+		uctx, cancel := context.WithTimeout(ctx, serviceUnbindWait)
+		for _, name := range n.services {
+			err := n.tree.Unbind(uctx, name, naming.Confirmed())
+			if err != nil && !errors.Is(err, naming.ErrNotFound) && uctx.Err() == nil {
+				errs = append(errs, err)
+			}
 		}
+		cancel()
 	}
 	if n.pins != nil {
 		errs = append(errs, n.pins.Leave(ctx))
