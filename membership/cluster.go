@@ -393,6 +393,12 @@ func (c *Cluster) Leave(ctx context.Context) error {
 
 	c.announceLeave(ctx)
 	err := c.ml.Leave(timeoutOf(ctx, 5*time.Second))
+	if err != nil && c.ml.NumMembers() <= 1 {
+		// Nobody is left to relay the broadcast: the others left (or
+		// are leaving) too, as when a whole cluster is stopped at once.
+		// They heard the notice that announceLeave sent them directly.
+		err = nil
+	}
 	c.stop(ClusterLeft)
 	if err != nil {
 		return fmt.Errorf("membership: leave: %w", err)

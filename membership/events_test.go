@@ -2,6 +2,7 @@ package membership_test
 
 import (
 	"context"
+	"sync"
 	"testing"
 	"time"
 
@@ -156,4 +157,25 @@ func TestEventsUpdateMeta(t *testing.T) {
 	local := tc.Nodes[1].LocalMember()
 	require.Equal(t, "127.0.0.1:9090", local.Tag("http"), "a refused update changes nothing")
 	require.Empty(t, local.Tag("blob"))
+}
+
+// TestEveryoneLeavesAtOnce: a whole cluster stopped together (a
+// deployment taken down) leaves without errors, although no member is
+// left to relay the last leave broadcasts.
+func TestEveryoneLeavesAtOnce(t *testing.T) {
+	t.Parallel()
+	tc := clustertest.Start(t, 3)
+	var wg sync.WaitGroup
+	errs := make([]error, len(tc.Nodes))
+	for i, n := range tc.Nodes {
+		wg.Go(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			errs[i] = n.Leave(ctx)
+		})
+	}
+	wg.Wait()
+	for i, err := range errs {
+		require.NoError(t, err, "node %d", i)
+	}
 }
