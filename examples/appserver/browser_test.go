@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+	"github.com/troupe-go/troupe/internal/proctest"
 )
 
 // The console in a real browser: Debian's chromium, headless, driven by
@@ -114,7 +115,7 @@ func TestConsoleInBrowser(t *testing.T) {
 type browser struct {
 	t      *testing.T
 	ctx    context.Context // the tab's; actions get a deadline of their own
-	output lockedBuffer    // the browser's stdout and stderr
+	output proctest.Buffer // the browser's stdout and stderr
 
 	mu      sync.Mutex
 	console []chromedp.ConsoleMessage // what the page logged and threw

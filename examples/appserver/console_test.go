@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/troupe-go/troupe/internal/proctest"
 	"github.com/troupe-go/troupe/troupetest"
 )
 
@@ -56,7 +57,7 @@ func TestConsolePinsAndSingletons(t *testing.T) {
 	}
 
 	var st consoleState
-	waitFor(ctx, t, "the console shows the pin and the singleton", func() bool {
+	proctest.WaitFor(ctx, t, "the console shows the pin and the singleton", func() bool {
 		st = c.state(ctx, "")
 		return len(st.Pins) == 1 && len(st.Singletons) == 1 && st.Singletons[0].Owner != "" &&
 			st.Singletons[0].Token == token.Load() && len(st.Singletons[0].Nodes) == 2
@@ -109,7 +110,7 @@ func TestConsolePinsAndSingletons(t *testing.T) {
 	if err := tc.Leave(2); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(ctx, t, "the console shows node-2 as left", func() bool {
+	proctest.WaitFor(ctx, t, "the console shows node-2 as left", func() bool {
 		st = c.state(ctx, "")
 		return len(st.Members) == 2 && len(st.Departed) == 1 && st.Departed[0].Name == "node-2" && st.Departed[0].State == "left"
 	})

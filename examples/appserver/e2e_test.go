@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/http"
 	"os/exec"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -18,6 +17,7 @@ import (
 	"time"
 
 	"github.com/troupe-go/troupe/internal/netns"
+	"github.com/troupe-go/troupe/internal/proctest"
 )
 
 // End-to-end: a manager, two workers and the proxy (examples/proxy) as
@@ -28,32 +28,8 @@ import (
 // happens to the workers. A request that fails (an error, or any status
 // but 200) is counted and the test fails on it.
 
-var (
-	proxyOnce sync.Once
-	proxyPath string
-	proxyErr  error
-)
-
 // proxyBinary builds examples/proxy once per test binary.
-func proxyBinary(t *testing.T) string {
-	t.Helper()
-	binary(t) // makes binDir, and skips in -short mode
-	proxyOnce.Do(func() {
-		proxyPath = filepath.Join(binDir, "proxy")
-		args := []string{"build", "-o", proxyPath}
-		if raceEnabled {
-			args = append(args, "-race")
-		}
-		out, err := exec.Command("go", append(args, "../proxy")...).CombinedOutput()
-		if err != nil {
-			proxyErr = fmt.Errorf("go build ../proxy: %v\n%s", err, out)
-		}
-	})
-	if proxyErr != nil {
-		t.Fatal(proxyErr)
-	}
-	return proxyPath
-}
+func proxyBinary(t *testing.T) string { return proctest.Build(t, "../proxy") }
 
 // proxySpec says how to start the proxy.
 type proxySpec struct {
@@ -107,7 +83,7 @@ func (c *cluster) startProxy(ctx context.Context, t *testing.T, spec proxySpec) 
 			t.Logf("proxy stderr:\n%s", p.stderr.String())
 		}
 	})
-	waitFor(ctx, t, "the proxy reports its addresses", func() bool {
+	proctest.WaitFor(ctx, t, "the proxy reports its addresses", func() bool {
 		select {
 		case <-p.exited:
 			t.Fatalf("proxy exited: %v\n%s", p.cmd.ProcessState, p.stderr.String())
@@ -128,7 +104,7 @@ func (c *cluster) startProxy(ctx context.Context, t *testing.T, spec proxySpec) 
 		p.url = scheme + "://" + addr
 		return true
 	})
-	waitFor(ctx, t, "the proxy is ready", func() bool {
+	proctest.WaitFor(ctx, t, "the proxy is ready", func() bool {
 		r, err := p.do(http.MethodGet, "/_proxy/readyz", "", nil, nil)
 		return err == nil && r.status == http.StatusOK
 	})
@@ -152,7 +128,7 @@ func e2eCluster(ctx context.Context, t *testing.T, multicast string, tt *testTLS
 		return len(aliveMembers(st)) == 4 && sameSet(offers(st, "services/web"), w1.name, w2.name)
 	})
 	c.waitPeers(ctx, t, 2, mgr, w1, w2)
-	waitFor(ctx, t, "the proxy sends to both workers", func() bool {
+	proctest.WaitFor(ctx, t, "the proxy sends to both workers", func() bool {
 		seen := map[string]bool{}
 		for range 8 {
 			r, err := px.do(http.MethodGet, "/counter", "", nil, nil)
@@ -248,7 +224,7 @@ func (l *load) halt() {
 // increments past what it had at from (from nil: past n).
 func (l *load) waitAcked(ctx context.Context, n int64, from map[*loadClient]int64) {
 	l.t.Helper()
-	waitFor(ctx, l.t, fmt.Sprintf("every client has %d more acknowledged increments", n), func() bool {
+	proctest.WaitFor(ctx, l.t, fmt.Sprintf("every client has %d more acknowledged increments", n), func() bool {
 		for _, lc := range l.clients {
 			lc.mu.Lock()
 			a := lc.acked

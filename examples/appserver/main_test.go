@@ -20,7 +20,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -28,6 +27,7 @@ import (
 	"github.com/troupe-go/troupe/internal/clustertest"
 	"github.com/troupe-go/troupe/internal/netns"
 	"github.com/troupe-go/troupe/internal/nodeflags"
+	"github.com/troupe-go/troupe/internal/proctest"
 	"github.com/troupe-go/troupe/membership"
 )
 
@@ -35,53 +35,15 @@ import (
 // with the race detector on a loaded machine too.
 const testTimeout = 3 * time.Minute
 
-// raceEnabled is true when the test runs with the race detector.
-var raceEnabled bool
-
-// binDir holds the binary built once for the package's tests.
-var binDir string
-
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if binDir != "" {
-		os.RemoveAll(binDir)
-	}
+	proctest.Cleanup()
 	os.Exit(code)
 }
 
-var (
-	buildOnce sync.Once
-	buildPath string
-	buildErr  error
-)
-
-// binary builds the example once per test binary, with the race
-// detector when the test has it, and returns its path. Tests that need
-// it skip in -short mode.
-func binary(t *testing.T) string {
-	t.Helper()
-	if testing.Short() {
-		t.Skip("builds the example and runs it as processes")
-	}
-	buildOnce.Do(func() {
-		if binDir, buildErr = os.MkdirTemp("", "appserver-test-"); buildErr != nil {
-			return
-		}
-		buildPath = filepath.Join(binDir, "appserver")
-		args := []string{"build", "-o", buildPath}
-		if raceEnabled {
-			args = append(args, "-race")
-		}
-		out, err := exec.Command("go", append(args, ".")...).CombinedOutput()
-		if err != nil {
-			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return buildPath
-}
+// binary builds the example once per test binary and returns its path;
+// tests that need it skip in -short mode.
+func binary(t *testing.T) string { return proctest.Build(t, ".") }
 
 // cleanEnv is the test's environment without the variables that
 // configure appserver, so that the developer's own do not leak in.
@@ -258,7 +220,7 @@ func TestSessionSurvivesKill(t *testing.T) {
 	a.kill(t)
 	cl.follow(a, b) // the client (or a proxy) turns to the other worker
 	var got counterReply
-	waitFor(ctx, t, b.name+" serves the session", func() bool {
+	proctest.WaitFor(ctx, t, b.name+" serves the session", func() bool {
 		r, err := cl.do(b, http.MethodGet, "/counter", "", nil)
 		if err != nil || r.status != http.StatusOK {
 			return false // 503 until the cluster settles who serves it
@@ -407,7 +369,7 @@ type proc struct {
 	name, role     string
 	gossip, url    string // as it reported them
 	cmd            *exec.Cmd
-	stdout, stderr lockedBuffer
+	stdout, stderr proctest.Buffer
 	exited         chan struct{} // closed once the process has exited
 	client         *http.Client
 }
@@ -478,7 +440,7 @@ func (c *cluster) start(ctx context.Context, t *testing.T, spec nodeSpec) *proc 
 			t.Logf("%s stderr:\n%s", p.name, p.stderr.String())
 		}
 	})
-	waitFor(ctx, t, p.name+" reports its addresses", func() bool {
+	proctest.WaitFor(ctx, t, p.name+" reports its addresses", func() bool {
 		select {
 		case <-p.exited:
 			t.Fatalf("%s exited: %v\n%s", p.name, p.cmd.ProcessState, p.stderr.String())
@@ -497,7 +459,7 @@ func (c *cluster) start(ctx context.Context, t *testing.T, spec nodeSpec) *proc 
 		}
 		return true
 	})
-	waitFor(ctx, t, p.name+" is ready", func() bool {
+	proctest.WaitFor(ctx, t, p.name+" is ready", func() bool {
 		r, err := p.do(http.MethodGet, "/readyz", "", nil, nil)
 		return err == nil && r.status == http.StatusOK
 	})
@@ -597,7 +559,7 @@ func (p *proc) get(t *testing.T, path string) response {
 func (c *cluster) waitState(ctx context.Context, t *testing.T, mgr *proc, what string, cond func(consoleState) bool) consoleState {
 	t.Helper()
 	var st consoleState
-	waitFor(ctx, t, "the console shows "+what, func() bool {
+	proctest.WaitFor(ctx, t, "the console shows "+what, func() bool {
 		r, err := mgr.do(http.MethodGet, "/console/api/state", "", nil, nil)
 		if err != nil || r.status != http.StatusOK {
 			return false
@@ -612,7 +574,7 @@ func (c *cluster) waitState(ctx context.Context, t *testing.T, mgr *proc, what s
 func (c *cluster) waitPeers(ctx context.Context, t *testing.T, n int, procs ...*proc) {
 	t.Helper()
 	for _, p := range procs {
-		waitFor(ctx, t, fmt.Sprintf("%s sees %d session peers", p.name, n), func() bool {
+		proctest.WaitFor(ctx, t, fmt.Sprintf("%s sees %d session peers", p.name, n), func() bool {
 			r, err := p.do(http.MethodGet, statusPath, "", nil, nil)
 			if err != nil || r.status != http.StatusOK {
 				return false
@@ -741,37 +703,3 @@ func (c *client) counter(t *testing.T, p *proc, method, key string) counterReply
 }
 
 // ---- helpers ----
-
-// waitFor polls cond until it holds, and fails the test when ctx ends
-// first.
-func waitFor(ctx context.Context, t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	tick := time.NewTicker(50 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		select {
-		case <-ctx.Done():
-			t.Fatalf("waiting until %s: %v", what, ctx.Err())
-		case <-tick.C:
-		}
-	}
-}
-
-// lockedBuffer is a bytes.Buffer that a process writes while the test
-// reads it.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}

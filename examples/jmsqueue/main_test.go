@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/base64"
 	"fmt"
@@ -9,24 +8,29 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/troupe-go/troupe/internal/proctest"
 	"github.com/troupe-go/troupe/membership"
 )
 
 // TestJMSQueueSurvivesOwnerKill runs the example as three real processes,
 // kills the one holding the queue with SIGKILL, and checks that the queue
 // keeps taking and giving messages through the two others.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	proctest.Cleanup()
+	os.Exit(code)
+}
+
 func TestJMSQueueSurvivesOwnerKill(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the example and runs it as three processes")
 	}
-	bin := build(t)
+	bin := proctest.Build(t, ".")
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 
@@ -35,7 +39,7 @@ func TestJMSQueueSurvivesOwnerKill(t *testing.T) {
 	n3 := start(ctx, t, bin, "n3", "127.0.0.4", n1.cluster)
 	nodes := []*node{n1, n2, n3}
 	for _, n := range nodes {
-		waitFor(ctx, t, "the queue is served through "+n.name, func() bool {
+		proctest.WaitFor(ctx, t, "the queue is served through "+n.name, func() bool {
 			r, err := n.do(http.MethodGet, "/queue/orders/depth", "")
 			return err == nil && r.status == http.StatusOK
 		})
@@ -78,7 +82,7 @@ func TestJMSQueueSurvivesOwnerKill(t *testing.T) {
 	defer cancelMoved()
 	var next response
 	for _, n := range survivors {
-		waitFor(moved, t, "the queue is served again through "+n.name, func() bool {
+		proctest.WaitFor(moved, t, "the queue is served again through "+n.name, func() bool {
 			r, err := n.do(http.MethodGet, "/queue/orders/depth", "")
 			if err != nil || r.status != http.StatusOK {
 				return false
@@ -114,32 +118,13 @@ func TestJMSQueueSurvivesOwnerKill(t *testing.T) {
 	}
 }
 
-// raceEnabled is true when the test runs with the race detector.
-var raceEnabled bool
-
-// build compiles the example into a temporary directory, with the race
-// detector when the test has it.
-func build(t *testing.T) string {
-	t.Helper()
-	bin := filepath.Join(t.TempDir(), "jmsqueue")
-	args := []string{"build", "-o", bin}
-	if raceEnabled {
-		args = append(args, "-race")
-	}
-	out, err := exec.Command("go", append(args, ".")...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	return bin
-}
-
 // node is one running process of the example.
 type node struct {
 	name          string
 	cluster, http string // addresses it reported
 	cmd           *exec.Cmd
-	stdout        lockedBuffer
-	stderr        lockedBuffer
+	stdout        proctest.Buffer
+	stderr        proctest.Buffer
 	exited        chan struct{} // closed once the process has exited
 	client        *http.Client
 }
@@ -178,7 +163,7 @@ func start(ctx context.Context, t *testing.T, bin, name, ip, join string) *node 
 			t.Logf("%s stderr:\n%s", name, n.stderr.String())
 		}
 	})
-	waitFor(ctx, t, name+" reports its addresses", func() bool {
+	proctest.WaitFor(ctx, t, name+" reports its addresses", func() bool {
 		select {
 		case <-n.exited:
 			t.Fatalf("%s exited: %v\n%s", name, n.cmd.ProcessState, n.stderr.String())
@@ -255,38 +240,4 @@ func (n *node) mustDo(t *testing.T, method, path, body string) response {
 		t.Fatalf("%s %s through %s: %v", method, path, n.name, err)
 	}
 	return r
-}
-
-// waitFor polls cond until it holds, and fails the test when ctx ends
-// first.
-func waitFor(ctx context.Context, t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	tick := time.NewTicker(50 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		select {
-		case <-ctx.Done():
-			t.Fatalf("waiting until %s: %v", what, ctx.Err())
-		case <-tick.C:
-		}
-	}
-}
-
-// lockedBuffer is a bytes.Buffer that a process writes while the test
-// reads it.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
