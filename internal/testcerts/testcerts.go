@@ -10,8 +10,11 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/pem"
 	"math/big"
 	"net"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -79,4 +82,22 @@ func (ca *CA) Issue(tb testing.TB) tls.Certificate {
 func (ca *CA) TLSConfig(tb testing.TB) *tls.Config {
 	tb.Helper()
 	return &tls.Config{Certificates: []tls.Certificate{ca.Issue(tb)}, RootCAs: ca.Pool, ClientCAs: ca.Pool}
+}
+
+// WriteFiles writes the CA's certificate and a certificate it issues
+// (Issue), with its private key, as PEM files in dir, for programs that
+// take files: it returns their paths.
+func (ca *CA) WriteFiles(tb testing.TB, dir string) (caFile, certFile, keyFile string) {
+	tb.Helper()
+	c := ca.Issue(tb)
+	keyDER, err := x509.MarshalPKCS8PrivateKey(c.PrivateKey)
+	require.NoError(tb, err)
+	caFile, certFile, keyFile = filepath.Join(dir, "ca.pem"), filepath.Join(dir, "node.pem"), filepath.Join(dir, "node-key.pem")
+	for _, f := range []struct {
+		path, typ string
+		der       []byte
+	}{{caFile, "CERTIFICATE", ca.cert.Raw}, {certFile, "CERTIFICATE", c.Certificate[0]}, {keyFile, "PRIVATE KEY", keyDER}} {
+		require.NoError(tb, os.WriteFile(f.path, pem.EncodeToMemory(&pem.Block{Type: f.typ, Bytes: f.der}), 0o600))
+	}
+	return caFile, certFile, keyFile
 }
