@@ -40,6 +40,7 @@ func New(cfg Config) (*Handler, error) {
 		Transport:    h.rt,
 		ErrorHandler: h.writeError,
 		ErrorLog:     slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn),
+		BufferPool:   &bufferPool{},
 	}
 	return h, nil
 }
@@ -126,6 +127,19 @@ func (h *Handler) writeError(w http.ResponseWriter, r *http.Request, err error) 
 	http.Error(w, reason, http.StatusBadGateway)
 }
 
+// bufferPool lends the ReverseProxy its copy buffers, which it would
+// otherwise allocate, 32 KiB, for every response.
+type bufferPool struct{ p sync.Pool }
+
+func (b *bufferPool) Get() []byte {
+	if v, ok := b.p.Get().(*[]byte); ok {
+		return *v
+	}
+	return make([]byte, 32<<10)
+}
+
+func (b *bufferPool) Put(buf []byte) { b.p.Put(&buf) }
+
 // downSet remembers the nodes that refused a connection or timed out.
 type downSet struct {
 	mu    sync.Mutex
@@ -136,6 +150,13 @@ func (d *downSet) mark(node string, until time.Time) {
 	d.mu.Lock()
 	d.until[node] = until
 	d.mu.Unlock()
+}
+
+// empty reports whether no node is marked down, the common case.
+func (d *downSet) empty() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return len(d.until) == 0
 }
 
 func (d *downSet) isDown(node string, now time.Time) bool {

@@ -111,15 +111,21 @@ func (rt *router) RoundTrip(req *http.Request) (*http.Response, error) {
 			stats.passed503.Add(1)
 			continue
 		}
+		whole := false
 		if err == nil && resp.StatusCode != http.StatusSwitchingProtocols &&
 			resp.ContentLength >= 0 && resp.ContentLength <= cfg.MaxResponseBuffer {
 			// Small enough to read whole before the client sees any of
 			// it: a node that dies in the middle costs a retry, not a
 			// broken response.
 			err = readWhole(resp, cfg.BodyTimeout)
+			whole = err == nil
 		}
 		if err == nil {
-			resp.Body = newTimedBody(resp.Body, cfg.BodyTimeout, cancel)
+			if whole {
+				cancel() // nothing more to read from the node
+			} else {
+				resp.Body = newTimedBody(resp.Body, cfg.BodyTimeout, cancel)
+			}
 			if attempt == 0 {
 				stats.served.Add(1)
 			} else {
@@ -177,6 +183,9 @@ func (rt *router) markDown(node string, err error) {
 // every one is: a node that refuses again costs one round trip, and
 // answering 503 while one might serve would be worse.
 func (rt *router) preferUp(cands []naming.Candidate) []naming.Candidate {
+	if rt.down.empty() {
+		return cands
+	}
 	now := time.Now()
 	up := cands[:0:0]
 	for _, c := range cands {
