@@ -16,9 +16,9 @@ import (
 	"github.com/troupe-go/troupe/membership"
 )
 
-// net is a deterministic in-memory network of cores: messages are
+// simNet is a deterministic in-memory network of cores: messages are
 // delivered when the test says so, and links can be cut.
-type net struct {
+type simNet struct {
 	t     *testing.T
 	now   time.Time
 	cores map[string]*core
@@ -33,8 +33,8 @@ type packet struct {
 	state    bool
 }
 
-func newNet(t *testing.T, names ...string) *net {
-	n := &net{t: t, now: time.Unix(1_800_000_000, 0), cores: map[string]*core{}, stats: map[string]*counters{}, cut: map[[2]string]bool{}}
+func newNet(t *testing.T, names ...string) *simNet {
+	n := &simNet{t: t, now: time.Unix(1_800_000_000, 0), cores: map[string]*core{}, stats: map[string]*counters{}, cut: map[[2]string]bool{}}
 	for _, name := range names {
 		n.start(name)
 	}
@@ -46,9 +46,9 @@ func newNet(t *testing.T, names ...string) *net {
 	return n
 }
 
-func (n *net) clock() time.Time { return n.now }
+func (n *simNet) clock() time.Time { return n.now }
 
-func (n *net) start(name string) *core {
+func (n *simNet) start(name string) *core {
 	opts, err := Options{Logger: slog.New(slog.DiscardHandler)}.withDefaults()
 	require.NoError(n.t, err)
 	st := &counters{}
@@ -58,7 +58,7 @@ func (n *net) start(name string) *core {
 }
 
 // collect moves every core's outgoing messages into the queue.
-func (n *net) collect() {
+func (n *simNet) collect() {
 	names := n.names()
 	for _, name := range names {
 		c := n.cores[name]
@@ -87,7 +87,7 @@ func (n *net) collect() {
 	}
 }
 
-func (n *net) names() []string {
+func (n *simNet) names() []string {
 	var out []string
 	for k := range n.cores {
 		out = append(out, k)
@@ -97,7 +97,7 @@ func (n *net) names() []string {
 }
 
 // run delivers messages until none are left.
-func (n *net) run() {
+func (n *simNet) run() {
 	for range 1000 {
 		n.collect()
 		if len(n.queue) == 0 {
@@ -112,7 +112,7 @@ func (n *net) run() {
 	n.t.Fatal("messages kept flowing")
 }
 
-func (n *net) deliver(p packet) {
+func (n *simNet) deliver(p packet) {
 	c := n.cores[p.to]
 	if c == nil || n.cut[[2]string{p.from, p.to}] {
 		return
@@ -127,7 +127,7 @@ func (n *net) deliver(p packet) {
 }
 
 // pushPull exchanges digests between a and b, as memberlist does.
-func (n *net) pushPull(a, b string) {
+func (n *simNet) pushPull(a, b string) {
 	for _, x := range [][2]string{{a, b}, {b, a}} {
 		raw, err := encodeMsg(msgDigest, n.cores[x[0]].digest())
 		require.NoError(n.t, err)
@@ -136,14 +136,14 @@ func (n *net) pushPull(a, b string) {
 	n.run()
 }
 
-func (n *net) advance(d time.Duration) {
+func (n *simNet) advance(d time.Duration) {
 	n.now = n.now.Add(d)
 	for _, name := range n.names() {
 		n.cores[name].tick()
 	}
 }
 
-func (n *net) lookup(node, name string) string {
+func (n *simNet) lookup(node, name string) string {
 	c := n.cores[node]
 	c.flush()
 	e, ok := c.root.Get([]byte(name))
@@ -157,7 +157,7 @@ func (n *net) lookup(node, name string) string {
 	return s[:len(s)-1]
 }
 
-func (n *net) bind(node string, kind opKind, name, value string, opts ...BindOption) error {
+func (n *simNet) bind(node string, kind opKind, name, value string, opts ...BindOption) error {
 	bo, err := bindOpts(opts)
 	require.NoError(n.t, err)
 	var v []byte
@@ -204,7 +204,7 @@ var _ = fmt.Sprint
 
 // lossy delivers the queue in random order, dropping and duplicating
 // some packets, until it is empty.
-func (n *net) lossy(rng *rand.Rand, drop float64) {
+func (n *simNet) lossy(rng *rand.Rand, drop float64) {
 	for range 1000 {
 		n.collect()
 		if len(n.queue) == 0 {
@@ -226,14 +226,14 @@ func (n *net) lossy(rng *rand.Rand, drop float64) {
 	n.t.Fatal("messages kept flowing")
 }
 
-func (n *net) kill(name string) {
+func (n *simNet) kill(name string) {
 	delete(n.cores, name)
 	for _, c := range n.cores {
 		c.memberEvent(membership.Event{Type: membership.EventFail, Member: membership.Member{Name: name}})
 	}
 }
 
-func (n *net) join(name string) {
+func (n *simNet) join(name string) {
 	c := n.start(name)
 	for _, other := range n.names() {
 		c.memberEvent(membership.Event{Type: membership.EventJoin, Member: membership.Member{Name: other}})

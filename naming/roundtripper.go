@@ -1,7 +1,9 @@
 package naming
 
 import (
+	"errors"
 	"fmt"
+	"net"
 
 	"net/http"
 	"net/url"
@@ -35,7 +37,10 @@ type RoundTripperOptions struct {
 // connection refused or reset, a timeout), an idempotent request (GET,
 // HEAD, OPTIONS, TRACE, PUT, DELETE, or any request with an
 // Idempotency-Key header) is sent again to another offer, up to
-// MaxAttempts offers. A request with a body fails over only if its body
+// MaxAttempts offers; any request is, when the provider refused the
+// connection (it was never sent). For a load balancer in front of
+// application servers, with timeouts, failure memory and bodies kept for
+// replay, use package proxy. A request with a body fails over only if its body
 // can be replayed (Request.GetBody, which http.NewRequest sets for
 // in-memory bodies). A response, whatever its status, is returned as is.
 type RoundTripper struct {
@@ -108,11 +113,18 @@ func (rt *RoundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
 			return resp, nil
 		}
 		lastErr = fmt.Errorf("naming: %s: offer of %s: %w", rt.name, offer.Node, err)
-		if !retry || req.Context().Err() != nil {
+		if req.Context().Err() != nil || !(retry || notSent(err) && (!hasBody || req.GetBody != nil)) {
 			return nil, lastErr
 		}
 	}
 	return nil, lastErr
+}
+
+// notSent reports whether err is a failure to connect: the request never
+// left, so any request may go to another offer.
+func notSent(err error) bool {
+	var op *net.OpError
+	return errors.As(err, &op) && op.Op == "dial"
 }
 
 func idempotent(req *http.Request) bool {

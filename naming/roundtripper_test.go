@@ -21,6 +21,13 @@ func providers(t *testing.T) (*tcluster, []*httptest.Server) {
 		name := tr.self
 		servers[i] = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			body, _ := io.ReadAll(r.Body)
+			if r.URL.Path == "/api/cut" {
+				// Took the request, then died before answering.
+				if conn, _, err := http.NewResponseController(w).Hijack(); err == nil {
+					conn.Close()
+				}
+				return
+			}
 			io.WriteString(w, name+" "+r.Method+" "+r.URL.Path+" "+string(body))
 		}))
 		t.Cleanup(servers[i].Close)
@@ -85,9 +92,18 @@ func TestRoundTripperFailoverGETNotPOST(t *testing.T) {
 	assert.Equal(t, "node-0", sticky.Node(), "the sticky policy moved to the live provider")
 
 	sticky.node.Store(ptr("node-1"))
-	_, err = do(t, hc, "POST", "create")
+	got, err = do(t, hc, "POST", "create")
+	require.NoError(t, err, "a POST that the dead provider refused fails over: it was never sent")
+	assert.Equal(t, "node-0 POST /api/items/7 create", got)
+
+	// A provider that took the POST and then cut the connection may have
+	// processed it: the POST does not fail over.
+	sticky.node.Store(ptr("node-0"))
+	req, err := http.NewRequest("POST", "http://orders/cut", strings.NewReader("maybe done"))
+	require.NoError(t, err)
+	_, err = hc.Do(req)
 	require.Error(t, err, "POST does not fail over")
-	assert.Contains(t, err.Error(), "node-1")
+	assert.Contains(t, err.Error(), "node-0")
 
 	sticky.node.Store(ptr("node-1"))
 	got, err = do(t, hc, "POST", "with key", "Idempotency-Key", "k1")
@@ -108,7 +124,7 @@ func TestRoundTripperFailoverGETNotPOST(t *testing.T) {
 
 	// A body that cannot be replayed is not retried.
 	sticky.node.Store(ptr("node-1"))
-	req, err := http.NewRequest("PUT", "http://orders/x", io.NopCloser(bytes.NewReader([]byte("once"))))
+	req, err = http.NewRequest("PUT", "http://orders/x", io.NopCloser(bytes.NewReader([]byte("once"))))
 	require.NoError(t, err)
 	_, err = hc.Do(req)
 	require.Error(t, err)
