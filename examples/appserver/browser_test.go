@@ -91,7 +91,7 @@ func TestConsoleInBrowser(t *testing.T) {
 	b.evaluate(`window.troupeTestMark = "` + hex.EncodeToString(mark) + `"`)
 	before := st.Time
 
-	w2.kill(t)
+	w2.Kill(t)
 	st = b.waitPage(w2.name+" gone from the members and the offers, and shown as failed", pageWant{
 		Members: []string{mgr.name, w1.name}, Offers: []string{w1.name}, Failed: []string{w2.name},
 	})

@@ -7,10 +7,8 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"os/exec"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -52,7 +50,6 @@ func (c *cluster) startProxy(ctx context.Context, t *testing.T, spec proxySpec) 
 	} else {
 		args = append(args, "-wka", spec.wka)
 	}
-	p := &proc{name: "proxy", role: "proxy", exited: make(chan struct{})}
 	tr := &http.Transport{DisableKeepAlives: true}
 	scheme := "http"
 	if spec.tls != nil {
@@ -63,33 +60,11 @@ func (c *cluster) startProxy(ctx context.Context, t *testing.T, spec proxySpec) 
 	} else {
 		args = append(args, "-http", spec.ip+":0")
 	}
-	p.client = &http.Client{Timeout: 10 * time.Second, Transport: tr}
-	p.cmd = exec.Command(proxyBinary(t), append(args, spec.args...)...)
-	p.cmd.Env = cleanEnv()
-	p.cmd.Stdout, p.cmd.Stderr = &p.stdout, &p.stderr
-	if err := p.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() {
-		_ = p.cmd.Wait()
-		close(p.exited)
-	}()
+	p := &proc{name: "proxy", role: "proxy", client: &http.Client{Timeout: 10 * time.Second, Transport: tr},
+		Proc: proctest.Start(t, "proxy", proxyBinary(t), append(args, spec.args...), cleanEnv())}
 	c.procs = append(c.procs, p)
-	t.Cleanup(func() {
-		p.kill(t)
-		if strings.Contains(p.stderr.String(), "WARNING: DATA RACE") {
-			t.Errorf("proxy: data race:\n%s", p.stderr.String())
-		} else if t.Failed() {
-			t.Logf("proxy stderr:\n%s", p.stderr.String())
-		}
-	})
 	proctest.WaitFor(ctx, t, "the proxy reports its addresses", func() bool {
-		select {
-		case <-p.exited:
-			t.Fatalf("proxy exited: %v\n%s", p.cmd.ProcessState, p.stderr.String())
-		default:
-		}
-		line, _, ok := strings.Cut(p.stdout.String(), "\n")
+		line, ok := p.FirstLine(t)
 		if !ok {
 			return false
 		}
@@ -281,7 +256,7 @@ func (l *load) check(node string, at time.Time, servedBy map[*loadClient]string)
 // signal sends sig to p.
 func (p *proc) signal(t *testing.T, sig syscall.Signal) {
 	t.Helper()
-	if err := p.cmd.Process.Signal(sig); err != nil {
+	if err := p.Cmd.Process.Signal(sig); err != nil {
 		t.Fatalf("%s: %v: %v", p.name, sig, err)
 	}
 }
@@ -299,7 +274,7 @@ func killPrimaryUnderLoad(t *testing.T, multicast string, tt *testTLS) {
 	_, servedBy := l.snapshot()
 	victim := c.byName(servedBy[l.clients[0]])
 	before, servedBy := l.snapshot()
-	victim.kill(t)
+	victim.Kill(t)
 	killed := time.Now()
 	l.waitAcked(ctx, 15, before)
 	l.halt()
@@ -361,7 +336,7 @@ func TestE2EPausedWorker(t *testing.T) {
 	resumed := false
 	defer func() {
 		if !resumed {
-			_ = victim.cmd.Process.Signal(syscall.SIGCONT)
+			_ = victim.Cmd.Process.Signal(syscall.SIGCONT)
 		}
 	}()
 
@@ -419,11 +394,11 @@ func TestE2EGracefulLeave(t *testing.T) {
 	victim.signal(t, syscall.SIGTERM)
 	stopped := time.Now()
 	select {
-	case <-victim.exited:
+	case <-victim.Exited:
 	case <-ctx.Done():
 		t.Fatalf("%s did not exit after SIGTERM", victim.name)
 	}
-	if code := victim.cmd.ProcessState.ExitCode(); code != 0 {
+	if code := victim.Cmd.ProcessState.ExitCode(); code != 0 {
 		t.Fatalf("%s exited %d after SIGTERM, want 0", victim.name, code)
 	}
 	l.waitAcked(ctx, 15, before)

@@ -217,7 +217,7 @@ func TestSessionSurvivesKill(t *testing.T) {
 		t.Fatalf("retry of the last POST /counter on %s: value %d, want %d (not applied twice)", a.name, v.Value, n)
 	}
 
-	a.kill(t)
+	a.Kill(t)
 	cl.follow(a, b) // the client (or a proxy) turns to the other worker
 	var got counterReply
 	proctest.WaitFor(ctx, t, b.name+" serves the session", func() bool {
@@ -266,18 +266,18 @@ func TestGracefulLeave(t *testing.T) {
 		t.Fatalf("POST /cart: %v %s", err, r)
 	}
 
-	if err := w1.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+	if err := w1.Cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
 	select {
-	case <-w1.exited:
+	case <-w1.Exited:
 	case <-ctx.Done():
 		t.Fatalf("%s did not exit after SIGTERM", w1.name)
 	}
-	if code := w1.cmd.ProcessState.ExitCode(); code != 0 {
+	if code := w1.Cmd.ProcessState.ExitCode(); code != 0 {
 		t.Fatalf("%s exited %d after SIGTERM, want 0", w1.name, code)
 	}
-	if !strings.Contains(w1.stderr.String(), "left the cluster") {
+	if !strings.Contains(w1.Stderr.String(), "left the cluster") {
 		t.Errorf("%s did not log that it left", w1.name)
 	}
 	c.waitState(ctx, t, mgr, w1.name+"'s offer gone and "+w1.name+" shown as left", func(st consoleState) bool {
@@ -366,12 +366,10 @@ type nodeSpec struct {
 
 // proc is one running node.
 type proc struct {
-	name, role     string
-	gossip, url    string // as it reported them
-	cmd            *exec.Cmd
-	stdout, stderr proctest.Buffer
-	exited         chan struct{} // closed once the process has exited
-	client         *http.Client
+	*proctest.Proc
+	name, role  string
+	gossip, url string // as it reported them
+	client      *http.Client
 }
 
 func (c *cluster) byName(name string) *proc {
@@ -417,36 +415,14 @@ func (c *cluster) start(ctx context.Context, t *testing.T, spec nodeSpec) *proc 
 			args = append(args, "-"+s[0], s[1])
 		}
 	}
-	p := &proc{name: spec.name, role: spec.role, exited: make(chan struct{}),
+	p := &proc{name: spec.name, role: spec.role,
+		Proc: proctest.Start(t, spec.name, c.bin, append(args, spec.args...), cleanEnv(env...)),
 		client: &http.Client{Timeout: 10 * time.Second, Transport: tr,
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }},
 	}
-	p.cmd = exec.Command(c.bin, append(args, spec.args...)...)
-	p.cmd.Env = cleanEnv(env...)
-	p.cmd.Stdout, p.cmd.Stderr = &p.stdout, &p.stderr
-	if err := p.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() {
-		_ = p.cmd.Wait()
-		close(p.exited)
-	}()
 	c.procs = append(c.procs, p)
-	t.Cleanup(func() {
-		p.kill(t)
-		if strings.Contains(p.stderr.String(), "WARNING: DATA RACE") {
-			t.Errorf("%s: data race:\n%s", p.name, p.stderr.String())
-		} else if t.Failed() {
-			t.Logf("%s stderr:\n%s", p.name, p.stderr.String())
-		}
-	})
 	proctest.WaitFor(ctx, t, p.name+" reports its addresses", func() bool {
-		select {
-		case <-p.exited:
-			t.Fatalf("%s exited: %v\n%s", p.name, p.cmd.ProcessState, p.stderr.String())
-		default:
-		}
-		line, _, ok := strings.Cut(p.stdout.String(), "\n")
+		line, ok := p.FirstLine(t)
 		if !ok {
 			return false
 		}
@@ -492,21 +468,6 @@ func mustPort(t *testing.T, addr string) int {
 		t.Fatal(err)
 	}
 	return p
-}
-
-// kill kills the process with SIGKILL, if it still runs, and waits until
-// it has exited.
-func (p *proc) kill(t *testing.T) {
-	t.Helper()
-	select {
-	case <-p.exited:
-		return
-	default:
-	}
-	if err := p.cmd.Process.Kill(); err != nil {
-		t.Errorf("kill %s: %v", p.name, err)
-	}
-	<-p.exited
 }
 
 // response is what a request got.

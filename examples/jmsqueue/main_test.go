@@ -7,7 +7,6 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"strconv"
 	"strings"
 	"testing"
@@ -67,7 +66,7 @@ func TestJMSQueueSurvivesOwnerKill(t *testing.T) {
 	t.Logf("the queue is on %s (token %d); messages sent through every node", owner.name, first.token)
 
 	killed := time.Now()
-	owner.kill(t)
+	owner.Kill(t)
 	var survivors []*node
 	for _, n := range nodes {
 		if n != owner {
@@ -120,12 +119,9 @@ func TestJMSQueueSurvivesOwnerKill(t *testing.T) {
 
 // node is one running process of the example.
 type node struct {
+	*proctest.Proc
 	name          string
 	cluster, http string // addresses it reported
-	cmd           *exec.Cmd
-	stdout        proctest.Buffer
-	stderr        proctest.Buffer
-	exited        chan struct{} // closed once the process has exited
 	client        *http.Client
 }
 
@@ -137,39 +133,15 @@ var testKey = base64.StdEncoding.EncodeToString(membership.GenerateKey())
 // Cleanup kills it, and logs its stderr if the test failed.
 func start(ctx context.Context, t *testing.T, bin, name, ip, join string) *node {
 	t.Helper()
-	n := &node{name: name, exited: make(chan struct{}),
-		client: &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}},
-	}
 	args := []string{"-name", name, "-bind", ip + ":0", "-http", ip + ":0"}
 	if join != "" {
 		args = append(args, "-join", join)
 	}
-	n.cmd = exec.Command(bin, args...)
-	n.cmd.Env = append(os.Environ(), "TROUPE_CLUSTER_KEY="+testKey)
-	n.cmd.Stdout, n.cmd.Stderr = &n.stdout, &n.stderr
-	if err := n.cmd.Start(); err != nil {
-		t.Fatal(err)
+	n := &node{name: name, Proc: proctest.Start(t, name, bin, args, append(os.Environ(), "TROUPE_CLUSTER_KEY="+testKey)),
+		client: &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}},
 	}
-	go func() {
-		_ = n.cmd.Wait()
-		close(n.exited)
-	}()
-	t.Cleanup(func() {
-		n.kill(t)
-		if strings.Contains(n.stderr.String(), "WARNING: DATA RACE") {
-			t.Errorf("%s: data race", name)
-		}
-		if t.Failed() {
-			t.Logf("%s stderr:\n%s", name, n.stderr.String())
-		}
-	})
 	proctest.WaitFor(ctx, t, name+" reports its addresses", func() bool {
-		select {
-		case <-n.exited:
-			t.Fatalf("%s exited: %v\n%s", name, n.cmd.ProcessState, n.stderr.String())
-		default:
-		}
-		line, _, ok := strings.Cut(n.stdout.String(), "\n")
+		line, ok := n.FirstLine(t)
 		if !ok {
 			return false
 		}
@@ -180,21 +152,6 @@ func start(ctx context.Context, t *testing.T, bin, name, ip, join string) *node 
 		return true
 	})
 	return n
-}
-
-// kill kills the process with SIGKILL, if it still runs, and waits until
-// it has exited.
-func (n *node) kill(t *testing.T) {
-	t.Helper()
-	select {
-	case <-n.exited:
-		return
-	default:
-	}
-	if err := n.cmd.Process.Kill(); err != nil {
-		t.Errorf("kill %s: %v", n.name, err)
-	}
-	<-n.exited
 }
 
 // response is what a request for the queue got.

@@ -17,6 +17,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -109,4 +110,67 @@ func (b *Buffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
+}
+
+// Proc is a program that Start runs.
+type Proc struct {
+	Name           string
+	Cmd            *exec.Cmd
+	Stdout, Stderr Buffer
+	Exited         chan struct{} // closed once the process has exited
+}
+
+// Start runs bin with args, and env as its whole environment (nil: the
+// test's own). Cleanup kills it, and logs its stderr if the test failed;
+// a data race it reports fails the test.
+func Start(t testing.TB, name, bin string, args, env []string) *Proc {
+	t.Helper()
+	p := &Proc{Name: name, Cmd: exec.Command(bin, args...), Exited: make(chan struct{})}
+	p.Cmd.Env = env
+	p.Cmd.Stdout, p.Cmd.Stderr = &p.Stdout, &p.Stderr
+	if err := p.Cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		_ = p.Cmd.Wait()
+		close(p.Exited)
+	}()
+	t.Cleanup(func() {
+		p.Kill(t)
+		if strings.Contains(p.Stderr.String(), "WARNING: DATA RACE") {
+			t.Errorf("%s: data race:\n%s", name, p.Stderr.String())
+		} else if t.Failed() {
+			t.Logf("%s stderr:\n%s", name, p.Stderr.String())
+		}
+	})
+	return p
+}
+
+// FirstLine returns the first line the process wrote to stdout, and false
+// while it has written none. It fails the test if the process exited
+// first.
+func (p *Proc) FirstLine(t testing.TB) (string, bool) {
+	t.Helper()
+	select {
+	case <-p.Exited:
+		t.Fatalf("%s exited: %v\n%s", p.Name, p.Cmd.ProcessState, p.Stderr.String())
+	default:
+	}
+	line, _, ok := strings.Cut(p.Stdout.String(), "\n")
+	return line, ok
+}
+
+// Kill kills the process with SIGKILL, if it still runs, and waits until
+// it has exited.
+func (p *Proc) Kill(t testing.TB) {
+	t.Helper()
+	select {
+	case <-p.Exited:
+		return
+	default:
+	}
+	if err := p.Cmd.Process.Kill(); err != nil {
+		t.Errorf("kill %s: %v", p.Name, err)
+	}
+	<-p.Exited
 }
