@@ -10,7 +10,6 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -363,7 +362,7 @@ func TestMiddlewareRenewAndDestroy(t *testing.T) {
 // second status line.
 func TestMiddlewareFlushThenWriteHeader(t *testing.T) {
 	c := startSessions(t, 1, nil)
-	var logs strings.Builder
+	var logs logBuffer
 	srv := httptest.NewUnstartedServer(c.nodes[0].s.Middleware(HTTPOptions{})(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		s, err := FromRequest(r)
 		require.NoError(t, err)
@@ -372,7 +371,7 @@ func TestMiddlewareFlushThenWriteHeader(t *testing.T) {
 		w.WriteHeader(http.StatusCreated)
 		_, _ = io.WriteString(w, "saved")
 	})))
-	srv.Config.ErrorLog = log.New(&lockedWriter{w: &logs}, "", 0)
+	srv.Config.ErrorLog = log.New(&logs, "", 0)
 	srv.Start()
 	defer srv.Close()
 	resp, err := http.Get(srv.URL)
@@ -384,16 +383,4 @@ func TestMiddlewareFlushThenWriteHeader(t *testing.T) {
 	require.Len(t, resp.Cookies(), 1)
 	srv.Close() // flushes the server's log
 	require.NotContains(t, logs.String(), "superfluous")
-}
-
-// lockedWriter serializes writes to w.
-type lockedWriter struct {
-	mu sync.Mutex
-	w  io.Writer
-}
-
-func (l *lockedWriter) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.Write(p)
 }

@@ -69,6 +69,7 @@ type Sessions struct {
 	cluster *membership.Cluster
 	opts    Options
 	log     *slog.Logger
+	hops    hopWatch            // takeovers from live nodes, for the routing warning
 	ch      *membership.Channel // channelName: calls to peers, and theirs to us
 	self    string              // node name
 	selfID  string              // NodeID(self)

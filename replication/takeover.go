@@ -239,6 +239,7 @@ func (s *Sessions) install(ctx context.Context, key string, local *entry, seen s
 	s.touch(e)
 	s.stats.takeovers.Add(1)
 	s.log.Debug("took a session over", "session", keyRef(key), "from", src, "epoch", st.epoch, "secondary", st.secondary)
+	s.hopped()
 	if kept := r.Kept; kept != "" && kept != st.secondary && kept != s.self {
 		// The copy kept in our lineage is not needed.
 		s.spawn(func() { s.sendDrop(kept, key, st.rank(), false) })
@@ -297,6 +298,9 @@ func (s *Sessions) promoteLocal(ctx context.Context, e *entry, oldPrimary string
 	}
 	s.touch(e)
 	s.stats.takeovers.Add(1)
+	if !contest {
+		s.hopped() // its live primary handed it over
+	}
 	s.log.Debug("promoted a session on request", "session", keyRef(e.key), "old_primary", oldPrimary, "epoch", next.epoch, "secondary", next.secondary)
 	return newHandle(s, e, next), nil
 }
