@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"time"
 
 	"net/http"
 	"net/url"
@@ -13,7 +14,10 @@ import (
 // RoundTripperOptions configures a RoundTripper. Zero fields take the
 // defaults written beside them.
 type RoundTripperOptions struct {
-	// Base sends each attempt. Default http.DefaultTransport.
+	// Base sends each attempt. Default: a clone of
+	// http.DefaultTransport that gives up connecting after 2 s and
+	// waiting for response headers after 30 s, so that a dead or paused
+	// provider costs a bounded wait before the next offer is tried.
 	Base http.RoundTripper
 	// MaxAttempts bounds how many offers one request tries. Default 3;
 	// never more than the name has live offers.
@@ -63,7 +67,10 @@ func NewRoundTripper(tree *Tree, name string, policy Policy, opts RoundTripperOp
 		return nil, fmt.Errorf("%w: tree is nil", ErrInvalidOptions)
 	}
 	if opts.Base == nil {
-		opts.Base = http.DefaultTransport
+		tr := http.DefaultTransport.(*http.Transport).Clone()
+		tr.DialContext = (&net.Dialer{Timeout: 2 * time.Second, KeepAlive: 30 * time.Second}).DialContext
+		tr.ResponseHeaderTimeout = 30 * time.Second
+		opts.Base = tr
 	}
 	if opts.MaxAttempts == 0 {
 		opts.MaxAttempts = 3
