@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"image/png"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -62,6 +63,11 @@ func TestConsoleInBrowser(t *testing.T) {
 	mgr := c.start(ctx, t, nodeSpec{role: roleManager, name: "manager", ip: "127.0.0.2"})
 	w1 := c.start(ctx, t, nodeSpec{role: roleWorker, name: "worker-1", ip: "127.0.0.3", wka: mgr.gossip})
 	w2 := c.start(ctx, t, nodeSpec{role: roleWorker, name: "worker-2", ip: "127.0.0.4", wka: mgr.gossip})
+	c.waitPeers(ctx, t, 2, mgr, w1, w2)
+	// A few sessions, so that the page (and the screenshot) shows some.
+	for _, w := range []*proc{w1, w1, w2} {
+		newClient(t).counter(t, w, http.MethodPost, "")
+	}
 
 	b := newBrowser(ctx, t)
 	b.open(mgr.url + "/console/")
