@@ -268,6 +268,12 @@ func (c *Cluster) Members() []Member {
 // failed; layers that must not act on the minority side of a partition
 // (internal/quorum) count suspects as lost. It reads memberlist's local
 // view and never touches the network.
+//
+// With memberlist v0.7.0 it finds none: Members returns each node's
+// embedded Node, whose State memberlist never updates (it keeps the
+// state in its own record), and it exposes suspicion nowhere else. So
+// the layers that count suspects as lost count them as live until they
+// are declared failed (RELIABILITY.md, "What is still wrong").
 func (c *Cluster) Suspects() []string {
 	var out []string
 	for _, n := range c.ml.Members() {

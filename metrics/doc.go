@@ -38,6 +38,8 @@
 // Membership (gauges, then counters):
 //
 //	troupe_members{state="alive|suspect|failed"}   members as this node sees them; failed: declared failed and not back
+//	                                               (suspect stays 0: memberlist v0.7.0 does not expose suspicion;
+//	                                               see membership.Cluster.Suspects and RELIABILITY.md)
 //	troupe_gossip_messages_total{direction="sent|received"}   channel broadcasts carried by memberlist's gossip, each copy
 //	troupe_gossip_bytes_total{direction}           their bytes
 //	troupe_state_exchanges_total{direction}        shares of the periodic state exchange (push/pull)
