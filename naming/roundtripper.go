@@ -1,14 +1,13 @@
 package naming
 
 import (
-	"errors"
 	"fmt"
 	"net"
 	"time"
 
 	"net/http"
-	"net/url"
-	"strings"
+
+	"github.com/troupe-go/troupe/internal/httpoffer"
 )
 
 // RoundTripperOptions configures a RoundTripper. Zero fields take the
@@ -87,7 +86,7 @@ func NewRoundTripper(tree *Tree, name string, policy Policy, opts RoundTripperOp
 // RoundTrip implements http.RoundTripper.
 func (rt *RoundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
 	hasBody := req.Body != nil && req.Body != http.NoBody
-	retry := (idempotent(req) || rt.opts.RetryNonIdempotent) && (!hasBody || req.GetBody != nil)
+	retry := (httpoffer.Idempotent(req) || rt.opts.RetryNonIdempotent) && (!hasBody || req.GetBody != nil)
 	var tried []string
 	var lastErr error
 	for attempt := 0; attempt < rt.opts.MaxAttempts; attempt++ {
@@ -120,26 +119,11 @@ func (rt *RoundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
 			return resp, nil
 		}
 		lastErr = fmt.Errorf("naming: %s: offer of %s: %w", rt.name, offer.Node, err)
-		if req.Context().Err() != nil || !(retry || notSent(err) && (!hasBody || req.GetBody != nil)) {
+		if req.Context().Err() != nil || !(retry || httpoffer.NotSent(err) && (!hasBody || req.GetBody != nil)) {
 			return nil, lastErr
 		}
 	}
 	return nil, lastErr
-}
-
-// notSent reports whether err is a failure to connect: the request never
-// left, so any request may go to another offer.
-func notSent(err error) bool {
-	var op *net.OpError
-	return errors.As(err, &op) && op.Op == "dial"
-}
-
-func idempotent(req *http.Request) bool {
-	switch req.Method {
-	case "", http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace, http.MethodPut, http.MethodDelete:
-		return true
-	}
-	return req.Header.Get("Idempotency-Key") != "" || req.Header.Get("X-Idempotency-Key") != ""
 }
 
 func closeBody(req *http.Request) {
@@ -150,15 +134,13 @@ func closeBody(req *http.Request) {
 
 // rewrite returns req aimed at offer; replay asks for a fresh body.
 func rewrite(req *http.Request, offer Offer, replay bool) (*http.Request, error) {
-	base, err := url.Parse(string(offer.Value))
-	if err != nil || (base.Scheme != "http" && base.Scheme != "https") || base.Host == "" {
-		return nil, fmt.Errorf("naming: offer of %s is not an http(s) base URL: %q", offer.Node, offer.Value)
+	u, err := httpoffer.URL(req.URL, string(offer.Value))
+	if err != nil {
+		return nil, fmt.Errorf("naming: offer of %s: %w", offer.Node, err)
 	}
 	out := req.Clone(req.Context())
-	out.URL.Scheme, out.URL.Host = base.Scheme, base.Host
-	out.URL.Path = strings.TrimSuffix(base.Path, "/") + "/" + strings.TrimPrefix(req.URL.Path, "/")
-	out.URL.RawPath = ""
-	out.Host = base.Host
+	out.URL = u
+	out.Host = u.Host
 	if replay && req.Body != nil && req.Body != http.NoBody {
 		body, err := req.GetBody()
 		if err != nil {

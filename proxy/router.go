@@ -8,11 +8,10 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/url"
 	"slices"
-	"strings"
 	"time"
 
+	"github.com/troupe-go/troupe/internal/httpoffer"
 	"github.com/troupe-go/troupe/naming"
 )
 
@@ -28,14 +27,8 @@ type router struct {
 func newRouter(h *Handler) *router {
 	d := &net.Dialer{Timeout: h.cfg.DialTimeout, KeepAlive: 30 * time.Second}
 	tr := &http.Transport{
-		Proxy: nil,
-		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			c, err := d.DialContext(ctx, network, addr)
-			if err != nil {
-				return nil, &dialError{err}
-			}
-			return c, nil
-		},
+		Proxy:                 nil,
+		DialContext:           d.DialContext,
 		TLSClientConfig:       h.cfg.TLS.Clone(),
 		TLSHandshakeTimeout:   h.cfg.DialTimeout,
 		ResponseHeaderTimeout: h.cfg.HeaderTimeout,
@@ -47,12 +40,6 @@ func newRouter(h *Handler) *router {
 	return &router{h: h, transport: tr, down: downSet{until: map[string]time.Time{}}}
 }
 
-// dialError is a failure to connect: the request never reached the node.
-type dialError struct{ err error }
-
-func (e *dialError) Error() string { return e.err.Error() }
-func (e *dialError) Unwrap() error { return e.err }
-
 // RoundTrip implements http.RoundTripper for the ReverseProxy.
 func (rt *router) RoundTrip(req *http.Request) (*http.Response, error) {
 	cfg := &rt.h.cfg
@@ -62,7 +49,7 @@ func (rt *router) RoundTrip(req *http.Request) (*http.Response, error) {
 	if err != nil {
 		return nil, err
 	}
-	safe := replayable && (cfg.RetryUnsafe || idempotent(req))
+	safe := replayable && (cfg.RetryUnsafe || httpoffer.Idempotent(req))
 	var tried []string
 	var lastErr error
 	for attempt := 0; attempt < cfg.MaxAttempts; attempt++ {
@@ -138,10 +125,9 @@ func (rt *router) RoundTrip(req *http.Request) (*http.Response, error) {
 		if req.Context().Err() != nil {
 			return nil, lastErr
 		}
-		var de *dialError
 		var ne net.Error
 		switch {
-		case errors.As(err, &de):
+		case httpoffer.NotSent(err):
 			// Refused or unreachable: its process is gone or not yet up.
 			// Nothing was sent, so any request may go elsewhere.
 			rt.markDown(node, err)
@@ -226,32 +212,15 @@ func (rt *router) buffer(req *http.Request) (body func() io.Reader, replayable b
 	return func() io.Reader { return bytes.NewReader(buf) }, true, nil
 }
 
-// idempotent reports whether sending req twice does no harm: its method
-// says so, or the client marked it with an idempotency key (which the
-// application must honor).
-func idempotent(req *http.Request) bool {
-	switch req.Method {
-	case "", http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace, http.MethodPut, http.MethodDelete:
-		return true
-	}
-	return req.Header.Get("Idempotency-Key") != "" || req.Header.Get("X-Idempotency-Key") != ""
-}
-
-// target returns a shallow copy of req aimed at offer, a base URL: its
-// scheme and host, its path followed by the request's.
+// target returns a shallow copy of req aimed at offer, keeping the
+// client's Host.
 func target(req *http.Request, offer naming.Offer) (*http.Request, error) {
-	base, err := url.Parse(string(offer.Value))
-	if err != nil || (base.Scheme != "http" && base.Scheme != "https") || base.Host == "" {
-		return nil, fmt.Errorf("offer of %s is not an http(s) base URL: %q", offer.Node, offer.Value)
+	u, err := httpoffer.URL(req.URL, string(offer.Value))
+	if err != nil {
+		return nil, fmt.Errorf("offer of %s: %w", offer.Node, err)
 	}
 	out := *req
-	u := *req.URL
-	u.Scheme, u.Host = base.Scheme, base.Host
-	if p := strings.TrimSuffix(base.Path, "/"); p != "" {
-		u.Path = p + "/" + strings.TrimPrefix(req.URL.Path, "/")
-		u.RawPath = ""
-	}
-	out.URL = &u
+	out.URL = u
 	return &out, nil
 }
 
