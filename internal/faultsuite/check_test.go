@@ -1,6 +1,7 @@
 package faultsuite
 
 import (
+	"slices"
 	"testing"
 	"time"
 
@@ -30,6 +31,38 @@ func TestLinearizableRegister(t *testing.T) {
 
 	absent := []Op{ok[0], {Client: 1, Value: Absent, Call: ms(20), Return: ms(30)}}
 	assert.Equal(t, porcupine.Illegal, Linearizable(absent, time.Second))
+}
+
+// A partition round leaves many writes of unknown outcome, each
+// concurrent with everything after it; unreduced, porcupine's search
+// runs out of time on such a history of about a hundred operations.
+func TestLinearizableManyUnknownWrites(t *testing.T) {
+	ops := []Op{{Client: 0, Write: true, Value: 1, Call: ms(0), Return: ms(10)}}
+	for i := range 60 {
+		at := ms(20 + 10*i)
+		ops = append(ops,
+			Op{Client: 1 + i%3, Write: true, Value: int64(100 + i), Call: at, Unknown: true},
+			Op{Client: 4, Value: 1, Call: at + ms(1), Return: at + ms(2)})
+	}
+	// One of them took effect, late: the last reads see it.
+	end := ms(20 + 10*60)
+	ops = append(ops, Op{Client: 4, Value: 130, Call: end, Return: end + ms(1)})
+	start := time.Now()
+	assert.Equal(t, porcupine.Ok, Linearizable(ops, 10*time.Second))
+	assert.Less(t, time.Since(start), 5*time.Second, "the search should not need its timeout")
+
+	// A read of 1 after 130 was seen is stale, unknown writes or not.
+	stale := append(slices.Clone(ops), Op{Client: 5, Value: 1, Call: end + ms(5), Return: end + ms(6)})
+	assert.Equal(t, porcupine.Illegal, Linearizable(stale, 10*time.Second))
+
+	// A read that returns an unknown write's value before that write
+	// began is no less illegal for the rewrite.
+	early := []Op{
+		{Client: 0, Write: true, Value: 1, Call: ms(0), Return: ms(10)},
+		{Client: 1, Value: 2, Call: ms(20), Return: ms(30)},
+		{Client: 0, Write: true, Value: 2, Call: ms(40), Unknown: true},
+	}
+	assert.Equal(t, porcupine.Illegal, Linearizable(early, time.Second))
 }
 
 func TestLostWrites(t *testing.T) {

@@ -515,7 +515,8 @@ func (r *round) checkSessions(res *result) {
 			}
 			res.violations = append(res.violations, msg)
 		case porcupine.Unknown:
-			r.t.Logf("session %d: porcupine ran out of time on %d operations", s.idx, len(ops))
+			// A history not checked is not a pass.
+			res.violations = append(res.violations, fmt.Sprintf("session %d: porcupine ran out of time on %d operations: not checked", s.idx, len(ops)))
 		}
 	}
 	for _, k := range r.killed {
