@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -683,4 +684,70 @@ func TestFailoverNewerLineageVetoes(t *testing.T) {
 	sec.s.pmu.Unlock()
 	sec.s.promote(old, p.c.Name(), true)
 	require.NotEqual(t, rolePrimary, old.state().role, "promoted over a newer lineage")
+}
+
+// TestPendingCopyNotPromotedOverALiveLineage: a primary that handed its
+// session to a node that never installed it keeps a pending copy, which
+// is the session only if no other copy lives on. It does not promote
+// that copy while nodes that may hold the session do not answer. Before,
+// it asked the nodes it could reach, all answered "no copy", and it
+// promoted: the fault suite saw this at the heal of a 2|3 partition,
+// where the majority had promoted the old secondary's copy (and written
+// to it) while the handover was under way on the minority side, and the
+// old primary then served its stale value beside the live lineage.
+func TestPendingCopyNotPromotedOverALiveLineage(t *testing.T) {
+	c := startSessions(t, 5, nil)
+	p, h := c.sessionOn(t, 0, "one")
+	key := h.e.key
+	secIdx, sec := c.byID(h.Route().Secondary)
+	others := slices.DeleteFunc([]int{1, 2, 3, 4}, func(i int) bool { return i == secIdx })
+	taker := c.nodes[others[0]]
+
+	// The primary hands the session to taker, which never installs it
+	// (its install failed: the old secondary was across a cut).
+	r := p.s.takeOne(testCtx(t), taker.c.Name(), &takeReq{From: taker.c.Name(), Inc: taker.s.inc, Key: key})
+	require.Equal(t, stOK, r.St)
+	require.True(t, h.e.state().pending)
+
+	// Meanwhile the rest of the cluster sees the primary fail and the old
+	// secondary promotes its copy, on another node than taker, and takes
+	// a write.
+	sec.s.pmu.Lock()
+	sec.s.peerLocked(taker.c.Name()).count = 1 << 20 // not taker: see pick
+	sec.s.pmu.Unlock()
+	for _, i := range append(others, secIdx) {
+		c.nodes[i].s.peerDown(p.c.Name(), true)
+	}
+	e := sec.s.lookup(key)
+	require.NotNil(t, e)
+	require.Eventually(t, func() bool { return e.state().role == rolePrimary }, 10*time.Second, 10*time.Millisecond,
+		"the old secondary did not promote: %s", c.describe(key))
+	h2, v := mustGet(t, sec, h.ID(), "v")
+	require.Equal(t, "one", v)
+	set(t, sec, h2, "v", "two")
+	newSecIdx, _ := c.byID(h2.Route().Secondary)
+	require.NotEqual(t, 0, newSecIdx)
+	require.NotEqual(t, taker, c.nodes[newSecIdx])
+
+	// The old primary is back for everyone, but cannot reach the nodes
+	// that hold the session now.
+	for _, i := range append(others, secIdx) {
+		m, ok := c.nodes[i].c.Member(p.c.Name())
+		require.True(t, ok)
+		c.nodes[i].s.peerUp(m)
+	}
+	c.tc.Net.Block(clustertest.Host(0), clustertest.Host(secIdx))
+	c.tc.Net.Block(clustertest.Host(0), clustertest.Host(newSecIdx))
+	short, cancel := context.WithTimeout(testCtx(t), 3*time.Second)
+	got, err := p.s.Get(short, h.ID())
+	cancel()
+	if err == nil {
+		b, _ := got.Get("v")
+		t.Fatalf("the pending copy was promoted over the live lineage: read %q after %q was acknowledged", b, "two")
+	}
+	require.ErrorIs(t, err, ErrUnavailable)
+
+	c.tc.Net.Heal()
+	_, v = mustGet(t, p, h.ID(), "v")
+	require.Equal(t, "two", v)
 }

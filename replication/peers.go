@@ -218,20 +218,6 @@ func (s *Sessions) contestedLive(list []string) []string {
 	return out
 }
 
-// livePeers returns the names of the other live members holding
-// sessions.
-func (s *Sessions) livePeers() []string {
-	s.pmu.Lock()
-	defer s.pmu.Unlock()
-	var out []string
-	for _, p := range s.pmu.peers {
-		if p.alive {
-			out = append(out, p.name)
-		}
-	}
-	return out
-}
-
 // alone reports whether this node has seen no other session node alive
 // or failing within QuorumWindow: a cluster of one.
 func (s *Sessions) alone() bool {

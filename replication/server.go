@@ -420,7 +420,7 @@ func (s *Sessions) applyLocked(e *entry, req *applyReq) (status, bool, uint64) {
 	theirs := rank{req.Epoch, req.Members, req.From}
 	same := st.role == roleSecondary && st.primary == req.From && st.epoch == req.Epoch
 	if st.role != roleNone && !same {
-		if st.rank().cmp(theirs) > 0 {
+		if st.outranks(theirs) {
 			return stStale, true, g
 		}
 		if !req.Full {
@@ -520,7 +520,7 @@ func (s *Sessions) verifyOne(ctx context.Context, req *verifyReq) (status, uint6
 			s.publish(e, st)
 		}
 		return stOK, g
-	case st.role != roleNone && st.rank().cmp(rank{req.Epoch, req.Members, req.From}) > 0:
+	case st.role != roleNone && st.outranks(rank{req.Epoch, req.Members, req.From}):
 		return stStale, g
 	}
 	return stUnknown, g
@@ -562,7 +562,7 @@ func (s *Sessions) dropOne(ctx context.Context, req *dropReq) {
 		}
 		return
 	}
-	if st.role == roleSecondary && st.rank().cmp(rank{req.Epoch, req.Members, req.Primary}) <= 0 {
+	if st.role == roleSecondary && !st.outranks(rank{req.Epoch, req.Members, req.Primary}) {
 		if s.dropIfIdle(ctx, e, st, "drop request") {
 			s.movedTo(req.Key, req.From)
 		}
@@ -810,7 +810,7 @@ func (s *Sessions) resolveItem(ctx context.Context, from string, it rankWire) st
 		return stOK
 	case st.primary == from && st.epoch == it.Epoch:
 		return stOK // its own lineage: we are its secondary
-	case st.rank().cmp(theirs) > 0:
+	case st.outranks(theirs):
 		return stStale
 	}
 	if st.role == rolePrimary {

@@ -74,6 +74,22 @@ type state struct {
 
 func (st *state) rank() rank { return rank{st.epoch, st.members, st.primary} }
 
+// outranks reports whether copy st wins over another copy of the session
+// that ranks at theirs. A copy kept for a new primary that has not
+// confirmed it (pending) never wins over another lineage at its own
+// epoch: the handover may never have been installed, while the other
+// lineage went on from the old secondary's copy, which held every write
+// ours holds (failover promoted it while the handover was under way
+// across a cut). Ranked by members instead, the side that saw more
+// nodes when the cut began, before failure detection, could win, and
+// the writes acknowledged since on the other side were lost.
+func (st *state) outranks(theirs rank) bool {
+	if st.pending && st.role == roleSecondary && st.epoch == theirs.epoch && st.primary != theirs.primary {
+		return false
+	}
+	return st.rank().cmp(theirs) > 0
+}
+
 func newEntry(key string, now int64) *entry {
 	e := &entry{key: key, wl: make(chan struct{}, 1)}
 	e.last.Store(now)

@@ -86,7 +86,13 @@ func (s *Sessions) acquire(ctx context.Context, rid ID, local *entry, hint []str
 				break
 			}
 			broadened = true
-			sources = append(sources, s.livePeers()...)
+			live, lost := s.voters()
+			sources = append(sources, live...)
+			if local != nil {
+				// Where the session could have gone while this node
+				// was cut off: a peer we see failed may be back.
+				sources = append(sources, lost...)
+			}
 			if i == len(sources) {
 				break
 			}
@@ -129,7 +135,17 @@ func (s *Sessions) acquire(ctx context.Context, rid ID, local *entry, hint []str
 			return s.promoteLocal(ctx, local, localPrimary, true)
 		case r.St == stUnknown && neverInstalled(localState, &r):
 			// The primary restarted and lost its copy, or it never
-			// installed the session we handed over: ours is the one.
+			// installed the session we handed over: ours is the one,
+			// if it is the only one. A copy kept for a handover is not
+			// when the session's old secondary promoted its own (the
+			// majority saw us fail during the handover) and the session
+			// lives on where we could not ask: then ours is stale.
+			if localState.pending && len(unreachable) > 0 {
+				return nil, fmt.Errorf("%w: session %s: a copy may live on at %v, which did not answer", ErrUnavailable, keyRef(key), unreachable)
+			}
+			if localState.pending && !allUnknown(answers) {
+				return nil, errBusy // Get tries again shortly
+			}
 			return s.promoteLocal(ctx, local, localPrimary, false)
 		case r.St == stUnknown:
 			// The primary that gave us this copy moved on from it: it is
