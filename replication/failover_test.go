@@ -751,3 +751,60 @@ func TestPendingCopyNotPromotedOverALiveLineage(t *testing.T) {
 	_, v = mustGet(t, p, h.ID(), "v")
 	require.Equal(t, "two", v)
 }
+
+// TestPendingCopyHandedOverNeedsTheOldSecondary: a copy kept for a new
+// primary that never installed it is handed over again only on the
+// terms of its lineage: the taker must reach the old secondary, which may
+// have promoted its own copy meanwhile, or know it down. Before, the
+// kept copy was handed over as if it were the only one, and after the
+// heal of a 2|3 partition the fault suite saw two lineages of one
+// session served side by side, each acknowledging writes.
+func TestPendingCopyHandedOverNeedsTheOldSecondary(t *testing.T) {
+	c := startSessions(t, 5, nil)
+	p, h := c.sessionOn(t, 0, "one")
+	key := h.e.key
+	secIdx, sec := c.byID(h.Route().Secondary)
+	others := slices.DeleteFunc([]int{1, 2, 3, 4}, func(i int) bool { return i == secIdx })
+	takerIdx := others[0]
+	taker := c.nodes[takerIdx]
+
+	// The primary hands the session to taker, which never installs it.
+	r := p.s.takeOne(testCtx(t), taker.c.Name(), &takeReq{From: taker.c.Name(), Inc: taker.s.inc, Key: key})
+	require.Equal(t, stOK, r.St)
+
+	// The rest of the cluster sees the primary fail; the old secondary
+	// promotes its copy and takes a write.
+	for _, i := range append(others, secIdx) {
+		c.nodes[i].s.peerDown(p.c.Name(), true)
+	}
+	e := sec.s.lookup(key)
+	require.NotNil(t, e)
+	require.Eventually(t, func() bool { return e.state().role == rolePrimary }, 10*time.Second, 10*time.Millisecond,
+		"the old secondary did not promote: %s", c.describe(key))
+	h2, _ := mustGet(t, sec, h.ID(), "v")
+	set(t, sec, h2, "v", "two")
+	for _, i := range append(others, secIdx) {
+		m, ok := c.nodes[i].c.Member(p.c.Name())
+		require.True(t, ok)
+		c.nodes[i].s.peerUp(m)
+	}
+
+	// Taker asks for the session again and is handed the kept copy; it
+	// cannot reach the old secondary, which everyone else sees alive.
+	c.tc.Net.Block(clustertest.Host(takerIdx), clustertest.Host(secIdx))
+	short, cancel := context.WithTimeout(testCtx(t), 3*time.Second)
+	got, err := taker.s.Get(short, h.ID())
+	cancel()
+	if err == nil {
+		b, _ := got.Get("v")
+		t.Fatalf("the kept copy was installed beside the live lineage: read %q after %q was acknowledged", b, "two")
+	}
+	require.ErrorIs(t, err, ErrUnavailable)
+
+	// Once it can, taker finds the live lineage.
+	c.tc.Net.Heal()
+	_, v := mustGet(t, taker, h.ID(), "v")
+	require.Equal(t, "two", v)
+	_, v = mustGet(t, p, h.ID(), "v")
+	require.Equal(t, "two", v)
+}

@@ -367,7 +367,8 @@ func (s *Sessions) holdsNewer(from, key string, epoch uint64) bool {
 		return false
 	}
 	st := e.state()
-	return st.role != roleNone && st.primary != from && st.epoch >= epoch
+	sd := st.standing()
+	return st.role != roleNone && sd.primary != from && sd.epoch >= epoch
 }
 
 // mayTakeFrom reports whether this node may move session key to epoch

@@ -475,7 +475,7 @@ func (s *Sessions) applyLocked(e *entry, req *applyReq) (status, bool, uint64) {
 		}
 		next.version = req.Version
 	}
-	next.pending = false
+	next.pending, next.handedFrom, next.oldSecondary = false, rank{}, ""
 	if !s.publish(e, next) {
 		return 0, false, g
 	}
@@ -516,7 +516,7 @@ func (s *Sessions) verifyOne(ctx context.Context, req *verifyReq) (status, uint6
 		e.last.Store(s.now())
 		e.confirmed.Store(s.now())
 		if st.pending {
-			st.pending = false
+			st.pending, st.handedFrom, st.oldSecondary = false, rank{}, ""
 			s.publish(e, st)
 		}
 		return stOK, g
@@ -754,8 +754,14 @@ func (s *Sessions) handOver(ctx context.Context, e *entry, seen state, newPrimar
 		Contested: st.contested,
 		Kept:      s.self,
 	}
-	if want == rolePrimary {
+	switch {
+	case want == rolePrimary:
 		out.Secondary = st.secondary
+	case st.pending:
+		// A copy we kept for a new primary that never installed it: the
+		// old lineage's secondary may have promoted its copy since, so
+		// the taker must reach it (see install), as from a primary.
+		out.Secondary = st.oldSecondary
 	}
 	if contest {
 		out.Contested = withName(out.Contested, oldPrimary)
@@ -768,6 +774,10 @@ func (s *Sessions) handOver(ctx context.Context, e *entry, seen state, newPrimar
 	next.primary = newPrimary
 	next.primaryInc = newInc
 	next.pending = true
+	if !st.pending {
+		next.handedFrom = st.rank() // a kept copy handed over again keeps it
+	}
+	next.oldSecondary = out.Secondary
 	next.secondary = ""
 	next.epoch = out.Epoch
 	next.members = out.Members

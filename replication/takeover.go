@@ -197,7 +197,7 @@ func (s *Sessions) install(ctx context.Context, key string, local *entry, seen s
 		// is pending, so it is found again by the next request.
 		return nil, errBusy
 	}
-	if local != nil && r.Epoch <= seen.epoch {
+	if local != nil && r.Epoch <= seen.standing().epoch {
 		// src handed over a copy from before ours: an old secondary's,
 		// not yet dropped, while ours is the copy we kept when we
 		// handed the session on. Installing it would fork the session
