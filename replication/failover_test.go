@@ -808,3 +808,37 @@ func TestPendingCopyHandedOverNeedsTheOldSecondary(t *testing.T) {
 	_, v = mustGet(t, p, h.ID(), "v")
 	require.Equal(t, "two", v)
 }
+
+// TestInstallRefusesAnOlderKeptCopy: a node holding the copy it kept when
+// it handed its session on does not install a copy that another node
+// kept from an earlier handover, although that copy, handed over again
+// and again, now carries a higher epoch than ours. The offer is built by
+// the test (a logic test of install's check); in the fault suite it came
+// from a node whose drop had been lost in a cut, and the node installed
+// it and served a value from before its own acknowledged write.
+func TestInstallRefusesAnOlderKeptCopy(t *testing.T) {
+	c := startSessions(t, 3, nil)
+	_, h := c.sessionOn(t, 0, "one")
+	// Move the session around so that its epoch is past the first.
+	h1, _ := mustGet(t, c.nodes[1], h.ID(), "v")
+	h0, _ := mustGet(t, c.nodes[0], h1.ID(), "v")
+	set(t, c.nodes[0], h0, "v", "two")
+	p, key := c.nodes[0], h0.e.key
+
+	// p hands the session to node 1, which never installs it.
+	r := p.s.takeOne(testCtx(t), c.nodes[1].c.Name(), &takeReq{From: c.nodes[1].c.Name(), Inc: c.nodes[1].s.inc, Key: key})
+	require.Equal(t, stOK, r.St)
+	seen := h0.e.state()
+	require.True(t, seen.pending)
+	require.Greater(t, seen.standing().epoch, uint64(1))
+
+	// Node 2 offers a copy kept from before p's lineage, at a later epoch.
+	offer := takeReply{St: stOK, Epoch: seen.epoch + 5, Since: seen.standing().epoch - 1, Members: 3, Version: 1,
+		Attrs: map[string][]byte{"v": []byte("one")}, Kept: c.nodes[2].c.Name()}
+	_, err := p.s.install(testCtx(t), key, h0.e, seen, &offer, c.nodes[2].c.Name())
+	require.ErrorIs(t, err, errRetry)
+	st := h0.e.state()
+	require.Equal(t, seen.epoch, st.epoch)
+	v, _ := st.attrs.get("v")
+	require.Equal(t, "two", string(v))
+}

@@ -748,6 +748,7 @@ func (s *Sessions) handOver(ctx context.Context, e *entry, seen state, newPrimar
 	out := takeReply{
 		St:        stOK,
 		Epoch:     st.epoch + 1,
+		Since:     st.standing().epoch,
 		Members:   s.liveCount(),
 		Version:   st.version,
 		Attrs:     st.attrs.toMap(),

@@ -197,11 +197,17 @@ func (s *Sessions) install(ctx context.Context, key string, local *entry, seen s
 		// is pending, so it is found again by the next request.
 		return nil, errBusy
 	}
-	if local != nil && r.Epoch <= seen.standing().epoch {
+	since := r.Since
+	if since == 0 {
+		since = r.Epoch - 1 // a peer from before Since
+	}
+	if local != nil && since < seen.standing().epoch {
 		// src handed over a copy from before ours: an old secondary's,
-		// not yet dropped, while ours is the copy we kept when we
-		// handed the session on. Installing it would fork the session
-		// from an older point.
+		// or one another node kept from an earlier handover, not yet
+		// dropped, while ours is the copy we kept when we handed the
+		// session on. Installing it would fork the session from an
+		// older point. (Compared by standing: a kept copy's own epoch
+		// grows each time it is handed over again.)
 		return nil, errRetry
 	}
 	attrs := attrsOf(r.Attrs)

@@ -19,7 +19,10 @@
 // writes, failover median and p99, node goroutines and heap) as a
 // Markdown table for RELIABILITY.md; TROUPE_FAULT_SUMMARY=file writes it
 // to a file too. TROUPE_FAULT_LOGS=dir keeps every node's log, at Debug
-// level, in dir: the nodes name a session by a short hash of its key. With -race the nodes are built with the race detector.
+// level, in dir: the nodes name a session by a short hash of its key.
+// TROUPE_FAULT_GOROUTINES=1 prints every node's goroutines, grouped by
+// stack, after the last round. With -race the nodes are built with the
+// race detector.
 // Without root the test skips, and fails under CI=true, as
 // internal/netns does.
 //

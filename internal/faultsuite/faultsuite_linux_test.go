@@ -124,6 +124,11 @@ func TestFaultSuite(t *testing.T) {
 		t.Error(g.msg)
 		t.Logf("goroutines of %s:\n%s", c.nodes[g.node].name, c.goroutines(g.node))
 	}
+	if os.Getenv("TROUPE_FAULT_GOROUTINES") != "" {
+		for i, p := range c.nodes {
+			t.Logf("goroutines of %s after the last round:\n%s", p.name, c.goroutines(i))
+		}
+	}
 	sum.took = time.Since(began)
 	text := sum.String()
 	fmt.Print(text)
