@@ -227,6 +227,7 @@ func (c *core) settleConfirm(q uint64, cf *confirm) {
 		err = &BoundError{Name: cf.name, Node: best.node, Claimed: best.born}
 	}
 
+	c.log.Debug("binding confirmed", "name", cf.name, "winner", best.node, "born", best.born, "answers", len(cf.heard))
 	c.answers = append(c.answers, reply{done: cf.done, err: err})
 }
 

@@ -842,3 +842,63 @@ func TestInstallRefusesAnOlderKeptCopy(t *testing.T) {
 	v, _ := st.attrs.get("v")
 	require.Equal(t, "two", string(v))
 }
+
+// TestOrphanCopyNotPromotedByFailover: a node that got a full copy from
+// a primary whose call then timed out (the answer came too late; the
+// primary went on with another secondary) holds an orphan its primary
+// does not count on. When the primary fails, the real secondary promotes;
+// the orphan does not, or two lineages of the session would go on at one
+// epoch. In the fault suite the orphan was on the majority side of a
+// cut, promoted, and took writes while the old primary, its real
+// secondary beside it, kept acknowledging its own.
+func TestOrphanCopyNotPromotedByFailover(t *testing.T) {
+	c := startSessions(t, 4, nil)
+	p, h := c.sessionOn(t, 0, "one")
+	key := h.e.key
+	secIdx, sec := c.byID(h.Route().Secondary)
+	others := slices.DeleteFunc([]int{1, 2, 3}, func(i int) bool { return i == secIdx })
+	orphanIdx := others[0]
+	orphan := c.nodes[orphanIdx]
+
+	// A full copy reaches the orphan, its answer does not reach p in time
+	// (over a connection open before the delay: a dial would not finish).
+	_, err := p.s.call(testCtx(t), orphan.c.Name(), methodPing, nil, nil)
+	require.NoError(t, err)
+	c.tc.Net.Delay(clustertest.Host(0), clustertest.Host(orphanIdx), 150*time.Millisecond)
+	st := h.e.state()
+	short, cancel := context.WithTimeout(testCtx(t), 200*time.Millisecond)
+	placed, _ := p.s.placeAt(short, key, &st, orphan.c.Name())
+	cancel()
+	require.False(t, placed)
+	var oe *entry
+	require.Eventually(t, func() bool { oe = orphan.s.lookup(key); return oe != nil }, 5*time.Second, 10*time.Millisecond)
+	c.tc.Net.Heal()
+	require.Equal(t, roleSecondary, oe.state().role)
+	require.Equal(t, p.c.Name(), oe.state().primary)
+
+	// Every other node sees p fail. The real secondary's promotion waits
+	// (its copy is locked) until the orphan has had its chance, so that
+	// the order does not decide.
+	se := sec.s.lookup(key)
+	require.NotNil(t, se)
+	require.NoError(t, se.lock(testCtx(t)))
+	for _, i := range []int{1, 2, 3} {
+		c.nodes[i].s.peerDown(p.c.Name(), true)
+	}
+	orphan.s.promote(oe, p.c.Name(), true)
+	se.unlock()
+	require.Equal(t, roleSecondary, oe.state().role, "the orphan copy was promoted: %s", c.describe(key))
+	require.Eventually(t, func() bool { return se.state().role == rolePrimary }, 10*time.Second, 10*time.Millisecond,
+		"the real secondary did not promote: %s", c.describe(key))
+	_, v := mustGet(t, orphan, h.ID(), "v")
+	require.Equal(t, "one", v)
+	// One lineage among the nodes that saw p fail (p itself, alive but
+	// declared failed by the test, still holds its copy).
+	primaries := 0
+	for _, n := range c.nodes[1:] {
+		if e := n.s.lookup(key); e != nil && e.state().role == rolePrimary {
+			primaries++
+		}
+	}
+	require.Equal(t, 1, primaries, c.describe(key))
+}

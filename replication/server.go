@@ -448,7 +448,7 @@ func (s *Sessions) applyLocked(e *entry, req *applyReq) (status, bool, uint64) {
 		next = state{
 			role: roleSecondary, epoch: req.Epoch, members: req.Members, version: req.Version,
 			attrs: attrs, size: attrs.size(), primary: req.From, contested: req.Contested,
-			primaryInc: req.Inc,
+			primaryInc: req.Inc, provisional: !same,
 		}
 		if st.role == rolePrimary {
 			// A copy that ranks higher than ours exists: ours is demoted.
@@ -467,6 +467,7 @@ func (s *Sessions) applyLocked(e *entry, req *applyReq) (status, bool, uint64) {
 			return stGap, true, g
 		}
 		next = st
+		next.provisional = false // the primary sends changes only to its secondary
 		next.attrs = st.attrs.with(req.Set, req.Del)
 		next.size = next.attrs.size()
 		if next.size > s.opts.MaxSessionSize {
@@ -515,8 +516,8 @@ func (s *Sessions) verifyOne(ctx context.Context, req *verifyReq) (status, uint6
 	case st.role == roleSecondary && st.primary == req.From && st.epoch == req.Epoch:
 		e.last.Store(s.now())
 		e.confirmed.Store(s.now())
-		if st.pending {
-			st.pending, st.handedFrom, st.oldSecondary = false, rank{}, ""
+		if st.pending || st.provisional {
+			st.pending, st.handedFrom, st.oldSecondary, st.provisional = false, rank{}, "", false
 			s.publish(e, st)
 		}
 		return stOK, g

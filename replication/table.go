@@ -73,6 +73,13 @@ type state struct {
 	// other lineages this copy weighs what it did before (see standing).
 	handedFrom   rank
 	oldSecondary string
+	// provisional marks a secondary copy made by a full copy whose
+	// primary has not since shown that it counts this node as its
+	// secondary (an incremental change, a verify, or a confirm). The
+	// primary may never have had the answer: it then chose another
+	// secondary, and this copy is an orphan that must not be promoted
+	// beside that secondary's (see promote and acquire).
+	provisional bool
 	secondary    string   // primary only: node name of the secondary, "" for none
 	contested    []string // nodes that may hold a diverged copy; see resolve
 	// verifiedGen is the lease generation of the secondary when it last
@@ -82,6 +89,18 @@ type state struct {
 }
 
 func (st *state) rank() rank { return rank{st.epoch, st.members, st.primary} }
+
+// backed clears the provisional mark of e, a secondary copy of primary's
+// at epoch, now that its primary showed that it counts this node as its
+// secondary. Under e.mu only: a writer that publishes a state read before
+// keeps the mark, which is merely cautious.
+func (s *Sessions) backed(e *entry, epoch uint64, primary string) {
+	e.mu.Lock()
+	if !e.dead && e.st.provisional && e.st.role == roleSecondary && e.st.epoch == epoch && e.st.primary == primary {
+		e.st.provisional = false
+	}
+	e.mu.Unlock()
+}
 
 // standing is the rank copy st weighs against other copies: its own,
 // except for a copy kept for a new primary that has not confirmed it

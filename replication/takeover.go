@@ -82,7 +82,7 @@ func (s *Sessions) acquire(ctx context.Context, rid ID, local *entry, hint []str
 			// (pending), ask them too: the session's secondary may have
 			// promoted its copy meanwhile (failover), and the session
 			// then lives on there, not in ours.
-			if broadened || (local != nil && !localState.pending) || !allUnknown(answers) {
+			if broadened || (local != nil && !unconfirmed(localState)) || !allUnknown(answers) {
 				break
 			}
 			broadened = true
@@ -131,19 +131,24 @@ func (s *Sessions) acquire(ctx context.Context, rid ID, local *entry, hint []str
 		// Nobody handed the session over. Our own copy is the best there
 		// is, unless its primary answered that it is busy with it.
 		switch r, asked := answers[localPrimary]; {
+		case !asked && unconfirmed(localState) && !only(unreachable, localPrimary):
+			// As below: ours may not be the copy its primary counted on,
+			// and the one that is may be where we could not ask.
+			return nil, fmt.Errorf("%w: session %s: a copy may live on at %v, which did not answer", ErrUnavailable, keyRef(key), unreachable)
 		case !asked:
 			return s.promoteLocal(ctx, local, localPrimary, true)
 		case r.St == stUnknown && neverInstalled(localState, &r):
 			// The primary restarted and lost its copy, or it never
 			// installed the session we handed over: ours is the one,
-			// if it is the only one. A copy kept for a handover is not
-			// when the session's old secondary promoted its own (the
-			// majority saw us fail during the handover) and the session
-			// lives on where we could not ask: then ours is stale.
-			if localState.pending && len(unreachable) > 0 {
+			// if it is the only one. A copy the primary may not count
+			// on (unconfirmed) is not when another lives on where we
+			// could not ask: the old secondary of a handover that
+			// promoted its own while we were cut off, or the secondary
+			// the primary chose when our answer did not reach it.
+			if unconfirmed(localState) && len(unreachable) > 0 {
 				return nil, fmt.Errorf("%w: session %s: a copy may live on at %v, which did not answer", ErrUnavailable, keyRef(key), unreachable)
 			}
-			if localState.pending && !allUnknown(answers) {
+			if unconfirmed(localState) && !allUnknown(answers) {
 				return nil, errBusy // Get tries again shortly
 			}
 			return s.promoteLocal(ctx, local, localPrimary, false)
@@ -325,6 +330,21 @@ func (s *Sessions) promoteLocal(ctx context.Context, e *entry, oldPrimary string
 	}
 	s.log.Debug("promoted a session on request", "session", keyRef(e.key), "old_primary", oldPrimary, "epoch", next.epoch, "secondary", next.secondary)
 	return newHandle(s, e, next), nil
+}
+
+// unconfirmed reports whether st, a secondary copy, may not be the copy
+// its primary counts on: one kept for a handover (pending), or one whose
+// full copy the primary may never have had the answer to (provisional).
+func unconfirmed(st state) bool { return st.pending || st.provisional }
+
+// only reports whether names holds nothing but name.
+func only(names []string, name string) bool {
+	for _, n := range names {
+		if n != name {
+			return false
+		}
+	}
+	return true
 }
 
 // allUnknown reports whether every node asked answered that it holds no

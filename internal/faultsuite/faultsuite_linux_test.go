@@ -168,6 +168,8 @@ func (r *round) play(sc scenario) (res result) {
 	began := time.Now()
 	defer func() { res.took = time.Since(began) }()
 	r.w = &workload{c: r.c, epoch: began, round: r.n, hist: &History{}}
+	// Operations are timed from here; the nodes' logs use the wall clock.
+	r.t.Logf("round %d began at %s UTC", r.n, began.UTC().Format("15:04:05.000"))
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	if err := r.w.createSessions(ctx, numSessions); err != nil {

@@ -197,6 +197,7 @@ func (p *Pins) claim(ctx context.Context, key string) (Pin, error) {
 		case errors.As(err, &bound):
 			// The winner as the members answered: this copy may still
 			// show a binding they found gone.
+			p.log.Debug("pin held elsewhere", "key", key, "owner", bound.Node, "token", bound.Claimed)
 			return Pin{Key: key, Owner: bound.Node, Token: bound.Claimed}, nil
 		case errors.Is(err, naming.ErrNameBound):
 		case errors.Is(err, naming.ErrInvalidName):
@@ -214,6 +215,7 @@ func (p *Pins) claim(ctx context.Context, key string) (Pin, error) {
 			continue
 		}
 		if err == nil {
+			p.log.Debug("pinned", "key", key, "owner", pin.Owner, "token", pin.Token)
 			return pin, nil
 		}
 		// Bound elsewhere, then released or lost before we looked: again.
@@ -313,6 +315,7 @@ func (p *Pins) releaseAll(ctx context.Context) error {
 	p.stats.releases.Add(uint64(len(keys)))
 	var errs []error
 	for _, k := range keys {
+		p.log.Debug("releasing a pin", "key", k)
 		if err := p.tree.Unbind(ctx, p.name(k)); err != nil && !errors.Is(err, naming.ErrNotFound) {
 			errs = append(errs, fmt.Errorf("release %q: %w", k, err))
 		}
