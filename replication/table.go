@@ -80,8 +80,8 @@ type state struct {
 	// secondary, and this copy is an orphan that must not be promoted
 	// beside that secondary's (see promote and acquire).
 	provisional bool
-	secondary    string   // primary only: node name of the secondary, "" for none
-	contested    []string // nodes that may hold a diverged copy; see resolve
+	secondary   string   // primary only: node name of the secondary, "" for none
+	contested   []string // nodes that may hold a diverged copy; see resolve
 	// verifiedGen is the lease generation of the secondary when it last
 	// confirmed this copy; a different current generation means the
 	// secondary took over some of our sessions, maybe this one.
