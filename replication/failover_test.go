@@ -860,21 +860,7 @@ func TestOrphanCopyNotPromotedByFailover(t *testing.T) {
 	orphanIdx := others[0]
 	orphan := c.nodes[orphanIdx]
 
-	// A full copy reaches the orphan, its answer does not reach p in time
-	// (over a connection open before the delay: a dial would not finish).
-	_, err := p.s.call(testCtx(t), orphan.c.Name(), methodPing, nil, nil)
-	require.NoError(t, err)
-	c.tc.Net.Delay(clustertest.Host(0), clustertest.Host(orphanIdx), 150*time.Millisecond)
-	st := h.e.state()
-	short, cancel := context.WithTimeout(testCtx(t), 200*time.Millisecond)
-	placed, _ := p.s.placeAt(short, key, &st, orphan.c.Name())
-	cancel()
-	require.False(t, placed)
-	var oe *entry
-	require.Eventually(t, func() bool { oe = orphan.s.lookup(key); return oe != nil }, 5*time.Second, 10*time.Millisecond)
-	c.tc.Net.Heal()
-	require.Equal(t, roleSecondary, oe.state().role)
-	require.Equal(t, p.c.Name(), oe.state().primary)
+	oe := c.orphanCopy(t, 0, h, orphanIdx)
 
 	// Every other node sees p fail. The real secondary's promotion waits
 	// (its copy is locked) until the orphan has had its chance, so that
@@ -901,4 +887,57 @@ func TestOrphanCopyNotPromotedByFailover(t *testing.T) {
 		}
 	}
 	require.Equal(t, 1, primaries, c.describe(key))
+}
+
+// orphanCopy gives node orphanIdx a full copy of h, the session whose
+// primary is node primaryIdx, whose answer does not reach the primary in
+// time (over a connection open before the delay: a dial would not
+// finish): the primary does not count on it. It returns the orphan.
+func (c *testCluster) orphanCopy(t *testing.T, primaryIdx int, h *Session, orphanIdx int) *entry {
+	t.Helper()
+	p, orphan := c.nodes[primaryIdx], c.nodes[orphanIdx]
+	_, err := p.s.call(testCtx(t), orphan.c.Name(), methodPing, nil, nil)
+	require.NoError(t, err)
+	c.tc.Net.Delay(clustertest.Host(primaryIdx), clustertest.Host(orphanIdx), 150*time.Millisecond)
+	st := h.e.state()
+	short, cancel := context.WithTimeout(testCtx(t), 200*time.Millisecond)
+	placed, _ := p.s.placeAt(short, h.e.key, &st, orphan.c.Name())
+	cancel()
+	require.False(t, placed)
+	var oe *entry
+	require.Eventually(t, func() bool { oe = orphan.s.lookup(h.e.key); return oe != nil }, 5*time.Second, 10*time.Millisecond)
+	c.tc.Net.Heal()
+	require.Equal(t, roleSecondary, oe.state().role)
+	require.Equal(t, p.c.Name(), oe.state().primary)
+	require.True(t, oe.state().provisional)
+	return oe
+}
+
+// TestOrphanCopyWaitsForABusySecondary: a request on a node holding an
+// orphan copy, whose primary is down, does not promote it while the
+// session's real secondary answers that it is busy with its copy.
+func TestOrphanCopyWaitsForABusySecondary(t *testing.T) {
+	c := startSessions(t, 4, nil)
+	p, h := c.sessionOn(t, 0, "one")
+	secIdx, sec := c.byID(h.Route().Secondary)
+	others := slices.DeleteFunc([]int{1, 2, 3}, func(i int) bool { return i == secIdx })
+	orphan := c.nodes[others[0]]
+	oe := c.orphanCopy(t, 0, h, others[0])
+
+	// Everyone sees p fail; the real secondary's copy stays locked, so it
+	// neither promotes nor hands the session over meanwhile.
+	se := sec.s.lookup(h.e.key)
+	require.NotNil(t, se)
+	require.NoError(t, se.lock(testCtx(t)))
+	for _, i := range []int{1, 2, 3} {
+		c.nodes[i].s.peerDown(p.c.Name(), true)
+	}
+	short, cancel := context.WithTimeout(testCtx(t), 2*time.Second)
+	_, err := orphan.s.Get(short, h.ID())
+	cancel()
+	require.ErrorIs(t, err, ErrUnavailable)
+	require.Equal(t, roleSecondary, oe.state().role, "the orphan copy was promoted beside a busy secondary: %s", c.describe(h.e.key))
+	se.unlock()
+	_, v := mustGet(t, orphan, h.ID(), "v")
+	require.Equal(t, "one", v)
 }

@@ -135,6 +135,8 @@ func (s *Sessions) acquire(ctx context.Context, rid ID, local *entry, hint []str
 			// As below: ours may not be the copy its primary counted on,
 			// and the one that is may be where we could not ask.
 			return nil, fmt.Errorf("%w: session %s: a copy may live on at %v, which did not answer", ErrUnavailable, keyRef(key), unreachable)
+		case !asked && unconfirmed(localState) && !allUnknown(answers):
+			return nil, errBusy // a node holding a copy was busy: ask again
 		case !asked:
 			return s.promoteLocal(ctx, local, localPrimary, true)
 		case r.St == stUnknown && neverInstalled(localState, &r):
