@@ -715,9 +715,7 @@ func TestPendingCopyNotPromotedOverALiveLineage(t *testing.T) {
 	sec.s.pmu.Lock()
 	sec.s.peerLocked(taker.c.Name()).count = 1 << 20 // not taker: see pick
 	sec.s.pmu.Unlock()
-	for _, i := range append(others, secIdx) {
-		c.nodes[i].s.peerDown(p.c.Name(), true)
-	}
+	c.seeDown(p.c.Name(), append(others, secIdx)...)
 	e := sec.s.lookup(key)
 	require.NotNil(t, e)
 	require.Eventually(t, func() bool { return e.state().role == rolePrimary }, 10*time.Second, 10*time.Millisecond,
@@ -731,21 +729,10 @@ func TestPendingCopyNotPromotedOverALiveLineage(t *testing.T) {
 
 	// The old primary is back for everyone, but cannot reach the nodes
 	// that hold the session now.
-	for _, i := range append(others, secIdx) {
-		m, ok := c.nodes[i].c.Member(p.c.Name())
-		require.True(t, ok)
-		c.nodes[i].s.peerUp(m)
-	}
+	c.seeBack(t, p.c.Name(), append(others, secIdx)...)
 	c.tc.Net.Block(clustertest.Host(0), clustertest.Host(secIdx))
 	c.tc.Net.Block(clustertest.Host(0), clustertest.Host(newSecIdx))
-	short, cancel := context.WithTimeout(testCtx(t), 3*time.Second)
-	got, err := p.s.Get(short, h.ID())
-	cancel()
-	if err == nil {
-		b, _ := got.Get("v")
-		t.Fatalf("the pending copy was promoted over the live lineage: read %q after %q was acknowledged", b, "two")
-	}
-	require.ErrorIs(t, err, ErrUnavailable)
+	requireUnavailable(t, p, h.ID(), "the pending copy, promoted over the live lineage,")
 
 	c.tc.Net.Heal()
 	_, v = mustGet(t, p, h.ID(), "v")
@@ -774,32 +761,19 @@ func TestPendingCopyHandedOverNeedsTheOldSecondary(t *testing.T) {
 
 	// The rest of the cluster sees the primary fail; the old secondary
 	// promotes its copy and takes a write.
-	for _, i := range append(others, secIdx) {
-		c.nodes[i].s.peerDown(p.c.Name(), true)
-	}
+	c.seeDown(p.c.Name(), append(others, secIdx)...)
 	e := sec.s.lookup(key)
 	require.NotNil(t, e)
 	require.Eventually(t, func() bool { return e.state().role == rolePrimary }, 10*time.Second, 10*time.Millisecond,
 		"the old secondary did not promote: %s", c.describe(key))
 	h2, _ := mustGet(t, sec, h.ID(), "v")
 	set(t, sec, h2, "v", "two")
-	for _, i := range append(others, secIdx) {
-		m, ok := c.nodes[i].c.Member(p.c.Name())
-		require.True(t, ok)
-		c.nodes[i].s.peerUp(m)
-	}
+	c.seeBack(t, p.c.Name(), append(others, secIdx)...)
 
 	// Taker asks for the session again and is handed the kept copy; it
 	// cannot reach the old secondary, which everyone else sees alive.
 	c.tc.Net.Block(clustertest.Host(takerIdx), clustertest.Host(secIdx))
-	short, cancel := context.WithTimeout(testCtx(t), 3*time.Second)
-	got, err := taker.s.Get(short, h.ID())
-	cancel()
-	if err == nil {
-		b, _ := got.Get("v")
-		t.Fatalf("the kept copy was installed beside the live lineage: read %q after %q was acknowledged", b, "two")
-	}
-	require.ErrorIs(t, err, ErrUnavailable)
+	requireUnavailable(t, taker, h.ID(), "the kept copy, installed beside the live lineage,")
 
 	// Once it can, taker finds the live lineage.
 	c.tc.Net.Heal()
@@ -868,9 +842,7 @@ func TestOrphanCopyNotPromotedByFailover(t *testing.T) {
 	se := sec.s.lookup(key)
 	require.NotNil(t, se)
 	require.NoError(t, se.lock(testCtx(t)))
-	for _, i := range []int{1, 2, 3} {
-		c.nodes[i].s.peerDown(p.c.Name(), true)
-	}
+	c.seeDown(p.c.Name(), 1, 2, 3)
 	orphan.s.promote(oe, p.c.Name(), true)
 	se.unlock()
 	require.Equal(t, roleSecondary, oe.state().role, "the orphan copy was promoted: %s", c.describe(key))
@@ -929,9 +901,7 @@ func TestOrphanCopyWaitsForABusySecondary(t *testing.T) {
 	se := sec.s.lookup(h.e.key)
 	require.NotNil(t, se)
 	require.NoError(t, se.lock(testCtx(t)))
-	for _, i := range []int{1, 2, 3} {
-		c.nodes[i].s.peerDown(p.c.Name(), true)
-	}
+	c.seeDown(p.c.Name(), 1, 2, 3)
 	short, cancel := context.WithTimeout(testCtx(t), 2*time.Second)
 	_, err := orphan.s.Get(short, h.ID())
 	cancel()
@@ -940,4 +910,35 @@ func TestOrphanCopyWaitsForABusySecondary(t *testing.T) {
 	se.unlock()
 	_, v := mustGet(t, orphan, h.ID(), "v")
 	require.Equal(t, "one", v)
+}
+
+// seeDown makes nodes idx see node name fail, as membership's event would.
+func (c *testCluster) seeDown(name string, idx ...int) {
+	for _, i := range idx {
+		c.nodes[i].s.peerDown(name, true)
+	}
+}
+
+// seeBack makes nodes idx see node name alive again.
+func (c *testCluster) seeBack(t *testing.T, name string, idx ...int) {
+	t.Helper()
+	for _, i := range idx {
+		m, ok := c.nodes[i].c.Member(name)
+		require.True(t, ok)
+		c.nodes[i].s.peerUp(m)
+	}
+}
+
+// requireUnavailable fails the test unless n answers ErrUnavailable for
+// session id within 3 s; what describes the copy it must not serve.
+func requireUnavailable(t *testing.T, n *node, id, what string) {
+	t.Helper()
+	short, cancel := context.WithTimeout(testCtx(t), 3*time.Second)
+	got, err := n.s.Get(short, id)
+	cancel()
+	if err == nil {
+		b, _ := got.Get("v")
+		t.Fatalf("%s was served: read %q", what, b)
+	}
+	require.ErrorIs(t, err, ErrUnavailable)
 }
