@@ -140,7 +140,6 @@ func (s *Sessions) confirmWith(name string, list []*entry) {
 		switch r.St[i] {
 		case stOK:
 			e.confirmed.Store(now)
-			s.backed(e, st.epoch, name)
 			continue
 		case stUnknown:
 			if st.primaryInc != r.I || st.pending {
