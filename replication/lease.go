@@ -38,7 +38,7 @@ func (s *Sessions) check(ctx context.Context, e *entry, lease, wait bool) (state
 	if st.role != rolePrimary {
 		return st, &droppedError{}
 	}
-	if len(s.contestedLive(st.contested)) == 0 && (!lease || s.fresh(st)) {
+	if s.settled(st, lease) {
 		return st, nil
 	}
 	backoff := minBackoff
@@ -73,6 +73,13 @@ func (s *Sessions) check(ctx context.Context, e *entry, lease, wait bool) (state
 		}
 		backoff = min(2*backoff, maxBackoff)
 	}
+}
+
+// settled reports whether this primary's copy st may be served as it
+// is: no contest is open with a live node and, if lease, the lease is
+// fresh. Then check asks nobody.
+func (s *Sessions) settled(st state, lease bool) bool {
+	return len(s.contestedLive(st.contested)) == 0 && (!lease || s.fresh(st))
 }
 
 // checkLocked is check's work under e's write lock. unreachable reports

@@ -311,28 +311,42 @@ func (s *Sessions) gone(ctx context.Context, name string) (gone, dead bool) {
 // from most of the cluster learns of the failures one at a time, and
 // would otherwise act on the first while it still counts a majority.
 func (s *Sessions) quorum() bool {
-	return quorum.Holds(s.voters())
+	var t quorum.Tally
+	s.eachVoter(t.Add)
+	return t.Holds()
 }
 
 // voters returns the session nodes that quorum counts: those this node
 // sees alive (itself included), and those it sees failed within
 // QuorumWindow or suspects.
 func (s *Sessions) voters() (live, lost []string) {
+	s.eachVoter(func(name string, alive bool) {
+		if alive {
+			live = append(live, name)
+		} else {
+			lost = append(lost, name)
+		}
+	})
+	return live, lost
+}
+
+// eachVoter calls fn for every voter, itself first. fn runs under pmu:
+// it must only count.
+func (s *Sessions) eachVoter(fn func(name string, alive bool)) {
 	suspects := s.cluster.Suspects()
 	s.pmu.Lock()
 	defer s.pmu.Unlock()
-	live = []string{s.self}
+	fn(s.self, true)
 	for _, p := range s.pmu.peers {
 		switch {
 		case p.alive && slices.Contains(suspects, p.name):
-			lost = append(lost, p.name)
+			fn(p.name, false)
 		case p.alive:
-			live = append(live, p.name)
+			fn(p.name, true)
 		case p.failed && time.Since(p.downAt) < s.opts.QuorumWindow:
-			lost = append(lost, p.name)
+			fn(p.name, false)
 		}
 	}
-	return live, lost
 }
 
 // seesDown reports whether this node sees name down: not a live member,
@@ -478,7 +492,8 @@ func (s *Sessions) placeSecondary(ctx context.Context, key string, st *state, ex
 // placeAt gives st the secondary name, with a full copy. placed is
 // false, with no error, when name could not be reached or refused.
 func (s *Sessions) placeAt(ctx context.Context, key string, st *state, name string) (placed bool, err error) {
-	r, err := s.apply(ctx, name, s.fullCopy(key, st))
+	// Through the group commit: concurrent Creates share requests.
+	r, err := s.applySync(ctx, name, s.fullCopy(key, st))
 	if err != nil {
 		if ctx.Err() != nil {
 			return false, context.Cause(ctx)

@@ -413,6 +413,14 @@ func (s *Sessions) Get(ctx context.Context, id string) (*Session, error) {
 	if s.isClosed() {
 		return nil, ErrClosed
 	}
+	// The common case, a primary with a fresh lease, asks nobody: it
+	// needs no deadline either.
+	if e := s.lookup(rid.Key); e != nil {
+		if st := e.state(); st.role == rolePrimary && s.settled(st, true) {
+			s.touch(e)
+			return newHandle(s, e, st), nil
+		}
+	}
 	ctx, cancel := s.callCtx(ctx)
 	defer cancel()
 	var hint []string

@@ -10,6 +10,7 @@
 #   TOMCAT=0 bash bench/http/run.sh               # without Tomcat
 #   LOADGEN=go bash bench/http/run.sh             # bench/http/load instead of wrk
 #   PROFILE=1 bash bench/http/run.sh              # and a CPU profile of a Troupe worker
+#   VARIANTS="troupe memory" FAILOVER_ROUNDS=0 TOMCAT=0 bash bench/http/run.sh   # a quick A/B
 #
 # Variants, each a cluster of its own (every Go server is a full Troupe
 # node that binds its URL under services/web, where examples/proxy finds
@@ -133,7 +134,7 @@ sleep 1
 node scs s-w2 bench-scs 127.0.0.32 127.0.0.31 -redis 127.0.0.34:6379
 proxy s-proxy bench-scs 127.0.0.33 127.0.0.31
 
-variants=(troupe troupe-direct memory memory-direct scs)
+variants=(${VARIANTS:-troupe troupe-direct memory memory-direct scs})
 declare -A TARGETS=(
   [troupe]="127.0.0.13:8080"
   [troupe-direct]="127.0.0.11:8080 127.0.0.12:8080"

@@ -28,23 +28,47 @@ import (
 // for the cluster: live is more than half of all of them, or exactly half
 // and holds the first name of all of them in sorted order.
 func Holds(live, failed []string) bool {
-	all := len(live) + len(failed)
-	switch {
-	case 2*len(live) > all:
-		return true
-	case 2*len(live) < all || len(live) == 0:
-		return false
+	var t Tally
+	for _, name := range live {
+		t.Add(name, true)
 	}
-	first := slices.Min(live)
-	if len(failed) > 0 {
-		first = min(first, slices.Min(failed))
+	for _, name := range failed {
+		t.Add(name, false)
 	}
-	return slices.Contains(live, first)
+	return t.Holds()
 }
 
-// Failures remembers when members failed, for a window, so that they
-// count as voters in Holds. The zero value is not usable; make one with
-// NewFailures. Safe for concurrent use.
+// Tally is Holds for a caller that walks its voters one at a time: it
+// counts them without keeping their names, so a check on every write
+// allocates nothing. The zero Tally has no voters.
+type Tally struct {
+	live, all int
+	first     string // the voter whose name sorts first
+	firstLive bool
+}
+
+// Add counts one voter, alive or failed within the window.
+func (t *Tally) Add(name string, alive bool) {
+	if t.all == 0 || name < t.first {
+		t.first, t.firstLive = name, alive
+	}
+	t.all++
+	if alive {
+		t.live++
+	}
+}
+
+// Holds reports what Holds does for the voters added.
+func (t *Tally) Holds() bool {
+	switch {
+	case 2*t.live > t.all:
+		return true
+	case 2*t.live < t.all || t.live == 0:
+		return false
+	}
+	return t.firstLive
+}
+
 type Failures struct {
 	window time.Duration
 	mu     sync.Mutex
