@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"runtime"
 	"testing"
 	"time"
@@ -146,4 +148,66 @@ func reportLatency(b *testing.B, lat []time.Duration) {
 	}
 	b.ReportMetric(benchnet.Micros(benchnet.Percentile(lat, 50)), "p50-µs")
 	b.ReportMetric(benchnet.Micros(benchnet.Percentile(lat, 99)), "p99-µs")
+}
+
+// BenchmarkMiddleware: the HTTP middleware and a handler that adds one
+// to a counter in the session, as bench/http's server does, with
+// benchClients/4 clients in parallel, each with its own session (update)
+// or starting a new one on every request (create). No HTTP connection:
+// what is measured is the session's cost on both nodes, the secondary's
+// included (allocs/op counts every goroutine's).
+//
+//	go test -run '^$' -bench Middleware -benchmem -count 6 ./replication/
+func BenchmarkMiddleware(b *testing.B) {
+	counter := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h, err := FromRequest(r)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		n, _, _ := GetValue[int64](h, "counter")
+		if err := SetValue(h, "counter", n+1); err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		fmt.Fprintf(w, `{"value":%d}`, n+1)
+	})
+	for _, workload := range []string{"update", "create"} {
+		b.Run(workload, func(b *testing.B) {
+			c := startSessions(b, 2, func(_ int, o *Options) { o.LeaseTerm = DefaultLeaseTerm })
+			handler := c.nodes[0].s.Middleware(HTTPOptions{})(counter)
+			serve := func(cookie string) (string, error) {
+				req := httptest.NewRequest(http.MethodPost, "/counter", nil)
+				if cookie != "" {
+					req.AddCookie(&http.Cookie{Name: DefaultCookieName, Value: cookie})
+				}
+				rec := httptest.NewRecorder()
+				handler.ServeHTTP(rec, req)
+				if rec.Code != http.StatusOK {
+					return "", fmt.Errorf("status %d: %s", rec.Code, rec.Body)
+				}
+				for _, ck := range rec.Result().Cookies() {
+					if ck.Name == DefaultCookieName {
+						return ck.Value, nil
+					}
+				}
+				return cookie, nil
+			}
+			b.SetParallelism(max(1, benchClients/4/runtime.GOMAXPROCS(0)))
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				cookie := ""
+				for pb.Next() {
+					if workload == "create" {
+						cookie = ""
+					}
+					var err error
+					if cookie, err = serve(cookie); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+		})
+	}
 }

@@ -43,11 +43,8 @@ func (s *Sessions) call(ctx context.Context, name, method string, req, resp any)
 	if err != nil {
 		return time.Time{}, err
 	}
-	if _, ok := ctx.Deadline(); !ok {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, s.opts.CallTimeout)
-		defer cancel()
-	}
+	ctx, cancel := s.callCtx(ctx)
+	defer cancel()
 	sent := time.Now()
 	out, err := s.ch.Call(ctx, name, method, body)
 	if err != nil {

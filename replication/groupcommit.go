@@ -67,38 +67,52 @@ func (s *Sessions) applySync(ctx context.Context, peer string, req *applyReq) (r
 		s.passLead(q)
 		return r, err
 	}
-	w := &groupWaiter{req: req, size: changeSize(req), done: make(chan groupResult, 1)}
+	w := waiters.Get().(*groupWaiter)
+	w.req, w.size = req, changeSize(req)
 	q.pending = append(q.pending, w)
 	q.mu.Unlock()
-	for {
-		select {
-		case res := <-w.done:
-			if !res.lead {
-				return res.r, res.err
-			}
+	select {
+	case res := <-w.done:
+		if res.lead {
 			s.sendGroup(ctx, peer, q, w)
 			res = <-w.done
-			return res.r, res.err
-		case <-ctx.Done():
-			q.mu.Lock()
-			if q.handoff == w {
-				// Told to lead: the others wait for us, so lead anyway,
-				// and consume the message that said so.
-				q.mu.Unlock()
-				<-w.done
-				s.sendGroup(ctx, peer, q, w)
-				res := <-w.done
-				return res.r, res.err
-			}
-			if i := slices.Index(q.pending, w); i >= 0 {
-				q.pending = slices.Delete(q.pending, i, i+1)
-			}
-			// Otherwise it is in a batch in flight: its answer is
-			// dropped. Either way Save treats the version as used.
+		}
+		putWaiter(w)
+		return res.r, res.err
+	case <-ctx.Done():
+		q.mu.Lock()
+		if q.handoff == w {
+			// Told to lead: the others wait for us, so lead anyway,
+			// and consume the message that said so.
 			q.mu.Unlock()
+			<-w.done
+			s.sendGroup(ctx, peer, q, w)
+			res := <-w.done
+			putWaiter(w)
+			return res.r, res.err
+		}
+		if i := slices.Index(q.pending, w); i >= 0 {
+			q.pending = slices.Delete(q.pending, i, i+1)
+			q.mu.Unlock()
+			putWaiter(w) // nobody will answer it
 			return reply{}, context.Cause(ctx)
 		}
+		// It is in a batch in flight: its answer is dropped, and w is
+		// not reused, since that answer is still to come. Either way
+		// Save treats the version as used.
+		q.mu.Unlock()
+		return reply{}, context.Cause(ctx)
 	}
+}
+
+// waiters recycles groupWaiters (and their channels): a queued Save
+// would otherwise allocate both. A waiter goes back only once nothing
+// more will be sent on its channel.
+var waiters = sync.Pool{New: func() any { return &groupWaiter{done: make(chan groupResult, 1)} }}
+
+func putWaiter(w *groupWaiter) {
+	w.req = nil
+	waiters.Put(w)
 }
 
 // sendGroup sends the queued changes, the leader's own (w) among them,
@@ -122,9 +136,7 @@ func (s *Sessions) sendGroup(ctx context.Context, peer string, q *groupQueue, w 
 		r, err := s.apply(ctx, peer, w.req)
 		w.done <- groupResult{r: r, err: err}
 	} else {
-		ctx, cancel := context.WithTimeout(s.ctx, s.opts.CallTimeout)
-		s.sendBatchSync(ctx, peer, batch)
-		cancel()
+		s.sendBatchSync(s.deadlines.shared(), peer, batch)
 	}
 	s.passLead(q)
 }

@@ -47,10 +47,17 @@ type ctxKey struct{}
 // requestSession is what the middleware keeps in a request's context.
 type requestSession struct {
 	s        *Sessions
-	ctx      context.Context
+	r        *http.Request // as the middleware got it
 	mu       sync.Mutex
 	h        *Session
 	incoming string // the cookie's value, "" if none; then the value last sent
+}
+
+// ctx is the context of the request's session calls: bounded by
+// CallTimeout from now, and not ended by the request's, since the
+// handler made its changes even if the client went away.
+func (rs *requestSession) ctx() context.Context {
+	return rs.s.deadlines.detached(rs.r.Context())
 }
 
 // Middleware returns the session middleware in the shape routers take
@@ -94,9 +101,10 @@ func (s *Sessions) Middleware(o HTTPOptions) func(next http.Handler) http.Handle
 
 func (s *Sessions) serveHTTP(next http.Handler, o *HTTPOptions) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		// Sessions are saved even if the client goes away: the handler
-		// made its changes.
-		rs := &requestSession{s: s, ctx: context.WithoutCancel(r.Context())}
+		// One allocation for the writer and what the context carries.
+		rw := &sessionWriter{w: w, r: r, o: o, code: http.StatusOK}
+		rs := &rw.rs
+		rs.s, rs.r = s, r
 		if c, err := r.Cookie(o.CookieName); err == nil && c.Value != "" {
 			rs.incoming = c.Value
 			h, err := s.Get(r.Context(), c.Value)
@@ -110,7 +118,6 @@ func (s *Sessions) serveHTTP(next http.Handler, o *HTTPOptions) http.Handler {
 				return
 			}
 		}
-		rw := &sessionWriter{w: w, r: r, rs: rs, o: o, code: http.StatusOK}
 		next.ServeHTTP(rw, r.WithContext(context.WithValue(r.Context(), ctxKey{}, rs)))
 		rw.finish()
 	})
@@ -164,7 +171,7 @@ func RenewID(r *http.Request) error {
 		rs.h = newSession(rs.s) // nothing to renew: a new session gets a new key
 		return nil
 	}
-	return rs.s.RenewID(rs.ctx, rs.h)
+	return rs.s.RenewID(rs.ctx(), rs.h)
 }
 
 // Destroy ends the request's session, as at logout: it is invalidated
@@ -185,24 +192,43 @@ func Destroy(r *http.Request) error {
 	if rs.h == nil {
 		return nil
 	}
-	return rs.s.unmake(rs.ctx, rs.h, false)
+	return rs.s.unmake(rs.ctx(), rs.h, false)
 }
 
 // sessionWriter holds the response back until the session is saved.
 type sessionWriter struct {
 	w  http.ResponseWriter
 	r  *http.Request
-	rs *requestSession
+	rs requestSession // in the request's context, as &rs
 	o  *HTTPOptions
 
 	code      int
 	wroteCode bool
-	buf       []byte
-	streaming bool  // the session was saved and the response let through
-	failed    error // saving failed: the Error response was written
+	buf       []byte  // the response held back, in bufp
+	bufp      *[]byte // from bodyBufs, nil until the handler writes
+	streaming bool    // the session was saved and the response let through
+	failed    error   // saving failed: the Error response was written
 }
 
 var errNotSaved = errors.New("replication: session not saved; response discarded")
+
+// bodyBufs holds the buffers that responses are held back in: a
+// response grows its buffer a few times, and the buffer is free again
+// once the session is saved.
+var bodyBufs = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }}
+
+// maxPooledBody bounds the buffers kept in bodyBufs, so that one large
+// response does not pin its buffer.
+const maxPooledBody = 64 << 10
+
+// releaseBuf drops what is held back, returning its buffer to bodyBufs.
+func (w *sessionWriter) releaseBuf() {
+	if w.bufp != nil && cap(w.buf) <= maxPooledBody {
+		*w.bufp = w.buf[:0]
+		bodyBufs.Put(w.bufp)
+	}
+	w.buf, w.bufp = nil, nil
+}
 
 func (w *sessionWriter) Header() http.Header { return w.w.Header() }
 
@@ -233,6 +259,10 @@ func (w *sessionWriter) Write(b []byte) (int, error) {
 		return w.w.Write(b)
 	}
 	if len(w.buf)+len(b) <= w.o.BufferLimit {
+		if w.bufp == nil {
+			w.bufp = bodyBufs.Get().(*[]byte)
+			w.buf = (*w.bufp)[:0]
+		}
 		w.buf = append(w.buf, b...)
 		return len(b), nil
 	}
@@ -287,9 +317,9 @@ func (w *sessionWriter) startStreaming() error {
 	w.w.WriteHeader(w.code)
 	w.wroteCode = true // a WriteHeader after a Flush is too late, as net/http has it
 	if len(w.buf) > 0 {
-		_, _ = w.w.Write(w.buf)
-		w.buf = nil
+		_, _ = w.w.Write(w.buf) // copies: the buffer is free again
 	}
+	w.releaseBuf()
 	return nil
 }
 
@@ -297,13 +327,13 @@ func (w *sessionWriter) startStreaming() error {
 // and sets or expires the cookie if needed; on failure it writes the
 // Error response instead of the handler's.
 func (w *sessionWriter) commit() error {
-	rs := w.rs
+	rs := &w.rs
 	rs.mu.Lock()
 	h := rs.h
 	rs.mu.Unlock()
 	want := ""
 	if h != nil {
-		if err := rs.s.Save(rs.ctx, h); err != nil {
+		if err := rs.s.Save(rs.ctx(), h); err != nil {
 			w.fail(err)
 			return err
 		}
@@ -328,7 +358,7 @@ func (w *sessionWriter) commit() error {
 
 func (w *sessionWriter) fail(err error) {
 	w.failed = err
-	w.buf = nil
+	w.releaseBuf()
 	if w.streaming {
 		return // too late to replace the response
 	}
@@ -348,7 +378,7 @@ func (w *sessionWriter) finish() {
 	if w.streaming {
 		// The client may have seen the start of the response; save what
 		// the handler changed since.
-		rs := w.rs
+		rs := &w.rs
 		rs.mu.Lock()
 		h := rs.h
 		rs.mu.Unlock()
@@ -359,7 +389,7 @@ func (w *sessionWriter) finish() {
 			// name the session.
 			rs.s.log.Warn("a new session's attributes, stored after the response started, were dropped")
 		default:
-			if err := rs.s.Save(rs.ctx, h); err != nil {
+			if err := rs.s.Save(rs.ctx(), h); err != nil {
 				rs.s.log.Warn("session changes after the response started were not saved", "err", err)
 			}
 		}

@@ -76,11 +76,12 @@ type Sessions struct {
 	inc     uint64              // incarnation: random, tells a restarted peer from the one before
 	start   time.Time
 
-	ctx    context.Context // ends at Shutdown
-	cancel context.CancelFunc
-	wg     sync.WaitGroup // every goroutine of Sessions, and HandleCall's
-	sub    *membership.Subscription
-	kick   chan struct{} // wakes the janitor early
+	ctx       context.Context // ends at Shutdown
+	cancel    context.CancelFunc
+	deadlines deadlines      // CallTimeout for calls made without a deadline
+	wg        sync.WaitGroup // every goroutine of Sessions, and HandleCall's
+	sub       *membership.Subscription
+	kick      chan struct{} // wakes the janitor early
 
 	tomb     keyTable // invalidated keys
 	moved    keyTable // key -> the node a session moved to
@@ -189,6 +190,7 @@ func NewSessions(ctx context.Context, cluster *membership.Cluster, opts Options)
 	s.pmu.changed = make(chan struct{})
 	s.async.queues = map[string]*asyncQueue{}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
+	s.deadlines.parent, s.deadlines.timeout = s.ctx, s.opts.CallTimeout
 
 	ch, err := cluster.Channel(channelName, server{s}, membership.WithErrors(callErrors...))
 	if err != nil {
@@ -302,10 +304,7 @@ const (
 
 // callCtx bounds ctx by CallTimeout when it has no deadline.
 func (s *Sessions) callCtx(ctx context.Context) (context.Context, context.CancelFunc) {
-	if _, ok := ctx.Deadline(); ok {
-		return ctx, func() {}
-	}
-	return context.WithTimeout(ctx, s.opts.CallTimeout)
+	return s.deadlines.bound(ctx)
 }
 
 // Create starts a new, empty session with this node as its primary and
