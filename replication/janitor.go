@@ -2,6 +2,7 @@ package replication
 
 import (
 	"context"
+	"slices"
 	"time"
 )
 
@@ -82,7 +83,7 @@ func (s *Sessions) sweep(tick time.Duration) {
 	s.moved.sweep(time.Now())
 	s.prunePeers()
 	for name, keys := range touches {
-		s.wg.Go(func() { s.sendTouch(name, keys) })
+		s.wg.Go(func() { inChunks(keys, func(c []string) { s.sendTouch(name, c) }) })
 	}
 	if len(repairs) > 0 {
 		s.wg.Go(func() { s.repair(repairs) })
@@ -92,10 +93,25 @@ func (s *Sessions) sweep(tick time.Duration) {
 		s.wg.Go(func() { s.move(moves) })
 	}
 	for name, list := range contested {
-		s.wg.Go(func() { s.resolveWith(name, list) })
+		s.wg.Go(func() { inChunks(list, func(c []*entry) { s.resolveWith(name, c) }) })
 	}
 	for name, list := range confirms {
-		s.wg.Go(func() { s.confirmWith(name, list) })
+		s.wg.Go(func() { inChunks(list, func(c []*entry) { s.confirmWith(name, c) }) })
+	}
+}
+
+// sweepBatch bounds the sessions named in one request of the sweep: a
+// node may hold hundreds of thousands, and a request that named them all
+// would not fit a message, so it would fail on every sweep. An item is a
+// key, a few numbers and at most a node name: 256 of them stay well
+// within the 64 KiB that a message always has room for (frameOverhead).
+const sweepBatch = 256
+
+// inChunks calls fn on list in pieces of at most sweepBatch, one after
+// the other.
+func inChunks[T any](list []T, fn func([]T)) {
+	for c := range slices.Chunk(list, sweepBatch) {
+		fn(c)
 	}
 }
 
