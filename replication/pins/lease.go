@@ -206,18 +206,26 @@ var errClaimRaced = errors.New("pins: a member failed during the claim")
 // its binding, born before the other side's claim, would win at the heal.
 // So a claim during which this node saw a member fail is withdrawn
 // (errClaimRaced): the next one waits OwnerLease, then needs the quorum.
+//
+// One claim of a name runs at a time on a node. A second one's Bind
+// would find the first's binding in this copy, not yet confirmed, and
+// fail at once with ErrNameBound; its caller would be told this node
+// owns the key, and if the members then named an older claim elsewhere
+// (at the heal of a cut), two callers would have been told two owners.
 func (p *Pins) bindClaim(ctx context.Context, name string) error {
-	p.mu.Lock()
-	p.mu.claiming[name]++
-	p.mu.Unlock()
+	start := time.Now() // before the wait: a failure during it counts too
+	if err := p.claimTurn(ctx, name); err != nil {
+		return err
+	}
 	defer func() {
 		p.mu.Lock()
-		if p.mu.claiming[name]--; p.mu.claiming[name] == 0 {
-			delete(p.mu.claiming, name)
-		}
+		close(p.mu.claiming[name])
+		delete(p.mu.claiming, name)
 		p.mu.Unlock()
 	}()
-	start := time.Now()
+	if p.cluster.LastFailure().After(start) {
+		return errClaimRaced
+	}
 	err := p.tree.Bind(ctx, name, nil, naming.Confirmed())
 	if err != nil || !p.cluster.LastFailure().After(start) {
 		return err
@@ -226,4 +234,24 @@ func (p *Pins) bindClaim(ctx context.Context, name string) error {
 		return fmt.Errorf("pins: withdraw a claim made during a failure: %w", err)
 	}
 	return errClaimRaced
+}
+
+// claimTurn waits until no other claim of name runs on this node, and
+// records this one as under way.
+func (p *Pins) claimTurn(ctx context.Context, name string) error {
+	for {
+		p.mu.Lock()
+		running, busy := p.mu.claiming[name]
+		if !busy {
+			p.mu.claiming[name] = make(chan struct{})
+			p.mu.Unlock()
+			return nil
+		}
+		p.mu.Unlock()
+		select {
+		case <-running:
+		case <-ctx.Done():
+			return fmt.Errorf("%w: waiting for another claim of %q on this node: %w", ErrUnavailable, name, context.Cause(ctx))
+		}
+	}
 }

@@ -49,9 +49,9 @@ type Pins struct {
 	mu struct {
 		sync.Mutex
 		closed     bool
-		joinedAt   time.Time           // when a member last joined (or came back)
-		owned      map[string]struct{} // keys this node pinned
-		claiming   map[string]int      // names of claims under way, and how many
+		joinedAt   time.Time                // when a member last joined (or came back)
+		owned      map[string]struct{}      // keys this node pinned
+		claiming   map[string]chan struct{} // names of claims under way; closed when each ends
 		singletons map[string]*Singleton
 		watchers   map[*Watcher]struct{}
 		busy       int // remote claims being served
@@ -77,7 +77,7 @@ func New(ctx context.Context, cluster *membership.Cluster, tree *naming.Tree, op
 	}
 	p.failures = quorum.NewFailures(o.QuorumWindow)
 	p.mu.owned = map[string]struct{}{}
-	p.mu.claiming = map[string]int{}
+	p.mu.claiming = map[string]chan struct{}{}
 	p.mu.singletons = map[string]*Singleton{}
 	p.mu.watchers = map[*Watcher]struct{}{}
 	ch, err := cluster.Channel(o.Channel, handler{p}, membership.WithErrors(remoteErrors...))

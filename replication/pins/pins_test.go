@@ -426,3 +426,42 @@ func TestPinClaimDuringAFailureIsWithdrawn(t *testing.T) {
 	assert.False(t, claimed.Before(failed.Add(DefaultOwnerLease-10*time.Millisecond)),
 		"claimed at %v, %v after the failure", claimed.Format("15:04:05.000"), claimed.Sub(failed))
 }
+
+// TestPinWaitsForTheClaimUnderWay: a Pin on a node whose own claim of the
+// key is still being confirmed waits for that claim. Before, it found
+// the claim's binding in this node's copy and answered at once with this
+// node and the claim's token. Here that claim waits for a member that is
+// cut off, is withdrawn when the member is declared failed, and is made
+// again with a new token: the two callers were told two different pins.
+// (At the heal of a cut the same early answer named this node while the
+// members named an older claim elsewhere.)
+func TestPinWaitsForTheClaimUnderWay(t *testing.T) {
+	nodes := startPins(t, 3)
+	tc := nodes[0].tc
+	tc.Net.Partition(tc.Hosts(0, 2), tc.Hosts(1))
+	n := nodes[2]
+	type result struct {
+		pin Pin
+		err error
+	}
+	first := make(chan result, 1)
+	go func() {
+		p, err := n.pins.Pin(testCtx(t), "k")
+		first <- result{p, err}
+	}()
+	require.Eventually(t, func() bool {
+		p, err := n.pins.Owner("k")
+		return err == nil && p.Owner == n.name()
+	}, clustertest.Timeout, time.Millisecond, "the first claim never showed in its node's copy")
+	second, err := n.pins.Pin(testCtx(t), "k")
+	require.NoError(t, err)
+	var r result
+	select {
+	case r = <-first:
+	case <-time.After(clustertest.Timeout):
+		t.Fatal("the first Pin did not return")
+	}
+	require.NoError(t, r.err)
+	require.Equal(t, r.pin, second, "two Pins of one key on one node were told different pins")
+	require.Equal(t, n.name(), second.Owner)
+}
