@@ -92,6 +92,13 @@ func (s *Sessions) promote(e *entry, oldPrimary string, failed bool) {
 	if st.role != roleSecondary || st.primary != oldPrimary {
 		return
 	}
+	if st.pending || st.provisional {
+		// Maybe not the copy the primary counted on: it may have put
+		// another secondary in place, which promotes. A request for the
+		// session asks every node before this copy is promoted (acquire).
+		s.log.Debug("promotion left to a request: the primary never confirmed this copy", "session", keyRef(e.key), "primary", oldPrimary)
+		return
+	}
 	if err := s.revoke(s.ctx, oldPrimary, true); err != nil {
 		if errors.Is(err, errPeerBack) {
 			s.log.Debug("primary came back before promotion", "session", keyRef(e.key), "primary", oldPrimary)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -683,4 +684,261 @@ func TestFailoverNewerLineageVetoes(t *testing.T) {
 	sec.s.pmu.Unlock()
 	sec.s.promote(old, p.c.Name(), true)
 	require.NotEqual(t, rolePrimary, old.state().role, "promoted over a newer lineage")
+}
+
+// TestPendingCopyNotPromotedOverALiveLineage: a primary that handed its
+// session to a node that never installed it keeps a pending copy, which
+// is the session only if no other copy lives on. It does not promote
+// that copy while nodes that may hold the session do not answer. Before,
+// it asked the nodes it could reach, all answered "no copy", and it
+// promoted: the fault suite saw this at the heal of a 2|3 partition,
+// where the majority had promoted the old secondary's copy (and written
+// to it) while the handover was under way on the minority side, and the
+// old primary then served its stale value beside the live lineage.
+func TestPendingCopyNotPromotedOverALiveLineage(t *testing.T) {
+	c := startSessions(t, 5, nil)
+	p, h := c.sessionOn(t, 0, "one")
+	key := h.e.key
+	secIdx, sec := c.byID(h.Route().Secondary)
+	others := slices.DeleteFunc([]int{1, 2, 3, 4}, func(i int) bool { return i == secIdx })
+	taker := c.nodes[others[0]]
+
+	// The primary hands the session to taker, which never installs it
+	// (its install failed: the old secondary was across a cut).
+	r := p.s.takeOne(testCtx(t), taker.c.Name(), &takeReq{From: taker.c.Name(), Inc: taker.s.inc, Key: key})
+	require.Equal(t, stOK, r.St)
+	require.True(t, h.e.state().pending)
+
+	// Meanwhile the rest of the cluster sees the primary fail and the old
+	// secondary promotes its copy, on another node than taker, and takes
+	// a write.
+	sec.s.pmu.Lock()
+	sec.s.peerLocked(taker.c.Name()).count = 1 << 20 // not taker: see pick
+	sec.s.pmu.Unlock()
+	c.seeDown(p.c.Name(), append(others, secIdx)...)
+	e := sec.s.lookup(key)
+	require.NotNil(t, e)
+	require.Eventually(t, func() bool { return e.state().role == rolePrimary }, 10*time.Second, 10*time.Millisecond,
+		"the old secondary did not promote: %s", c.describe(key))
+	h2, v := mustGet(t, sec, h.ID(), "v")
+	require.Equal(t, "one", v)
+	set(t, sec, h2, "v", "two")
+	newSecIdx, _ := c.byID(h2.Route().Secondary)
+	require.NotEqual(t, 0, newSecIdx)
+	require.NotEqual(t, taker, c.nodes[newSecIdx])
+
+	// The old primary is back for everyone, but cannot reach the nodes
+	// that hold the session now.
+	c.seeBack(t, p.c.Name(), append(others, secIdx)...)
+	c.tc.Net.Block(clustertest.Host(0), clustertest.Host(secIdx))
+	c.tc.Net.Block(clustertest.Host(0), clustertest.Host(newSecIdx))
+	requireUnavailable(t, p, h.ID(), "the pending copy, promoted over the live lineage,")
+
+	c.tc.Net.Heal()
+	_, v = mustGet(t, p, h.ID(), "v")
+	require.Equal(t, "two", v)
+}
+
+// TestPendingCopyHandedOverNeedsTheOldSecondary: a copy kept for a new
+// primary that never installed it is handed over again only on the
+// terms of its lineage: the taker must reach the old secondary, which may
+// have promoted its own copy meanwhile, or know it down. Before, the
+// kept copy was handed over as if it were the only one, and after the
+// heal of a 2|3 partition the fault suite saw two lineages of one
+// session served side by side, each acknowledging writes.
+func TestPendingCopyHandedOverNeedsTheOldSecondary(t *testing.T) {
+	c := startSessions(t, 5, nil)
+	p, h := c.sessionOn(t, 0, "one")
+	key := h.e.key
+	secIdx, sec := c.byID(h.Route().Secondary)
+	others := slices.DeleteFunc([]int{1, 2, 3, 4}, func(i int) bool { return i == secIdx })
+	takerIdx := others[0]
+	taker := c.nodes[takerIdx]
+
+	// The primary hands the session to taker, which never installs it.
+	r := p.s.takeOne(testCtx(t), taker.c.Name(), &takeReq{From: taker.c.Name(), Inc: taker.s.inc, Key: key})
+	require.Equal(t, stOK, r.St)
+
+	// The rest of the cluster sees the primary fail; the old secondary
+	// promotes its copy and takes a write.
+	c.seeDown(p.c.Name(), append(others, secIdx)...)
+	e := sec.s.lookup(key)
+	require.NotNil(t, e)
+	require.Eventually(t, func() bool { return e.state().role == rolePrimary }, 10*time.Second, 10*time.Millisecond,
+		"the old secondary did not promote: %s", c.describe(key))
+	h2, _ := mustGet(t, sec, h.ID(), "v")
+	set(t, sec, h2, "v", "two")
+	c.seeBack(t, p.c.Name(), append(others, secIdx)...)
+
+	// Taker asks for the session again and is handed the kept copy; it
+	// cannot reach the old secondary, which everyone else sees alive.
+	c.tc.Net.Block(clustertest.Host(takerIdx), clustertest.Host(secIdx))
+	requireUnavailable(t, taker, h.ID(), "the kept copy, installed beside the live lineage,")
+
+	// Once it can, taker finds the live lineage.
+	c.tc.Net.Heal()
+	_, v := mustGet(t, taker, h.ID(), "v")
+	require.Equal(t, "two", v)
+	_, v = mustGet(t, p, h.ID(), "v")
+	require.Equal(t, "two", v)
+}
+
+// TestInstallRefusesAnOlderKeptCopy: a node holding the copy it kept when
+// it handed its session on does not install a copy that another node
+// kept from an earlier handover, although that copy, handed over again
+// and again, now carries a higher epoch than ours. The offer is built by
+// the test (a logic test of install's check); in the fault suite it came
+// from a node whose drop had been lost in a cut, and the node installed
+// it and served a value from before its own acknowledged write.
+func TestInstallRefusesAnOlderKeptCopy(t *testing.T) {
+	c := startSessions(t, 3, nil)
+	_, h := c.sessionOn(t, 0, "one")
+	// Move the session around so that its epoch is past the first.
+	h1, _ := mustGet(t, c.nodes[1], h.ID(), "v")
+	h0, _ := mustGet(t, c.nodes[0], h1.ID(), "v")
+	set(t, c.nodes[0], h0, "v", "two")
+	p, key := c.nodes[0], h0.e.key
+
+	// p hands the session to node 1, which never installs it.
+	r := p.s.takeOne(testCtx(t), c.nodes[1].c.Name(), &takeReq{From: c.nodes[1].c.Name(), Inc: c.nodes[1].s.inc, Key: key})
+	require.Equal(t, stOK, r.St)
+	seen := h0.e.state()
+	require.True(t, seen.pending)
+	require.Greater(t, seen.standing().epoch, uint64(1))
+
+	// Node 2 offers a copy kept from before p's lineage, at a later epoch.
+	offer := takeReply{St: stOK, Epoch: seen.epoch + 5, Since: seen.standing().epoch - 1, Members: 3, Version: 1,
+		Attrs: map[string][]byte{"v": []byte("one")}, Kept: c.nodes[2].c.Name()}
+	_, err := p.s.install(testCtx(t), key, h0.e, seen, &offer, c.nodes[2].c.Name())
+	require.ErrorIs(t, err, errRetry)
+	st := h0.e.state()
+	require.Equal(t, seen.epoch, st.epoch)
+	v, _ := st.attrs.get("v")
+	require.Equal(t, "two", string(v))
+}
+
+// TestOrphanCopyNotPromotedByFailover: a node that got a full copy from
+// a primary whose call then timed out (the answer came too late; the
+// primary went on with another secondary) holds an orphan its primary
+// does not count on. When the primary fails, the real secondary promotes;
+// the orphan does not, or two lineages of the session would go on at one
+// epoch. In the fault suite the orphan was on the majority side of a
+// cut, promoted, and took writes while the old primary, its real
+// secondary beside it, kept acknowledging its own.
+func TestOrphanCopyNotPromotedByFailover(t *testing.T) {
+	c := startSessions(t, 4, nil)
+	p, h := c.sessionOn(t, 0, "one")
+	key := h.e.key
+	secIdx, sec := c.byID(h.Route().Secondary)
+	others := slices.DeleteFunc([]int{1, 2, 3}, func(i int) bool { return i == secIdx })
+	orphanIdx := others[0]
+	orphan := c.nodes[orphanIdx]
+
+	oe := c.orphanCopy(t, 0, h, orphanIdx)
+
+	// Every other node sees p fail. The real secondary's promotion waits
+	// (its copy is locked) until the orphan has had its chance, so that
+	// the order does not decide.
+	se := sec.s.lookup(key)
+	require.NotNil(t, se)
+	require.NoError(t, se.lock(testCtx(t)))
+	c.seeDown(p.c.Name(), 1, 2, 3)
+	orphan.s.promote(oe, p.c.Name(), true)
+	se.unlock()
+	require.Equal(t, roleSecondary, oe.state().role, "the orphan copy was promoted: %s", c.describe(key))
+	require.Eventually(t, func() bool { return se.state().role == rolePrimary }, 10*time.Second, 10*time.Millisecond,
+		"the real secondary did not promote: %s", c.describe(key))
+	_, v := mustGet(t, orphan, h.ID(), "v")
+	require.Equal(t, "one", v)
+	// One lineage among the nodes that saw p fail (p itself, alive but
+	// declared failed by the test, still holds its copy).
+	primaries := 0
+	for _, n := range c.nodes[1:] {
+		if e := n.s.lookup(key); e != nil && e.state().role == rolePrimary {
+			primaries++
+		}
+	}
+	require.Equal(t, 1, primaries, c.describe(key))
+}
+
+// orphanCopy gives node orphanIdx a full copy of h, the session whose
+// primary is node primaryIdx, whose answer does not reach the primary in
+// time (over a connection open before the delay: a dial would not
+// finish): the primary does not count on it. It returns the orphan.
+func (c *testCluster) orphanCopy(t *testing.T, primaryIdx int, h *Session, orphanIdx int) *entry {
+	t.Helper()
+	p, orphan := c.nodes[primaryIdx], c.nodes[orphanIdx]
+	_, err := p.s.call(testCtx(t), orphan.c.Name(), methodPing, nil, nil)
+	require.NoError(t, err)
+	c.tc.Net.Delay(clustertest.Host(primaryIdx), clustertest.Host(orphanIdx), 150*time.Millisecond)
+	st := h.e.state()
+	short, cancel := context.WithTimeout(testCtx(t), 200*time.Millisecond)
+	placed, _ := p.s.placeAt(short, h.e.key, &st, orphan.c.Name())
+	cancel()
+	require.False(t, placed)
+	var oe *entry
+	require.Eventually(t, func() bool { oe = orphan.s.lookup(h.e.key); return oe != nil }, 5*time.Second, 10*time.Millisecond)
+	c.tc.Net.Heal()
+	require.Equal(t, roleSecondary, oe.state().role)
+	require.Equal(t, p.c.Name(), oe.state().primary)
+	require.True(t, oe.state().provisional)
+	return oe
+}
+
+// TestOrphanCopyWaitsForABusySecondary: a request on a node holding an
+// orphan copy, whose primary is down, does not promote it while the
+// session's real secondary answers that it is busy with its copy.
+func TestOrphanCopyWaitsForABusySecondary(t *testing.T) {
+	c := startSessions(t, 4, nil)
+	p, h := c.sessionOn(t, 0, "one")
+	secIdx, sec := c.byID(h.Route().Secondary)
+	others := slices.DeleteFunc([]int{1, 2, 3}, func(i int) bool { return i == secIdx })
+	orphan := c.nodes[others[0]]
+	oe := c.orphanCopy(t, 0, h, others[0])
+
+	// Everyone sees p fail; the real secondary's copy stays locked, so it
+	// neither promotes nor hands the session over meanwhile.
+	se := sec.s.lookup(h.e.key)
+	require.NotNil(t, se)
+	require.NoError(t, se.lock(testCtx(t)))
+	c.seeDown(p.c.Name(), 1, 2, 3)
+	short, cancel := context.WithTimeout(testCtx(t), 2*time.Second)
+	_, err := orphan.s.Get(short, h.ID())
+	cancel()
+	require.ErrorIs(t, err, ErrUnavailable)
+	require.Equal(t, roleSecondary, oe.state().role, "the orphan copy was promoted beside a busy secondary: %s", c.describe(h.e.key))
+	se.unlock()
+	_, v := mustGet(t, orphan, h.ID(), "v")
+	require.Equal(t, "one", v)
+}
+
+// seeDown makes nodes idx see node name fail, as membership's event would.
+func (c *testCluster) seeDown(name string, idx ...int) {
+	for _, i := range idx {
+		c.nodes[i].s.peerDown(name, true)
+	}
+}
+
+// seeBack makes nodes idx see node name alive again.
+func (c *testCluster) seeBack(t *testing.T, name string, idx ...int) {
+	t.Helper()
+	for _, i := range idx {
+		m, ok := c.nodes[i].c.Member(name)
+		require.True(t, ok)
+		c.nodes[i].s.peerUp(m)
+	}
+}
+
+// requireUnavailable fails the test unless n answers ErrUnavailable for
+// session id within 3 s; what describes the copy it must not serve.
+func requireUnavailable(t *testing.T, n *node, id, what string) {
+	t.Helper()
+	short, cancel := context.WithTimeout(testCtx(t), 3*time.Second)
+	got, err := n.s.Get(short, id)
+	cancel()
+	if err == nil {
+		b, _ := got.Get("v")
+		t.Fatalf("%s was served: read %q", what, b)
+	}
+	require.ErrorIs(t, err, ErrUnavailable)
 }

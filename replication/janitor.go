@@ -156,6 +156,7 @@ func (s *Sessions) confirmWith(name string, list []*entry) {
 		switch r.St[i] {
 		case stOK:
 			e.confirmed.Store(now)
+			s.backed(e, st.epoch, name)
 			continue
 		case stUnknown:
 			if st.primaryInc != r.I || st.pending {

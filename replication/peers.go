@@ -218,20 +218,6 @@ func (s *Sessions) contestedLive(list []string) []string {
 	return out
 }
 
-// livePeers returns the names of the other live members holding
-// sessions.
-func (s *Sessions) livePeers() []string {
-	s.pmu.Lock()
-	defer s.pmu.Unlock()
-	var out []string
-	for _, p := range s.pmu.peers {
-		if p.alive {
-			out = append(out, p.name)
-		}
-	}
-	return out
-}
-
 // alone reports whether this node has seen no other session node alive
 // or failing within QuorumWindow: a cluster of one.
 func (s *Sessions) alone() bool {
@@ -395,7 +381,8 @@ func (s *Sessions) holdsNewer(from, key string, epoch uint64) bool {
 		return false
 	}
 	st := e.state()
-	return st.role != roleNone && st.primary != from && st.epoch >= epoch
+	sd := st.standing()
+	return st.role != roleNone && sd.primary != from && sd.epoch >= epoch
 }
 
 // mayTakeFrom reports whether this node may move session key to epoch

@@ -197,12 +197,16 @@ type takeReq struct {
 // secondary copy of the caller's at (Epoch, Members), the caller's new
 // lineage; the caller installs its primary copy at exactly that rank.
 // Secondary is the secondary of the replier's copy when it was the
-// primary, so that the caller can tell it to drop its outdated copy; Kept
+// primary (for a copy kept from an earlier handover, of the copy it was),
+// which the caller makes its own or tells to drop its outdated copy; Kept
 // is the node that demoted its copy (the replier, or the primary it asked
-// on the caller's behalf).
+// on the caller's behalf). Since is the epoch the handed copy weighs
+// against others (state.standing): a caller that holds a kept copy of
+// its own from a later epoch does not install an older one.
 type takeReply struct {
 	St        status            `codec:"s"`
 	Epoch     uint64            `codec:"e"`
+	Since     uint64            `codec:"se,omitempty"`
 	Members   int               `codec:"m"`
 	Secondary string            `codec:"q,omitempty"`
 	Kept      string            `codec:"k,omitempty"`  // the node keeping a copy in the caller's lineage

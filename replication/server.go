@@ -420,7 +420,7 @@ func (s *Sessions) applyLocked(e *entry, req *applyReq) (status, bool, uint64) {
 	theirs := rank{req.Epoch, req.Members, req.From}
 	same := st.role == roleSecondary && st.primary == req.From && st.epoch == req.Epoch
 	if st.role != roleNone && !same {
-		if st.rank().cmp(theirs) > 0 {
+		if st.outranks(theirs) {
 			return stStale, true, g
 		}
 		if !req.Full {
@@ -448,7 +448,7 @@ func (s *Sessions) applyLocked(e *entry, req *applyReq) (status, bool, uint64) {
 		next = state{
 			role: roleSecondary, epoch: req.Epoch, members: req.Members, version: req.Version,
 			attrs: attrs, size: attrs.size(), primary: req.From, contested: req.Contested,
-			primaryInc: req.Inc,
+			primaryInc: req.Inc, provisional: !same,
 		}
 		if st.role == rolePrimary {
 			// A copy that ranks higher than ours exists: ours is demoted.
@@ -467,6 +467,7 @@ func (s *Sessions) applyLocked(e *entry, req *applyReq) (status, bool, uint64) {
 			return stGap, true, g
 		}
 		next = st
+		next.provisional = false // the primary sends changes only to its secondary
 		next.attrs = st.attrs.with(req.Set, req.Del)
 		next.size = next.attrs.size()
 		if next.size > s.opts.MaxSessionSize {
@@ -475,7 +476,7 @@ func (s *Sessions) applyLocked(e *entry, req *applyReq) (status, bool, uint64) {
 		}
 		next.version = req.Version
 	}
-	next.pending = false
+	next.pending, next.handedFrom, next.oldSecondary = false, rank{}, ""
 	if !s.publish(e, next) {
 		return 0, false, g
 	}
@@ -515,12 +516,12 @@ func (s *Sessions) verifyOne(ctx context.Context, req *verifyReq) (status, uint6
 	case st.role == roleSecondary && st.primary == req.From && st.epoch == req.Epoch:
 		e.last.Store(s.now())
 		e.confirmed.Store(s.now())
-		if st.pending {
-			st.pending = false
+		if st.pending || st.provisional {
+			st.pending, st.handedFrom, st.oldSecondary, st.provisional = false, rank{}, "", false
 			s.publish(e, st)
 		}
 		return stOK, g
-	case st.role != roleNone && st.rank().cmp(rank{req.Epoch, req.Members, req.From}) > 0:
+	case st.role != roleNone && st.outranks(rank{req.Epoch, req.Members, req.From}):
 		return stStale, g
 	}
 	return stUnknown, g
@@ -562,7 +563,7 @@ func (s *Sessions) dropOne(ctx context.Context, req *dropReq) {
 		}
 		return
 	}
-	if st.role == roleSecondary && st.rank().cmp(rank{req.Epoch, req.Members, req.Primary}) <= 0 {
+	if st.role == roleSecondary && !st.outranks(rank{req.Epoch, req.Members, req.Primary}) {
 		if s.dropIfIdle(ctx, e, st, "drop request") {
 			s.movedTo(req.Key, req.From)
 		}
@@ -748,14 +749,21 @@ func (s *Sessions) handOver(ctx context.Context, e *entry, seen state, newPrimar
 	out := takeReply{
 		St:        stOK,
 		Epoch:     st.epoch + 1,
+		Since:     st.standing().epoch,
 		Members:   s.liveCount(),
 		Version:   st.version,
 		Attrs:     st.attrs.toMap(),
 		Contested: st.contested,
 		Kept:      s.self,
 	}
-	if want == rolePrimary {
+	switch {
+	case want == rolePrimary:
 		out.Secondary = st.secondary
+	case st.pending:
+		// A copy we kept for a new primary that never installed it: the
+		// old lineage's secondary may have promoted its copy since, so
+		// the taker must reach it (see install), as from a primary.
+		out.Secondary = st.oldSecondary
 	}
 	if contest {
 		out.Contested = withName(out.Contested, oldPrimary)
@@ -768,6 +776,10 @@ func (s *Sessions) handOver(ctx context.Context, e *entry, seen state, newPrimar
 	next.primary = newPrimary
 	next.primaryInc = newInc
 	next.pending = true
+	if !st.pending {
+		next.handedFrom = st.rank() // a kept copy handed over again keeps it
+	}
+	next.oldSecondary = out.Secondary
 	next.secondary = ""
 	next.epoch = out.Epoch
 	next.members = out.Members
@@ -810,7 +822,7 @@ func (s *Sessions) resolveItem(ctx context.Context, from string, it rankWire) st
 		return stOK
 	case st.primary == from && st.epoch == it.Epoch:
 		return stOK // its own lineage: we are its secondary
-	case st.rank().cmp(theirs) > 0:
+	case st.outranks(theirs):
 		return stStale
 	}
 	if st.role == rolePrimary {

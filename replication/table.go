@@ -63,9 +63,25 @@ type state struct {
 	// pending marks a copy kept by a node that handed the session over,
 	// until the new primary confirms it: if the new primary never
 	// installed the session, this copy is the session, not an orphan.
-	pending   bool
-	secondary string   // primary only: node name of the secondary, "" for none
-	contested []string // nodes that may hold a diverged copy; see resolve
+	pending bool
+	// handedFrom and oldSecondary, with pending, describe the copy this
+	// one was before it was first handed over: its rank and its
+	// secondary. If the new primary never installed the session, the
+	// old secondary still backs that lineage and may have promoted its
+	// copy (failover saw this node fail meanwhile), so whoever takes this
+	// copy over makes it its secondary or knows it down; and against
+	// other lineages this copy weighs what it did before (see standing).
+	handedFrom   rank
+	oldSecondary string
+	// provisional marks a secondary copy made by a full copy whose
+	// primary has not since shown that it counts this node as its
+	// secondary (an incremental change, a verify, or a confirm). The
+	// primary may never have had the answer: it then chose another
+	// secondary, and this copy is an orphan that must not be promoted
+	// beside that secondary's (see promote and acquire).
+	provisional bool
+	secondary   string   // primary only: node name of the secondary, "" for none
+	contested   []string // nodes that may hold a diverged copy; see resolve
 	// verifiedGen is the lease generation of the secondary when it last
 	// confirmed this copy; a different current generation means the
 	// secondary took over some of our sessions, maybe this one.
@@ -73,6 +89,37 @@ type state struct {
 }
 
 func (st *state) rank() rank { return rank{st.epoch, st.members, st.primary} }
+
+// backed clears the provisional mark of e, a secondary copy of primary's
+// at epoch, now that its primary showed that it counts this node as its
+// secondary. Under e.mu only: a writer that publishes a state read before
+// keeps the mark, which is merely cautious.
+func (s *Sessions) backed(e *entry, epoch uint64, primary string) {
+	e.mu.Lock()
+	if !e.dead && e.st.provisional && e.st.role == roleSecondary && e.st.epoch == epoch && e.st.primary == primary {
+		e.st.provisional = false
+	}
+	e.mu.Unlock()
+}
+
+// standing is the rank copy st weighs against other copies: its own,
+// except for a copy kept for a new primary that has not confirmed it
+// (pending), which weighs what it did before the handover. The handover
+// may never have been installed, while another lineage went on from the
+// old secondary's copy, which held every write ours holds (failover
+// promoted it while the handover was under way across a cut); and a kept
+// copy handed over again and again, each time at the next epoch, would
+// otherwise outrank that lineage and the writes acknowledged on it.
+func (st *state) standing() rank {
+	if st.pending && st.role == roleSecondary {
+		return st.handedFrom
+	}
+	return st.rank()
+}
+
+// outranks reports whether copy st wins over another copy of the session
+// that ranks at theirs.
+func (st *state) outranks(theirs rank) bool { return st.standing().cmp(theirs) > 0 }
 
 func newEntry(key string, now int64) *entry {
 	e := &entry{key: key, wl: make(chan struct{}, 1)}

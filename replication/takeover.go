@@ -82,11 +82,17 @@ func (s *Sessions) acquire(ctx context.Context, rid ID, local *entry, hint []str
 			// (pending), ask them too: the session's secondary may have
 			// promoted its copy meanwhile (failover), and the session
 			// then lives on there, not in ours.
-			if broadened || (local != nil && !localState.pending) || !allUnknown(answers) {
+			if broadened || (local != nil && !unconfirmed(localState)) || !allUnknown(answers) {
 				break
 			}
 			broadened = true
-			sources = append(sources, s.livePeers()...)
+			live, lost := s.voters()
+			sources = append(sources, live...)
+			if local != nil {
+				// Where the session could have gone while this node
+				// was cut off: a peer we see failed may be back.
+				sources = append(sources, lost...)
+			}
 			if i == len(sources) {
 				break
 			}
@@ -125,11 +131,28 @@ func (s *Sessions) acquire(ctx context.Context, rid ID, local *entry, hint []str
 		// Nobody handed the session over. Our own copy is the best there
 		// is, unless its primary answered that it is busy with it.
 		switch r, asked := answers[localPrimary]; {
+		case !asked && unconfirmed(localState) && !only(unreachable, localPrimary):
+			// As below: ours may not be the copy its primary counted on,
+			// and the one that is may be where we could not ask.
+			return nil, fmt.Errorf("%w: session %s: a copy may live on at %v, which did not answer", ErrUnavailable, keyRef(key), unreachable)
+		case !asked && unconfirmed(localState) && !allUnknown(answers):
+			return nil, errBusy // a node holding a copy was busy: ask again
 		case !asked:
 			return s.promoteLocal(ctx, local, localPrimary, true)
 		case r.St == stUnknown && neverInstalled(localState, &r):
 			// The primary restarted and lost its copy, or it never
-			// installed the session we handed over: ours is the one.
+			// installed the session we handed over: ours is the one,
+			// if it is the only one. A copy the primary may not count
+			// on (unconfirmed) is not when another lives on where we
+			// could not ask: the old secondary of a handover that
+			// promoted its own while we were cut off, or the secondary
+			// the primary chose when our answer did not reach it.
+			if unconfirmed(localState) && len(unreachable) > 0 {
+				return nil, fmt.Errorf("%w: session %s: a copy may live on at %v, which did not answer", ErrUnavailable, keyRef(key), unreachable)
+			}
+			if unconfirmed(localState) && !allUnknown(answers) {
+				return nil, errBusy // Get tries again shortly
+			}
 			return s.promoteLocal(ctx, local, localPrimary, false)
 		case r.St == stUnknown:
 			// The primary that gave us this copy moved on from it: it is
@@ -181,11 +204,17 @@ func (s *Sessions) install(ctx context.Context, key string, local *entry, seen s
 		// is pending, so it is found again by the next request.
 		return nil, errBusy
 	}
-	if local != nil && r.Epoch <= seen.epoch {
+	since := r.Since
+	if since == 0 {
+		since = r.Epoch - 1 // a peer from before Since
+	}
+	if local != nil && since < seen.standing().epoch {
 		// src handed over a copy from before ours: an old secondary's,
-		// not yet dropped, while ours is the copy we kept when we
-		// handed the session on. Installing it would fork the session
-		// from an older point.
+		// or one another node kept from an earlier handover, not yet
+		// dropped, while ours is the copy we kept when we handed the
+		// session on. Installing it would fork the session from an
+		// older point. (Compared by standing: a kept copy's own epoch
+		// grows each time it is handed over again.)
 		return nil, errRetry
 	}
 	attrs := attrsOf(r.Attrs)
@@ -303,6 +332,21 @@ func (s *Sessions) promoteLocal(ctx context.Context, e *entry, oldPrimary string
 	}
 	s.log.Debug("promoted a session on request", "session", keyRef(e.key), "old_primary", oldPrimary, "epoch", next.epoch, "secondary", next.secondary)
 	return newHandle(s, e, next), nil
+}
+
+// unconfirmed reports whether st, a secondary copy, may not be the copy
+// its primary counts on: one kept for a handover (pending), or one whose
+// full copy the primary may never have had the answer to (provisional).
+func unconfirmed(st state) bool { return st.pending || st.provisional }
+
+// only reports whether names holds nothing but name.
+func only(names []string, name string) bool {
+	for _, n := range names {
+		if n != name {
+			return false
+		}
+	}
+	return true
 }
 
 // allUnknown reports whether every node asked answered that it holds no
