@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -227,13 +228,47 @@ func (p *Pins) bindClaim(ctx context.Context, name string) error {
 		return errClaimRaced
 	}
 	err := p.tree.Bind(ctx, name, nil, naming.Confirmed())
-	if err != nil || !p.cluster.LastFailure().After(start) {
+	switch {
+	case err != nil && ctx.Err() != nil && !p.ownsName(name):
+		// The Bind may have made our binding and then stopped waiting
+		// for its confirmation, which goes on without it. Nobody would
+		// own that binding or give it up, and a later Pin here would be
+		// answered with it, whoever the members chose meanwhile.
+		if werr := p.withdraw(name); werr != nil {
+			p.log.Warn("withdraw an abandoned claim", "name", name, "err", werr)
+		}
+		return err
+	case err != nil || !p.cluster.LastFailure().After(start):
 		return err
 	}
-	if err := p.tree.Unbind(ctx, name); err != nil && !errors.Is(err, naming.ErrNotFound) {
+	if err := p.withdraw(name); err != nil {
 		return fmt.Errorf("pins: withdraw a claim made during a failure: %w", err)
 	}
 	return errClaimRaced
+}
+
+// withdraw removes this node's binding of name. It does not run within
+// the caller's context: the caller may be gone, and the binding must go
+// anyway.
+func (p *Pins) withdraw(name string) error {
+	ctx, cancel := context.WithTimeout(p.ctx, p.opts.OwnerLease)
+	defer cancel()
+	if err := p.tree.Unbind(ctx, name); err != nil && !errors.Is(err, naming.ErrNotFound) {
+		return err
+	}
+	return nil
+}
+
+// ownsName reports whether name is the binding of a pin this node owns.
+func (p *Pins) ownsName(name string) bool {
+	key, ok := strings.CutPrefix(name, p.opts.Prefix+"/")
+	if !ok {
+		return false
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	_, owned := p.mu.owned[key]
+	return owned
 }
 
 // claimTurn waits until no other claim of name runs on this node, and

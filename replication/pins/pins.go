@@ -209,7 +209,7 @@ func (p *Pins) claim(ctx context.Context, key string) (Pin, error) {
 		if err == nil && pin.Owner == p.self && !p.leaseValid() {
 			// Our claim outlived the owner lease (this process was
 			// paused, say): it is forfeit, and claimed again.
-			if err := p.tree.Unbind(ctx, name); err != nil && !errors.Is(err, naming.ErrNotFound) {
+			if err := p.withdraw(name); err != nil {
 				return Pin{}, fmt.Errorf("pins: pin %q: %w", key, err)
 			}
 			continue

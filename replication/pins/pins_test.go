@@ -465,3 +465,32 @@ func TestPinWaitsForTheClaimUnderWay(t *testing.T) {
 	require.Equal(t, r.pin, second, "two Pins of one key on one node were told different pins")
 	require.Equal(t, n.name(), second.Owner)
 }
+
+// TestPinGivenUpLeavesNoBinding: a Pin whose context ends while its
+// claim waits for a member's answer leaves no binding behind. Before,
+// the binding stayed in the node's copy once the confirmation settled
+// (here when the cut-off member is declared failed), owned by nobody and
+// never given up, and later Pins on the node were answered with it: at
+// the heal of a cut, with an older token than the majority's claim.
+func TestPinGivenUpLeavesNoBinding(t *testing.T) {
+	nodes := startPins(t, 3)
+	tc := nodes[0].tc
+	tc.Net.Partition(tc.Hosts(0, 2), tc.Hosts(1))
+	n := nodes[2]
+	ctx, cancel := context.WithTimeout(testCtx(t), 300*time.Millisecond)
+	_, err := n.pins.Pin(ctx, "k")
+	cancel()
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	require.Eventually(t, func() bool {
+		_, ok := n.c.Member(nodes[1].name())
+		return !ok
+	}, clustertest.Timeout, 10*time.Millisecond, "node 1 was never declared failed")
+	require.Eventually(t, func() bool {
+		_, err := n.pins.Owner("k")
+		return errors.Is(err, ErrNotPinned)
+	}, 2*time.Second, 10*time.Millisecond, "the abandoned claim's binding is still there")
+	for _, m := range []*pinNode{nodes[0], n} {
+		_, err := m.pins.Owner("k")
+		require.ErrorIs(t, err, ErrNotPinned, "on %s", m.name())
+	}
+}
