@@ -686,6 +686,50 @@ func TestFailoverNewerLineageVetoes(t *testing.T) {
 	require.NotEqual(t, rolePrimary, old.state().role, "promoted over a newer lineage")
 }
 
+// keptCopy is five nodes and a session whose primary (node 0) handed it
+// to taker (others[0]), which never installed it (its install failed:
+// the old secondary was across a cut): the primary keeps a pending copy.
+type keptCopy struct {
+	c      *testCluster
+	p      *node
+	h      *Session
+	key    string
+	secIdx int // the old secondary
+	sec    *node
+	others []int // the nodes that are neither the primary nor the old secondary
+	taker  *node
+}
+
+func startKeptCopy(t *testing.T) keptCopy {
+	t.Helper()
+	k := keptCopy{c: startSessions(t, 5, nil)}
+	k.p, k.h = k.c.sessionOn(t, 0, "one")
+	k.key = k.h.e.key
+	k.secIdx, k.sec = k.c.byID(k.h.Route().Secondary)
+	k.others = slices.DeleteFunc([]int{1, 2, 3, 4}, func(i int) bool { return i == k.secIdx })
+	k.taker = k.c.nodes[k.others[0]]
+	r := k.p.s.takeOne(testCtx(t), k.taker.c.Name(), &takeReq{From: k.taker.c.Name(), Inc: k.taker.s.inc, Key: k.key})
+	require.Equal(t, stOK, r.St)
+	require.True(t, k.h.e.state().pending)
+	return k
+}
+
+// promoteOldSecondary makes every node but the primary and taker see
+// the primary fail, waits until the old secondary promotes its copy, and
+// writes "two" to it through the returned handle.
+func (k keptCopy) promoteOldSecondary(t *testing.T) *Session {
+	t.Helper()
+	k.c.seeDown(k.p.c.Name(), append(k.others, k.secIdx)...)
+	e := k.sec.s.lookup(k.key)
+	require.NotNil(t, e)
+	require.Eventually(t, func() bool { return e.state().role == rolePrimary }, 10*time.Second, 10*time.Millisecond,
+		"the old secondary did not promote: %s", k.c.describe(k.key))
+	h, v := mustGet(t, k.sec, k.h.ID(), "v")
+	require.Equal(t, "one", v)
+	set(t, k.sec, h, "v", "two")
+	return h
+}
+
 // TestPendingCopyNotPromotedOverALiveLineage: a primary that handed its
 // session to a node that never installed it keeps a pending copy, which
 // is the session only if no other copy lives on. It does not promote
@@ -696,18 +740,8 @@ func TestFailoverNewerLineageVetoes(t *testing.T) {
 // to it) while the handover was under way on the minority side, and the
 // old primary then served its stale value beside the live lineage.
 func TestPendingCopyNotPromotedOverALiveLineage(t *testing.T) {
-	c := startSessions(t, 5, nil)
-	p, h := c.sessionOn(t, 0, "one")
-	key := h.e.key
-	secIdx, sec := c.byID(h.Route().Secondary)
-	others := slices.DeleteFunc([]int{1, 2, 3, 4}, func(i int) bool { return i == secIdx })
-	taker := c.nodes[others[0]]
-
-	// The primary hands the session to taker, which never installs it
-	// (its install failed: the old secondary was across a cut).
-	r := p.s.takeOne(testCtx(t), taker.c.Name(), &takeReq{From: taker.c.Name(), Inc: taker.s.inc, Key: key})
-	require.Equal(t, stOK, r.St)
-	require.True(t, h.e.state().pending)
+	k := startKeptCopy(t)
+	c, p, h, secIdx, sec, others, taker := k.c, k.p, k.h, k.secIdx, k.sec, k.others, k.taker
 
 	// Meanwhile the rest of the cluster sees the primary fail and the old
 	// secondary promotes its copy, on another node than taker, and takes
@@ -715,14 +749,7 @@ func TestPendingCopyNotPromotedOverALiveLineage(t *testing.T) {
 	sec.s.pmu.Lock()
 	sec.s.peerLocked(taker.c.Name()).count = 1 << 20 // not taker: see pick
 	sec.s.pmu.Unlock()
-	c.seeDown(p.c.Name(), append(others, secIdx)...)
-	e := sec.s.lookup(key)
-	require.NotNil(t, e)
-	require.Eventually(t, func() bool { return e.state().role == rolePrimary }, 10*time.Second, 10*time.Millisecond,
-		"the old secondary did not promote: %s", c.describe(key))
-	h2, v := mustGet(t, sec, h.ID(), "v")
-	require.Equal(t, "one", v)
-	set(t, sec, h2, "v", "two")
+	h2 := k.promoteOldSecondary(t)
 	newSecIdx, _ := c.byID(h2.Route().Secondary)
 	require.NotEqual(t, 0, newSecIdx)
 	require.NotEqual(t, taker, c.nodes[newSecIdx])
@@ -735,7 +762,7 @@ func TestPendingCopyNotPromotedOverALiveLineage(t *testing.T) {
 	requireUnavailable(t, p, h.ID(), "the pending copy, promoted over the live lineage,")
 
 	c.tc.Net.Heal()
-	_, v = mustGet(t, p, h.ID(), "v")
+	_, v := mustGet(t, p, h.ID(), "v")
 	require.Equal(t, "two", v)
 }
 
@@ -747,27 +774,13 @@ func TestPendingCopyNotPromotedOverALiveLineage(t *testing.T) {
 // heal of a 2|3 partition the fault suite saw two lineages of one
 // session served side by side, each acknowledging writes.
 func TestPendingCopyHandedOverNeedsTheOldSecondary(t *testing.T) {
-	c := startSessions(t, 5, nil)
-	p, h := c.sessionOn(t, 0, "one")
-	key := h.e.key
-	secIdx, sec := c.byID(h.Route().Secondary)
-	others := slices.DeleteFunc([]int{1, 2, 3, 4}, func(i int) bool { return i == secIdx })
+	k := startKeptCopy(t)
+	c, p, h, secIdx, others, taker := k.c, k.p, k.h, k.secIdx, k.others, k.taker
 	takerIdx := others[0]
-	taker := c.nodes[takerIdx]
-
-	// The primary hands the session to taker, which never installs it.
-	r := p.s.takeOne(testCtx(t), taker.c.Name(), &takeReq{From: taker.c.Name(), Inc: taker.s.inc, Key: key})
-	require.Equal(t, stOK, r.St)
 
 	// The rest of the cluster sees the primary fail; the old secondary
 	// promotes its copy and takes a write.
-	c.seeDown(p.c.Name(), append(others, secIdx)...)
-	e := sec.s.lookup(key)
-	require.NotNil(t, e)
-	require.Eventually(t, func() bool { return e.state().role == rolePrimary }, 10*time.Second, 10*time.Millisecond,
-		"the old secondary did not promote: %s", c.describe(key))
-	h2, _ := mustGet(t, sec, h.ID(), "v")
-	set(t, sec, h2, "v", "two")
+	k.promoteOldSecondary(t)
 	c.seeBack(t, p.c.Name(), append(others, secIdx)...)
 
 	// Taker asks for the session again and is handed the kept copy; it
