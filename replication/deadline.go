@@ -76,4 +76,15 @@ type valuesOf struct {
 	values context.Context
 }
 
-func (c valuesOf) Value(key any) any { return c.values.Value(key) }
+// Value asks the context that ends first. Its chain (a deadline on
+// Sessions' context) holds no values but the context package's own, by
+// which context.Cause finds what ended a context: answered from values,
+// which may be an HTTP request's, Cause would report that the request
+// is still running while the deadline has passed, and a lock wait
+// (entry.lock) would return nil without the lock.
+func (c valuesOf) Value(key any) any {
+	if v := c.Context.Value(key); v != nil {
+		return v
+	}
+	return c.values.Value(key)
+}
