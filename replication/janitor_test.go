@@ -51,3 +51,42 @@ func TestSweepConfirmsMoreCopiesThanAMessageHolds(t *testing.T) {
 		7*time.Second, 50*time.Millisecond, "the sweep did not drop the orphan copy (it expires only after 9 s)")
 	require.EqualValues(t, n, sec.s.nSecond.Load(), "the sweep dropped copies that are not orphans")
 }
+
+// TestConfirmSaysStaleOnlyForANewerCopy, a logic test of the answer to
+// the sweep's confirmation (the states are set by hand): a node answers
+// that the asker's secondary copy is stale only when it holds a newer
+// one, or is the primary at that epoch with another secondary. In the
+// fault suite, a node whose install was under way (no role yet) answered
+// "stale" to the node that kept the session for it, which dropped the
+// only copy with the last writes; its old secondary, told "unknown" in
+// turn, dropped the other, and the session was gone.
+func TestConfirmSaysStaleOnlyForANewerCopy(t *testing.T) {
+	c := startSessions(t, 2, nil)
+	p, h := c.sessionOn(t, 0, "one")
+	asker := c.nodes[1].s.self
+	e := h.e
+	epoch := e.state().epoch
+	with := func(change func(st *state)) status {
+		e.mu.Lock()
+		saved := e.st
+		change(&e.st)
+		e.mu.Unlock()
+		defer func() {
+			e.mu.Lock()
+			e.st = saved
+			e.mu.Unlock()
+		}()
+		return p.s.confirmItem(asker, rankWire{Key: e.key, Epoch: epoch})
+	}
+	require.Equal(t, stOK, with(func(*state) {}))
+	require.NotEqual(t, stStale, with(func(st *state) { st.role = roleNone }), "an entry being installed")
+	require.NotEqual(t, stStale, with(func(st *state) {
+		// A copy kept for a handover at a later epoch, from the lineage
+		// of the asker's copy.
+		st.role, st.pending, st.handedFrom = roleSecondary, true, st.rank()
+		st.epoch++
+	}), "a kept copy that weighs what the asker's does")
+	require.NotEqual(t, stStale, with(func(st *state) { st.role, st.epoch = roleSecondary, epoch-1 }), "an older copy")
+	require.Equal(t, stStale, with(func(st *state) { st.epoch++ }), "a primary at a later epoch")
+	require.Equal(t, stStale, with(func(st *state) { st.secondary = "another" }), "a primary with another secondary")
+}

@@ -538,10 +538,21 @@ func (s *Sessions) confirmItem(from string, it rankWire) status {
 		return stUnknown
 	}
 	st := e.state()
-	if st.role == rolePrimary && st.secondary == from && st.epoch == it.Epoch {
+	switch {
+	case st.role == rolePrimary && st.secondary == from && st.epoch == it.Epoch:
 		return stOK
+	case st.role == roleNone:
+		return stBusy // being installed or dropped: the asker keeps its copy and asks again
+	case st.standing().epoch > it.Epoch, st.role == rolePrimary && st.epoch == it.Epoch:
+		// The session moved on from the asker's copy, or this primary
+		// counts on another secondary: the asker's copy is an orphan.
+		return stStale
 	}
-	return stStale
+	// Ours is no newer (a copy we kept for a handover weighs what it was
+	// before it): the asker's copy may be the one the session lives on
+	// in. It was answered "stale" and dropped, and the last copy of a
+	// session with it.
+	return stBusy
 }
 
 // dropOne removes a secondary copy that ranks no higher than the
