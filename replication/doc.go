@@ -45,7 +45,8 @@
 // before the response leaves, cookie rewritten when the route changes.
 // A request creates a session only if its handler stores something in
 // it; RenewID gives the session a new id at login, Destroy ends it at
-// logout.
+// logout, and Commit saves it before the response is written, so that
+// the response can name a session the request created.
 //
 // The id carries the route, as WebLogic's session cookie does, so a load
 // balancer with no state can send a request to the primary and, if it is

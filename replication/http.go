@@ -47,7 +47,8 @@ type ctxKey struct{}
 // requestSession is what the middleware keeps in a request's context.
 type requestSession struct {
 	s        *Sessions
-	r        *http.Request // as the middleware got it
+	r        *http.Request  // as the middleware got it
+	w        *sessionWriter // the writer it is part of
 	mu       sync.Mutex
 	h        *Session
 	incoming string // the cookie's value, "" if none; then the value last sent
@@ -104,7 +105,7 @@ func (s *Sessions) serveHTTP(next http.Handler, o *HTTPOptions) http.Handler {
 		// One allocation for the writer and what the context carries.
 		rw := &sessionWriter{w: w, r: r, o: o, code: http.StatusOK}
 		rs := &rw.rs
-		rs.s, rs.r = s, r
+		rs.s, rs.r, rs.w = s, r, rw
 		if c, err := r.Cookie(o.CookieName); err == nil && c.Value != "" {
 			rs.incoming = c.Value
 			h, err := s.Get(r.Context(), c.Value)
@@ -172,6 +173,33 @@ func RenewID(r *http.Request) error {
 		return nil
 	}
 	return rs.s.RenewID(rs.ctx(), rs.h)
+}
+
+// Commit saves the request's session now, before the handler writes its
+// response, as the middleware would when the handler is done: a session
+// the handler created gets its id (the response can name it), and in
+// ModeSync the change is on the secondary. The response is still held
+// back and sent whole, with its length. (Flushing the response to save
+// the session sends the status line at once, and a worker that dies
+// before the body leaves a proxy holding half an answer, which it
+// cannot send elsewhere.) Changes made after Commit are saved when the
+// handler is done. If the save fails, the middleware has written its
+// Error response, Commit returns the error, and later writes go nowhere.
+func Commit(r *http.Request) error {
+	rs, err := requestSessionOf(r)
+	if err != nil {
+		return err
+	}
+	w := rs.w
+	switch {
+	case w.failed != nil:
+		return errNotSaved
+	case w.streaming:
+		// The response has started: saved by then, and saved again,
+		// with what changed since, when the handler is done.
+		return nil
+	}
+	return w.commit()
 }
 
 // Destroy ends the request's session, as at logout: it is invalidated

@@ -384,3 +384,52 @@ func TestMiddlewareFlushThenWriteHeader(t *testing.T) {
 	srv.Close() // flushes the server's log
 	require.NotContains(t, logs.String(), "superfluous")
 }
+
+// TestMiddlewareCommit: Commit saves a session the handler created, so
+// that the response can name its id, and the response is still sent
+// whole, with its length, after it (a flush to save it started the
+// response at once, and a worker killed before the body left a proxy
+// with half an answer).
+func TestMiddlewareCommit(t *testing.T) {
+	c := startSessions(t, 2, nil)
+	n := c.nodes[0]
+	h := n.s.Middleware(HTTPOptions{})(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s, err := FromRequest(r)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		require.NoError(t, s.Set("cart", []byte("1 book")))
+		if err := Commit(r); err != nil {
+			return // the middleware answered
+		}
+		require.NotEmpty(t, s.ID())
+		_, _ = io.WriteString(w, s.ID())
+		require.NoError(t, s.Set("cart", []byte("2 books"))) // saved when the handler is done
+	}))
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+	resp, err := srv.Client().Post(srv.URL+"/", "text/plain", nil)
+	require.NoError(t, err)
+	body, err := io.ReadAll(resp.Body)
+	require.NoError(t, resp.Body.Close())
+	require.NoError(t, err)
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	require.Equal(t, int64(len(body)), resp.ContentLength, "the response was not sent whole")
+	require.Empty(t, resp.TransferEncoding)
+	var cookie string
+	for _, ck := range resp.Cookies() {
+		if ck.Name == DefaultCookieName {
+			cookie = ck.Value
+		}
+	}
+	require.Equal(t, string(body), cookie, "the body names the session the cookie carries")
+	s, err := n.s.Get(testCtx(t), cookie)
+	require.NoError(t, err)
+	v, ok := s.Get("cart")
+	require.True(t, ok)
+	require.Equal(t, "2 books", string(v))
+
+	// Outside the middleware, Commit says so.
+	require.Error(t, Commit(httptest.NewRequest(http.MethodGet, "/", nil)))
+}
