@@ -384,7 +384,27 @@ func (c *cluster) byName(name string) *proc {
 // start runs a node on spec.ip with a free gossip port (the transport
 // port after it free too) and any free HTTP port, and waits until it is
 // ready. Cleanup kills it, and logs its stderr if the test failed.
+//
+// A port found free may be taken before the node binds it (by the
+// node's own HTTP listener on port 0, say): the node then exits with
+// "address already in use", and is started again on other ports.
 func (c *cluster) start(ctx context.Context, t *testing.T, spec nodeSpec) *proc {
+	t.Helper()
+	for attempt := 1; ; attempt++ {
+		p := c.tryStart(ctx, t, spec)
+		if p != nil {
+			return p
+		}
+		if attempt == 3 {
+			t.Fatalf("%s: a port picked for it was taken before it could bind it, three times", spec.name)
+		}
+		t.Logf("%s: a port picked for it was taken before it could bind it; starting it on others", spec.name)
+	}
+}
+
+// tryStart is one try of start; nil when the node lost a port to another
+// binder.
+func (c *cluster) tryStart(ctx context.Context, t *testing.T, spec nodeSpec) *proc {
 	t.Helper()
 	gossip := net.JoinHostPort(spec.ip, strconv.Itoa(freePortPair(t, spec.ip)))
 	settings := [][2]string{
@@ -420,8 +440,16 @@ func (c *cluster) start(ctx context.Context, t *testing.T, spec nodeSpec) *proc 
 		client: &http.Client{Timeout: 10 * time.Second, Transport: tr,
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }},
 	}
-	c.procs = append(c.procs, p)
+	lostPort := false
 	proctest.WaitFor(ctx, t, p.name+" reports its addresses", func() bool {
+		select {
+		case <-p.Exited:
+			lostPort = strings.Contains(p.Stderr.String(), "address already in use")
+			if lostPort {
+				return true
+			}
+		default:
+		}
 		line, ok := p.FirstLine(t)
 		if !ok {
 			return false
@@ -435,6 +463,10 @@ func (c *cluster) start(ctx context.Context, t *testing.T, spec nodeSpec) *proc 
 		}
 		return true
 	})
+	if lostPort {
+		return nil
+	}
+	c.procs = append(c.procs, p)
 	proctest.WaitFor(ctx, t, p.name+" is ready", func() bool {
 		r, err := p.do(http.MethodGet, "/readyz", "", nil, nil)
 		return err == nil && r.status == http.StatusOK
