@@ -199,7 +199,11 @@ func Commit(r *http.Request) error {
 		// with what changed since, when the handler is done.
 		return nil
 	}
-	return w.commit()
+	if err := w.commit(); err != nil {
+		return err
+	}
+	w.committed = true
+	return nil
 }
 
 // Destroy ends the request's session, as at logout: it is invalidated
@@ -231,6 +235,7 @@ type sessionWriter struct {
 	o  *HTTPOptions
 
 	code      int
+	committed bool // Commit saved the session: unchanged since, it is not saved again
 	wroteCode bool
 	buf       []byte  // the response held back, in bufp
 	bufp      *[]byte // from bodyBufs, nil until the handler writes
@@ -361,9 +366,14 @@ func (w *sessionWriter) commit() error {
 	rs.mu.Unlock()
 	want := ""
 	if h != nil {
-		if err := rs.s.Save(rs.ctx(), h); err != nil {
-			w.fail(err)
-			return err
+		// Saved by Commit and unchanged since, it is not saved again:
+		// the session may have moved to another node meanwhile, and a
+		// second Save would turn the answer into an error.
+		if !w.committed || h.Changed() {
+			if err := rs.s.Save(rs.ctx(), h); err != nil {
+				w.fail(err)
+				return err
+			}
 		}
 		want = h.ID()
 	}

@@ -102,17 +102,18 @@ type cartItem struct {
 }
 
 // respond writes rep as JSON. If the handler changed the session, it is
-// saved first (replication.Commit: in sync mode, replicated too), so
-// that rep can carry the id of a session created by this request; the
-// response still leaves whole after it. If the save fails, the
-// middleware has answered 503 instead.
-func (a *app) respond(w http.ResponseWriter, r *http.Request, s *replication.Session, rep reply) {
+// saved first (Flush makes the middleware save it, and, in sync mode,
+// replicate it before the response starts), so that rep can carry the
+// id of a session created by this request; if the save fails, the
+// middleware has answered 503 instead and the write below goes nowhere.
+func (a *app) respond(w http.ResponseWriter, s *replication.Session, rep reply) {
 	w.Header().Set("Content-Type", jsonContent)
 	w.Header().Set("Cache-Control", "no-store")
 	if s.Changed() {
-		if err := replication.Commit(r); err != nil {
-			return
-		}
+		// WriteHeader first: the middleware's writer, flushed before any
+		// status, would send a second one with the first Write.
+		w.WriteHeader(http.StatusOK)
+		_ = http.NewResponseController(w).Flush()
 	}
 	rep.Node, rep.Session = a.node, s.ID()
 	if u, _, _ := replication.GetValue[string](s, attrUser); u != "" {
@@ -182,7 +183,7 @@ func (a *app) getCounter(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, err.Error(), http.StatusInternalServerError)
 		return
 	}
-	a.respond(w, r, s, reply{Value: &v})
+	a.respond(w, s, reply{Value: &v})
 }
 
 func (a *app) postCounter(w http.ResponseWriter, r *http.Request) {
@@ -210,7 +211,7 @@ func (a *app) postCounter(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	a.respond(w, r, s, reply{Value: &v})
+	a.respond(w, s, reply{Value: &v})
 }
 
 // cart reads the session's cart.
@@ -240,7 +241,7 @@ func (a *app) getCart(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, err.Error(), http.StatusInternalServerError)
 		return
 	}
-	a.respond(w, r, s, reply{Items: cartItems(c)})
+	a.respond(w, s, reply{Items: cartItems(c)})
 }
 
 // cartChange is the body of POST /cart.
@@ -320,7 +321,7 @@ func (a *app) postCart(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	a.respond(w, r, s, reply{Items: cartItems(c)})
+	a.respond(w, s, reply{Items: cartItems(c)})
 }
 
 func (a *app) deleteCart(w http.ResponseWriter, r *http.Request) {
@@ -330,7 +331,7 @@ func (a *app) deleteCart(w http.ResponseWriter, r *http.Request) {
 	}
 	s.Delete(attrCart)
 	s.Delete(attrCartKey)
-	a.respond(w, r, s, reply{Items: []cartItem{}})
+	a.respond(w, s, reply{Items: []cartItem{}})
 }
 
 func (a *app) login(w http.ResponseWriter, r *http.Request) {
@@ -363,7 +364,7 @@ func (a *app) login(w http.ResponseWriter, r *http.Request) {
 		storeError(w, err)
 		return
 	}
-	a.respond(w, r, s, reply{})
+	a.respond(w, s, reply{})
 }
 
 func (a *app) logout(w http.ResponseWriter, r *http.Request) {
@@ -380,5 +381,5 @@ func (a *app) logout(w http.ResponseWriter, r *http.Request) {
 	if s == nil {
 		return
 	}
-	a.respond(w, r, s, reply{})
+	a.respond(w, s, reply{})
 }
