@@ -194,12 +194,7 @@ func sessionCookie(w *httptest.ResponseRecorder) *http.Cookie {
 func TestMiddlewareLazyCreation(t *testing.T) {
 	c := startSessions(t, 2, nil)
 	n := c.nodes[0]
-	h := n.s.Middleware(HTTPOptions{})(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		s, err := FromRequest(r)
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusInternalServerError)
-			return
-		}
+	h := n.s.Middleware(HTTPOptions{})(sessionHandler(func(w http.ResponseWriter, _ *http.Request, s *Session) {
 		if _, ok := s.Get("user"); !ok {
 			_, _ = io.WriteString(w, "anonymous")
 		}
@@ -393,12 +388,7 @@ func TestMiddlewareFlushThenWriteHeader(t *testing.T) {
 func TestMiddlewareCommit(t *testing.T) {
 	c := startSessions(t, 2, nil)
 	n := c.nodes[0]
-	h := n.s.Middleware(HTTPOptions{})(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		s, err := FromRequest(r)
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusInternalServerError)
-			return
-		}
+	h := n.s.Middleware(HTTPOptions{})(sessionHandler(func(w http.ResponseWriter, r *http.Request, s *Session) {
 		require.NoError(t, s.Set("cart", []byte("1 book")))
 		if err := Commit(r); err != nil {
 			return // the middleware answered
@@ -432,4 +422,17 @@ func TestMiddlewareCommit(t *testing.T) {
 
 	// Outside the middleware, Commit says so.
 	require.Error(t, Commit(httptest.NewRequest(http.MethodGet, "/", nil)))
+}
+
+// sessionHandler is a handler that works on the request's session, or
+// answers 500 when the request has none.
+func sessionHandler(fn func(w http.ResponseWriter, r *http.Request, s *Session)) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s, err := FromRequest(r)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		fn(w, r, s)
+	})
 }
