@@ -32,8 +32,17 @@ type confirm struct {
 	// heard holds each answer's first record, by answering member; the
 	// winner is the least of them whose node is still alive (and this
 	// node's own record, while it lasts).
-	heard   map[string]candidate
+	heard   map[string]answer
 	started time.Time
+}
+
+// answer is one member's answer to a confirmation: the record that comes
+// first for the name in its copy (node "" when it shows none).
+type answer struct {
+	candidate
+	// nodeScoped: the record is a node-scoped one, which only its node
+	// makes: its node's own answer says whether it still holds it.
+	nodeScoped bool
 }
 
 // Retry intervals of a confirmation: a member that has not answered is
@@ -56,7 +65,7 @@ const (
 func (c *core) startConfirm(name string, members []string, done chan error) {
 	c.nextReq++
 	now := c.now()
-	cf := &confirm{name: name, done: done, waiting: map[string]time.Time{}, heard: map[string]candidate{}, started: now}
+	cf := &confirm{name: name, done: done, waiting: map[string]time.Time{}, heard: map[string]answer{}, started: now}
 	msg := confirmMsg{Q: c.nextReq, I: c.inc}
 	if r := c.owners[c.self].recs[name]; r != nil {
 		cf.born = r.born
@@ -72,7 +81,7 @@ func (c *core) startConfirm(name string, members []string, done chan error) {
 // left the tombstone at version ver.
 func (c *core) startConfirmUnbind(name string, ver uint64, members []string, done chan error) {
 	c.nextReq++
-	cf := &confirm{name: name, unbind: true, ver: ver, done: done, waiting: map[string]time.Time{}, heard: map[string]candidate{}, started: c.now()}
+	cf := &confirm{name: name, unbind: true, ver: ver, done: done, waiting: map[string]time.Time{}, heard: map[string]answer{}, started: c.now()}
 	c.sendConfirm(cf, confirmMsg{Q: c.nextReq, I: c.inc, R: cf.tomb()}, members)
 }
 
@@ -139,7 +148,7 @@ func (c *core) onConfirm(from string, m *confirmMsg) {
 	if !m.Ask {
 		c.onChange(from, &changeMsg{I: m.I, R: m.R})
 	}
-	ack := confirmAckMsg{Q: m.Q, N: m.R.N, S: m.Ask}
+	ack := confirmAckMsg{Q: m.Q, N: m.R.N, S: m.Ask, I: c.inc}
 	first := c.first(m.R.N)
 	switch idx := c.names[m.R.N]; {
 	case m.Ask:
@@ -175,6 +184,13 @@ func (c *core) onConfirmAck(from string, m *confirmAckMsg) {
 	if _, ok := cf.waiting[from]; !ok {
 		return // a repeated answer
 	}
+	if o := c.owners[from]; o != nil && m.I > o.inc && c.accept(from, m.I) {
+		// The member restarted since the records we hold of it (no
+		// failure was seen in between): they are gone with the old
+		// incarnation, here too. Fetch what the new one holds.
+		c.ownerAt(from, m.I)
+		c.requestOwner(from, false)
+	}
 	if m.WR != nil && m.W != c.self && m.WR.N == m.N {
 		// The winner's record, so that this copy shows it at once.
 		c.onChange(m.W, &changeMsg{I: m.WI, R: *m.WR})
@@ -184,9 +200,7 @@ func (c *core) onConfirmAck(from string, m *confirmAckMsg) {
 		return
 	}
 	delete(cf.waiting, from)
-	if m.W != "" {
-		cf.heard[from] = candidate{born: m.B, node: m.W}
-	}
+	cf.heard[from] = answer{candidate: candidate{born: m.B, node: m.W}, nodeScoped: m.WR != nil}
 	c.settleConfirm(m.Q, cf)
 }
 
@@ -206,17 +220,19 @@ func (c *core) settleConfirm(q uint64, cf *confirm) {
 		best = candidate{born: mine.born, node: c.self}
 	}
 	for _, w := range cf.heard {
-		if w.node == c.self {
+		if w.node == "" || w.node == c.self {
 			continue // our own record counts only while it lasts (above)
 		}
-		if own, ok := cf.heard[w.node]; ok && own != w && candCmp(w, own) < 0 {
+		if own, ok := cf.heard[w.node]; ok && own.candidate != w.candidate &&
+			((own.node == "" && w.nodeScoped) || (own.node != "" && candCmp(w.candidate, own.candidate) < 0)) {
 			// Its node answered too, and this record would come first
 			// there if it still held it: a stale copy's, from a member
-			// that missed the node's unbind (say, across a cut).
+			// that missed the node's unbind (say, across a cut) or its
+			// restart.
 			continue
 		}
-		if _, gone := c.departed[w.node]; !gone && (best.node == "" || candCmp(w, best) < 0) {
-			best = w
+		if _, gone := c.departed[w.node]; !gone && (best.node == "" || candCmp(w.candidate, best) < 0) {
+			best = w.candidate
 		}
 	}
 	var err error

@@ -1,6 +1,7 @@
 package naming
 
 import (
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -299,4 +300,43 @@ func TestCoreConfirmIgnoresAStaleCopysRecord(t *testing.T) {
 	}
 	require.Len(t, got, 1, "the confirmation did not settle")
 	require.NoError(t, got[0], "a's unbound record, as c still shows it, beat b")
+}
+
+// A member that restarted fast (no peer saw it fail) holds none of its
+// old incarnation's bindings, though peers still show them. A confirmed
+// Bind that asks who holds the name hears the old binding from those
+// peers and nothing from the node itself: the node's own answer wins, so
+// the old binding, with its smaller token, is never named the winner
+// (the fault suite saw a pin's token go backwards so). The asker's copy
+// drops the old incarnation's records too, on the node's answer.
+func TestCoreConfirmIgnoresARestartedNodesOldBinding(t *testing.T) {
+	n := newNet(t, "a", "b", "c")
+	require.NoError(t, n.bind("a", opBind, "k", "v"))
+	n.run()
+	n.advance(time.Second)
+	delete(n.cores, "a")
+	n.start("a")
+	for _, m := range []string{"a", "b", "c"} {
+		n.cores["a"].memberEvent(membership.Event{Type: membership.EventJoin, Member: membership.Member{Name: m}})
+	}
+	require.Equal(t, "a=v", n.lookup("b", "k"), "b still shows the old incarnation's binding")
+	require.Equal(t, "a=v", n.lookup("c", "k"))
+
+	b := n.cores["b"]
+	require.ErrorIs(t, n.bind("b", opBind, "k", "w"), ErrNameBound, "b's copy refuses the bind")
+	done := make(chan error, 1)
+	b.startConfirm("k", []string{"a", "b", "c"}, done)
+	n.run()
+	var got []error
+	for _, r := range b.answers {
+		if r.done == done {
+			got = append(got, r.err)
+		}
+	}
+	require.Len(t, got, 1, "the confirmation did not settle")
+	var bound *BoundError
+	require.False(t, errors.As(got[0], &bound), "the old incarnation's binding was named the winner: %v", got[0])
+	require.ErrorIs(t, got[0], ErrNameBound, "told to bind again")
+	assert.Equal(t, "", n.lookup("b", "k"), "the asker still shows the old binding")
+	require.NoError(t, n.bind("b", opBind, "k", "w"), "the bind again")
 }

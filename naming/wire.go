@@ -148,6 +148,7 @@ type confirmAckMsg struct {
 	B  uint64   `codec:"b"`
 	WI uint64   `codec:"wi,omitempty"`
 	WR *recWire `codec:"wr,omitempty"`
+	I  uint64   `codec:"i,omitempty"` // the answering member's incarnation
 }
 
 const numBuckets = 256
