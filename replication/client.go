@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/troupe-go/troupe/internal/wire"
@@ -30,6 +31,12 @@ func (s *Sessions) call(ctx context.Context, name, method string, req, resp any)
 	if !s.isAlive(name) {
 		return time.Time{}, fmt.Errorf("%w: %s", errPeerGone, name)
 	}
+	return s.callAny(ctx, name, method, req, resp)
+}
+
+// callAny is call to a peer membership may not show alive: one declared
+// failed may be back (a healed cut) before failure detection says so.
+func (s *Sessions) callAny(ctx context.Context, name, method string, req, resp any) (time.Time, error) {
 	// The transport does not keep the body after Call returns: encode it
 	// into a pooled buffer.
 	bp := reqBufs.Get().(*[]byte)
@@ -69,6 +76,14 @@ func (s *Sessions) call(ctx context.Context, name, method string, req, resp any)
 func retryable(err error) bool {
 	return errors.Is(err, membership.ErrUnreachable) || errors.Is(err, membership.ErrUnknownMember) ||
 		errors.Is(err, errPeerGone) || errors.Is(err, errRefused) || notServing(err)
+}
+
+// processGone reports whether a call's error shows that the peer's
+// process serves no sessions: its port refused the connection (the
+// process stopped) or its sessions are shut down. Such a peer holds no
+// copy, whatever it held before.
+func processGone(err error) bool {
+	return errors.Is(err, syscall.ECONNREFUSED) || notServing(err)
 }
 
 // notServing reports whether a call's error says that the peer's node

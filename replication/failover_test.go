@@ -467,6 +467,52 @@ func TestFailoverMinorityDoesNotSayNotFound(t *testing.T) {
 	require.Equal(t, "kept", v)
 }
 
+// TestFailoverMajorityDoesNotSayNotFound: both copies of a session are
+// on the minority side of a cut. The majority, which holds none, must
+// not answer "not found" once it declares their nodes failed (its user
+// would start afresh, and the session would come back at the heal), nor
+// in the moment after the heal before failure detection sees them back:
+// the fault suite saw 404s so.
+func TestFailoverMajorityDoesNotSayNotFound(t *testing.T) {
+	c := startSessions(t, 5, nil)
+	h, err := c.nodes[0].s.Create(testCtx(t))
+	require.NoError(t, err)
+	set(t, c.nodes[0], h, "v", "kept")
+	secIdx, _ := c.byID(h.Route().Secondary)
+	var majority []int
+	for i := range 5 {
+		if i != 0 && i != secIdx {
+			majority = append(majority, i)
+		}
+	}
+	asker := c.nodes[majority[0]]
+	require.Nil(t, asker.s.lookup(h.e.key), "the asker holds no copy")
+
+	c.tc.Net.Partition(c.tc.Hosts(0, secIdx), c.tc.Hosts(majority...))
+	require.Eventually(t, func() bool { return asker.s.liveCount() == 3 }, clustertest.Timeout, 20*time.Millisecond)
+	require.True(t, asker.s.quorum(), "three of five hold the quorum")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*testLease)
+	defer cancel()
+	_, err = asker.s.Get(ctx, h.ID())
+	require.ErrorIs(t, err, ErrUnavailable, "while the copies are cut off")
+	require.NotErrorIs(t, err, ErrNotFound)
+
+	// Healed: until the session is found, the asker may say it cannot
+	// tell, never that the session is gone.
+	c.tc.Net.Heal()
+	require.Eventually(t, func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*testLease)
+		defer cancel()
+		got, err := asker.s.Get(ctx, h.ID())
+		require.NotErrorIs(t, err, ErrNotFound, "after the heal")
+		if err != nil {
+			return false
+		}
+		v, _ := got.Get("v")
+		return string(v) == "kept"
+	}, clustertest.Timeout, 20*time.Millisecond)
+}
+
 // TestFailoverSecondaryDeadPrimaryGoesOn: when the secondary's process
 // is gone (here its sessions stop while membership, which would take
 // seconds to notice a crash, still lists the node), the primary does not
@@ -872,6 +918,31 @@ func TestOrphanCopyNotPromotedByFailover(t *testing.T) {
 		}
 	}
 	require.Equal(t, 1, primaries, c.describe(key))
+}
+
+// TestOrphanCopyNotHandedOver: a node holding a copy its primary never
+// confirmed does not hand it to a peer that asks for it once the primary
+// is seen down: the primary may have gone on with another secondary (it
+// did here, with a newer write), which holds the session. Before, the
+// orphan handed its copy over as the session, and at the heal of a 2|3
+// partition the fault suite saw a read of the session's first value
+// after fifty later writes. The asker is told to ask again, and the
+// orphan settles the copy meanwhile as a request would.
+func TestOrphanCopyNotHandedOver(t *testing.T) {
+	c := startSessions(t, 4, nil)
+	p, h := c.sessionOn(t, 0, "one")
+	secIdx, _ := c.byID(h.Route().Secondary)
+	others := slices.DeleteFunc([]int{1, 2, 3}, func(i int) bool { return i == secIdx })
+	orphan, asker := c.nodes[others[0]], c.nodes[others[1]]
+	c.orphanCopy(t, 0, h, others[0])
+	h, _ = mustGet(t, p, h.ID(), "v")
+	set(t, p, h, "v", "two")
+
+	c.seeDown(p.c.Name(), 1, 2, 3)
+	r := orphan.s.takeOne(testCtx(t), asker.c.Name(), &takeReq{From: asker.c.Name(), Inc: asker.s.inc, Key: h.e.key})
+	require.NotEqual(t, stOK, r.St, "the orphan handed over its copy (v=%q)", r.Attrs["v"])
+	_, v := mustGet(t, asker, h.ID(), "v")
+	require.Equal(t, "two", v)
 }
 
 // orphanCopy gives node orphanIdx a full copy of h, the session whose

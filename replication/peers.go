@@ -7,7 +7,6 @@ import (
 	"hash/fnv"
 	"slices"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/troupe-go/troupe/internal/quorum"
@@ -276,7 +275,7 @@ func (s *Sessions) gone(ctx context.Context, name string) (gone, dead bool) {
 		switch {
 		case err == nil:
 			return false, false
-		case errors.Is(err, syscall.ECONNREFUSED), notServing(err):
+		case processGone(err):
 			return true, true
 		case errors.Is(err, membership.ErrUnknownMember):
 			return true, false
@@ -314,6 +313,18 @@ func (s *Sessions) voters() (live, lost []string) {
 		}
 	})
 	return live, lost
+}
+
+// lostVoter reports whether name is a voter this node does not see
+// alive: failed within QuorumWindow, or suspected.
+func (s *Sessions) lostVoter(name string) bool {
+	lost := false
+	s.eachVoter(func(n string, alive bool) {
+		if n == name {
+			lost = !alive
+		}
+	})
+	return lost
 }
 
 // eachVoter calls fn for every voter, itself first. fn runs under pmu:

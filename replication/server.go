@@ -718,9 +718,39 @@ func (s *Sessions) takeOne(ctx context.Context, from string, req *takeReq) takeR
 				return takeReply{St: stBusy}
 			}
 		}
+		if contest && unconfirmed(st) {
+			// Its primary cannot vouch for our copy, and it may not be
+			// the one it counted on: it may have put another secondary
+			// in place, which holds the session now. Handing ours over
+			// could serve an old state. This node settles it as a
+			// request here would (acquire asks every node first); the
+			// caller asks again meanwhile.
+			s.settleUnconfirmed(req.Key)
+			return takeReply{St: stBusy}
+		}
 		return s.handOver(ctx, e, st, req.From, req.Inc, contest)
 	}
 	return takeReply{St: stUnknown}
+}
+
+// settleUnconfirmed takes the session over here in the background, as a
+// request for it would, unless an acquisition of it is under way: so
+// that a copy whose primary is gone, and which a peer asked for but we
+// would not hand over, becomes the session or is found an orphan.
+func (s *Sessions) settleUnconfirmed(key string) {
+	s.mu.RLock()
+	_, busy := s.mu.taking[key]
+	s.mu.RUnlock()
+	if busy {
+		return
+	}
+	s.spawn(func() {
+		ctx, cancel := context.WithTimeout(s.ctx, s.opts.CallTimeout)
+		defer cancel()
+		if _, err := s.get(ctx, ID{Key: key}); err != nil {
+			s.log.Debug("could not settle a copy its primary never confirmed", "session", keyRef(key), "err", err)
+		}
+	})
 }
 
 // neverInstalled reports whether st, a secondary copy, is the session

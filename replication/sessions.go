@@ -409,6 +409,10 @@ func (s *Sessions) Get(ctx context.Context, id string) (*Session, error) {
 	if err != nil {
 		return nil, err
 	}
+	return s.get(ctx, rid)
+}
+
+func (s *Sessions) get(ctx context.Context, rid ID) (*Session, error) {
 	if s.isClosed() {
 		return nil, ErrClosed
 	}

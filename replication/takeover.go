@@ -87,12 +87,12 @@ func (s *Sessions) acquire(ctx context.Context, rid ID, local *entry, hint []str
 			}
 			broadened = true
 			live, lost := s.voters()
+			// And the peers we see failed: the session may live on one
+			// (where it went while this node was cut off, or where it
+			// was when we lost sight of that peer), which may be back,
+			// a healed cut, before failure detection says so.
 			sources = append(sources, live...)
-			if local != nil {
-				// Where the session could have gone while this node
-				// was cut off: a peer we see failed may be back.
-				sources = append(sources, lost...)
-			}
+			sources = append(sources, lost...)
 			if i == len(sources) {
 				break
 			}
@@ -103,7 +103,20 @@ func (s *Sessions) acquire(ctx context.Context, rid ID, local *entry, hint []str
 		}
 		seen[src] = true
 		var r takeReply
-		_, err := s.call(ctx, src, methodTake, takeReq{From: s.self, Inc: s.inc, Key: key, Unreachable: unreachable}, &r)
+		req := takeReq{From: s.self, Inc: s.inc, Key: key, Unreachable: unreachable}
+		_, err := s.call(ctx, src, methodTake, req, &r)
+		if errors.Is(err, errPeerGone) && s.lostVoter(src) {
+			// Seen failed, so not asked by call; but it may be back, and
+			// until it answers (or is found dead) a "not found" is a
+			// guess. Ask it within a lease, so that a vanished host
+			// costs a request no more.
+			pctx, cancel := context.WithTimeout(ctx, s.opts.LeaseTerm)
+			_, err = s.callAny(pctx, src, methodTake, req, &r)
+			cancel()
+			if processGone(err) {
+				continue // its process is gone, and every copy it held
+			}
+		}
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil, unavailable("take session "+keyRef(key).String()+" from "+src, err)
