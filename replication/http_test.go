@@ -424,6 +424,34 @@ func TestMiddlewareCommit(t *testing.T) {
 	require.Error(t, Commit(httptest.NewRequest(http.MethodGet, "/", nil)))
 }
 
+// TestMiddlewareCommitThenSessionMoves: a session saved by Commit and
+// unchanged since is not saved again when the handler is done. It may
+// have moved to another node meanwhile (a graceful leave hands it on),
+// and a second Save there would turn the committed answer into a 503
+// (the app server's graceful-leave test saw this).
+func TestMiddlewareCommitThenSessionMoves(t *testing.T) {
+	c := startSessions(t, 2, nil)
+	n, other := c.nodes[0], c.nodes[1]
+	h := n.s.Middleware(HTTPOptions{})(sessionHandler(func(w http.ResponseWriter, r *http.Request, s *Session) {
+		require.NoError(t, s.Set("cart", []byte("1 book")))
+		if err := Commit(r); err != nil {
+			return
+		}
+		_, err := other.s.Get(testCtx(t), s.ID())
+		require.NoError(t, err, "the other node takes the session over")
+		_, _ = io.WriteString(w, "committed")
+	}))
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+	resp, err := srv.Client().Post(srv.URL+"/", "text/plain", nil)
+	require.NoError(t, err)
+	body, err := io.ReadAll(resp.Body)
+	require.NoError(t, resp.Body.Close())
+	require.NoError(t, err)
+	require.Equal(t, http.StatusOK, resp.StatusCode, string(body))
+	require.Equal(t, "committed", string(body))
+}
+
 // sessionHandler is a handler that works on the request's session, or
 // answers 500 when the request has none.
 func sessionHandler(fn func(w http.ResponseWriter, r *http.Request, s *Session)) http.Handler {

@@ -102,19 +102,19 @@ type cartItem struct {
 }
 
 // respond writes rep as JSON. If the handler changed the session, it is
-// saved first (Flush makes the middleware save it, and, in sync mode,
-// replicate it before the response starts), so that rep can carry the
-// id of a session created by this request; if the save fails, the
-// middleware has answered 503 instead and the write below goes nowhere.
-func (a *app) respond(w http.ResponseWriter, s *replication.Session, rep reply) {
+// saved first (Commit; in sync mode the change is then on the secondary),
+// so that rep can carry the id of a session created by this request. The
+// answer then goes out whole, status and body together: a worker killed
+// in between leaves the proxy no half answer, which it could not send
+// elsewhere. If the save fails, the middleware has answered 503 instead.
+func (a *app) respond(w http.ResponseWriter, r *http.Request, s *replication.Session, rep reply) {
+	if s.Changed() {
+		if err := replication.Commit(r); err != nil {
+			return
+		}
+	}
 	w.Header().Set("Content-Type", jsonContent)
 	w.Header().Set("Cache-Control", "no-store")
-	if s.Changed() {
-		// WriteHeader first: the middleware's writer, flushed before any
-		// status, would send a second one with the first Write.
-		w.WriteHeader(http.StatusOK)
-		_ = http.NewResponseController(w).Flush()
-	}
 	rep.Node, rep.Session = a.node, s.ID()
 	if u, _, _ := replication.GetValue[string](s, attrUser); u != "" {
 		rep.User = u
@@ -183,7 +183,7 @@ func (a *app) getCounter(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, err.Error(), http.StatusInternalServerError)
 		return
 	}
-	a.respond(w, s, reply{Value: &v})
+	a.respond(w, r, s, reply{Value: &v})
 }
 
 func (a *app) postCounter(w http.ResponseWriter, r *http.Request) {
@@ -211,7 +211,7 @@ func (a *app) postCounter(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	a.respond(w, s, reply{Value: &v})
+	a.respond(w, r, s, reply{Value: &v})
 }
 
 // cart reads the session's cart.
@@ -241,7 +241,7 @@ func (a *app) getCart(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, err.Error(), http.StatusInternalServerError)
 		return
 	}
-	a.respond(w, s, reply{Items: cartItems(c)})
+	a.respond(w, r, s, reply{Items: cartItems(c)})
 }
 
 // cartChange is the body of POST /cart.
@@ -321,7 +321,7 @@ func (a *app) postCart(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	a.respond(w, s, reply{Items: cartItems(c)})
+	a.respond(w, r, s, reply{Items: cartItems(c)})
 }
 
 func (a *app) deleteCart(w http.ResponseWriter, r *http.Request) {
@@ -331,7 +331,7 @@ func (a *app) deleteCart(w http.ResponseWriter, r *http.Request) {
 	}
 	s.Delete(attrCart)
 	s.Delete(attrCartKey)
-	a.respond(w, s, reply{Items: []cartItem{}})
+	a.respond(w, r, s, reply{Items: []cartItem{}})
 }
 
 func (a *app) login(w http.ResponseWriter, r *http.Request) {
@@ -364,7 +364,7 @@ func (a *app) login(w http.ResponseWriter, r *http.Request) {
 		storeError(w, err)
 		return
 	}
-	a.respond(w, s, reply{})
+	a.respond(w, r, s, reply{})
 }
 
 func (a *app) logout(w http.ResponseWriter, r *http.Request) {
@@ -381,5 +381,5 @@ func (a *app) logout(w http.ResponseWriter, r *http.Request) {
 	if s == nil {
 		return
 	}
-	a.respond(w, s, reply{})
+	a.respond(w, r, s, reply{})
 }
