@@ -475,9 +475,7 @@ func TestFailoverMinorityDoesNotSayNotFound(t *testing.T) {
 // the fault suite saw 404s so.
 func TestFailoverMajorityDoesNotSayNotFound(t *testing.T) {
 	c := startSessions(t, 5, nil)
-	h, err := c.nodes[0].s.Create(testCtx(t))
-	require.NoError(t, err)
-	set(t, c.nodes[0], h, "v", "kept")
+	_, h := c.sessionOn(t, 0, "kept")
 	secIdx, _ := c.byID(h.Route().Secondary)
 	var majority []int
 	for i := range 5 {
@@ -493,7 +491,7 @@ func TestFailoverMajorityDoesNotSayNotFound(t *testing.T) {
 	require.True(t, asker.s.quorum(), "three of five hold the quorum")
 	ctx, cancel := context.WithTimeout(context.Background(), 5*testLease)
 	defer cancel()
-	_, err = asker.s.Get(ctx, h.ID())
+	_, err := asker.s.Get(ctx, h.ID())
 	require.ErrorIs(t, err, ErrUnavailable, "while the copies are cut off")
 	require.NotErrorIs(t, err, ErrNotFound)
 

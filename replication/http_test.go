@@ -397,13 +397,7 @@ func TestMiddlewareCommit(t *testing.T) {
 		_, _ = io.WriteString(w, s.ID())
 		require.NoError(t, s.Set("cart", []byte("2 books"))) // saved when the handler is done
 	}))
-	srv := httptest.NewServer(h)
-	defer srv.Close()
-	resp, err := srv.Client().Post(srv.URL+"/", "text/plain", nil)
-	require.NoError(t, err)
-	body, err := io.ReadAll(resp.Body)
-	require.NoError(t, resp.Body.Close())
-	require.NoError(t, err)
+	resp, body := postOnce(t, h)
 	require.Equal(t, http.StatusOK, resp.StatusCode)
 	require.Equal(t, int64(len(body)), resp.ContentLength, "the response was not sent whole")
 	require.Empty(t, resp.TransferEncoding)
@@ -441,6 +435,15 @@ func TestMiddlewareCommitThenSessionMoves(t *testing.T) {
 		require.NoError(t, err, "the other node takes the session over")
 		_, _ = io.WriteString(w, "committed")
 	}))
+	resp, body := postOnce(t, h)
+	require.Equal(t, http.StatusOK, resp.StatusCode, string(body))
+	require.Equal(t, "committed", string(body))
+}
+
+// postOnce serves h and sends it one POST, returning the response and
+// its body, read whole.
+func postOnce(t *testing.T, h http.Handler) (*http.Response, []byte) {
+	t.Helper()
 	srv := httptest.NewServer(h)
 	defer srv.Close()
 	resp, err := srv.Client().Post(srv.URL+"/", "text/plain", nil)
@@ -448,8 +451,7 @@ func TestMiddlewareCommitThenSessionMoves(t *testing.T) {
 	body, err := io.ReadAll(resp.Body)
 	require.NoError(t, resp.Body.Close())
 	require.NoError(t, err)
-	require.Equal(t, http.StatusOK, resp.StatusCode, string(body))
-	require.Equal(t, "committed", string(body))
+	return resp, body
 }
 
 // sessionHandler is a handler that works on the request's session, or
