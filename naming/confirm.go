@@ -223,17 +223,23 @@ func (c *core) settleConfirm(q uint64, cf *confirm) {
 		if w.node == "" || w.node == c.self {
 			continue // our own record counts only while it lasts (above)
 		}
-		if own, ok := cf.heard[w.node]; ok && own.candidate != w.candidate &&
-			((own.node == "" && w.nodeScoped) || (own.node != "" && candCmp(w.candidate, own.candidate) < 0)) {
-			// Its node answered too, and this record would come first
-			// there if it still held it: a stale copy's, from a member
-			// that missed the node's unbind (say, across a cut) or its
-			// restart.
+		if cf.heldNoLonger(w) {
+			// A stale copy's, from a member that missed the node's
+			// unbind (say, across a cut) or its restart.
+			c.disown(cf.name, w.candidate)
 			continue
 		}
 		if _, gone := c.departed[w.node]; !gone && (best.node == "" || candCmp(w.candidate, best) < 0) {
 			best = w.candidate
 		}
+	}
+	// This copy may show such a record too, first: it would answer Pins.
+	for range len(cf.heard) {
+		f := c.first(cf.name)
+		if f.r == nil || f.node == c.self || !cf.heldNoLonger(answer{f, true}) {
+			break
+		}
+		c.disown(cf.name, f)
 	}
 	var err error
 	switch {
@@ -245,6 +251,36 @@ func (c *core) settleConfirm(q uint64, cf *confirm) {
 
 	c.log.Debug("binding confirmed", "name", cf.name, "winner", best.node, "born", best.born, "answers", len(cf.heard))
 	c.answers = append(c.answers, reply{done: cf.done, err: err})
+}
+
+// heldNoLonger reports whether w's node answered too, and w would come
+// first there if that node still held it: it does not.
+func (cf *confirm) heldNoLonger(w answer) bool {
+	own, ok := cf.heard[w.node]
+	if !ok || own.candidate == w.candidate {
+		return false
+	}
+	if own.node == "" {
+		return w.nodeScoped // a cluster-scoped value outlives its writer
+	}
+	return candCmp(w.candidate, own.candidate) < 0
+}
+
+// disown drops from this copy name's record that cand names, which its
+// own node answered it does not hold. Until what replaced it reached this
+// copy, it would show here, first, being older: Pins would answer with
+// it. The owner's records are fetched whole, which brings back anything
+// dropped by mistake (an answer from before a new bind of the record).
+func (c *core) disown(name string, cand candidate) {
+	o := c.owners[cand.node]
+	if o == nil {
+		return
+	}
+	if r := o.recs[name]; r != nil && r.born == cand.born {
+		c.log.Debug("dropped a record its owner no longer holds", "name", name, "owner", cand.node)
+		c.delRec(o, r)
+		c.requestOwner(cand.node, true)
+	}
 }
 
 // confirmMemberGone stops waiting for a member that left or failed.

@@ -291,6 +291,33 @@ func TestCoreConfirmIgnoresAStaleCopysRecord(t *testing.T) {
 	require.NoError(t, n.confirm("b", "k"), "a's unbound record, as c still shows it, beat b")
 }
 
+// A node whose copy missed another node's unbind shows that node's old
+// binding, which refuses its own Bind there. Its confirmation hears from
+// the node itself that the binding is gone: it is told to bind again,
+// and its copy no longer shows the old binding (Pins would answer with
+// it), so that the next Bind succeeds.
+func TestCoreConfirmDropsARecordItsOwnerNoLongerHolds(t *testing.T) {
+	n := newNet(t, "a", "b", "c")
+	require.NoError(t, n.bind("a", opBind, "k", "v"))
+	n.run()
+	n.cut[[2]string{"a", "c"}] = true
+	require.NoError(t, n.bind("a", opUnbind, "k", ""))
+	n.run()
+	require.Equal(t, "a=v", n.lookup("c", "k"), "the test's c missed the unbind")
+	clear(n.cut)
+
+	require.ErrorIs(t, n.bind("c", opBind, "k", "w"), ErrNameBound, "c's copy refuses the bind")
+	err := n.confirm("c", "k")
+	var bound *BoundError
+	require.False(t, errors.As(err, &bound), "a's unbound binding was named the winner: %v", err)
+	require.ErrorIs(t, err, ErrNameBound, "told to bind again")
+	assert.Equal(t, "", n.lookup("c", "k"), "c still shows a's unbound binding")
+	require.NoError(t, n.bind("c", opBind, "k", "w"), "the bind again")
+	n.run()
+	require.NoError(t, n.confirm("c", "k"))
+	require.Equal(t, "c=w", n.lookup("b", "k"))
+}
+
 // A member that restarted fast (no peer saw it fail) holds none of its
 // old incarnation's bindings, though peers still show them. A confirmed
 // Bind that asks who holds the name hears the old binding from those
