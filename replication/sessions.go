@@ -403,7 +403,11 @@ func (s *Sessions) reserve() bool {
 // Errors: ErrInvalidID for a malformed id; ErrNotFound when no node holds
 // the session; ErrUnavailable when the nodes that may hold it cannot be
 // reached before ctx ends (with no deadline, Options.CallTimeout bounds
-// the call); ErrClosed after Shutdown.
+// the call); ErrClosed after Shutdown. The nodes that may hold it include
+// those seen failed within QuorumWindow, which may be back or across a
+// cut: before "not found", each is asked for at most LeaseTerm (a port
+// that refuses means no copy), so an unknown id asked while a peer is cut
+// off gets ErrUnavailable, not ErrNotFound.
 func (s *Sessions) Get(ctx context.Context, id string) (*Session, error) {
 	rid, err := ParseID(id)
 	if err != nil {
