@@ -8,10 +8,10 @@
 //
 // It needs Linux, root (or CAP_SYS_ADMIN and CAP_NET_ADMIN) and iproute2
 // (ip and tc; Debian package iproute2). It is off by default, so that
-// `go test ./...` stays quick and green while the suite still finds
-// violations:
+// `go test ./...` stays quick and needs no root; .ci/run runs the CI
+// variant after the tests:
 //
-//	TROUPE_FAULTS=1 go test -run TestFaultSuite -v ./internal/faultsuite/          # CI variant, about 1.5 min
+//	TROUPE_FAULTS=1 go test -run TestFaultSuite -v ./internal/faultsuite/          # CI variant, about 2 min
 //	TROUPE_FAULT_ROUNDS=200 go test -run TestFaultSuite -v -timeout 0 ./internal/faultsuite/
 //
 // The long run plays that many rounds of randomly chosen scenarios and
