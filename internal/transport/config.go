@@ -82,7 +82,10 @@ type Config struct {
 	// reading until a handler returns, pings included: if no handler
 	// returns within DialTimeout, the caller declares the connection
 	// dead. It also bounds the handler goroutines that the connection
-	// keeps, idle, for its next requests. Default 64.
+	// keeps, idle, for its next requests; beyond a few, the janitor ends
+	// half of the idle ones at each look (every DialTimeout/2 or
+	// IdleTimeout/2), so a burst does not leave them all behind.
+	// Default 64.
 	MaxConcurrentRequests int
 
 	// DialTimeout bounds connecting to a peer and the handshake, in both

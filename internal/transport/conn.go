@@ -108,11 +108,17 @@ type conn struct {
 	kick  chan struct{} // tells the writer that rest is set
 
 	// Accepted conns: handler goroutines. work hands a request to an idle
-	// one; workers (reader goroutine only) counts those started, at most
-	// MaxConcurrentRequests; running counts those busy, for the janitor.
+	// one; workers counts those alive, at most MaxConcurrentRequests
+	// (only the reader goroutine adds to it); running counts those busy.
+	// The janitor ends idle handlers beyond a few with dismiss tokens, so
+	// that a burst does not leave them all behind for the connection's
+	// life; a handler that ends says so on ended, for a reader waiting
+	// for one.
 	work    chan frame
-	workers int
+	workers atomic.Int32
 	running atomic.Int32
+	dismiss chan struct{}
+	ended   chan struct{}
 
 	ctx    context.Context // handlers' context; ends when the connection closes
 	cancel context.CancelFunc
@@ -173,6 +179,8 @@ func newConn(t *Transport, raw, nc net.Conn, sock syscall.RawConn, br *bufio.Rea
 		c.rtok = make(chan struct{}, 1)
 	} else {
 		c.work = make(chan frame)
+		c.dismiss = make(chan struct{})
+		c.ended = make(chan struct{}, 1)
 	}
 	return c
 }
@@ -466,25 +474,31 @@ func (c *conn) serve(req frame) {
 			return
 		}
 	}
-	select {
-	case c.work <- req:
-		return
-	default:
-	}
-	if c.workers < c.t.cfg.MaxConcurrentRequests {
-		c.workers++
-		c.running.Add(1)
-		c.t.wg.Go(func() { c.handle(req) })
-		return
-	}
-	select {
-	case c.work <- req:
-	case <-c.done:
+	for {
+		select {
+		case c.work <- req:
+			return
+		default:
+		}
+		if int(c.workers.Load()) < c.t.cfg.MaxConcurrentRequests {
+			c.workers.Add(1)
+			c.running.Add(1)
+			c.t.wg.Go(func() { c.handle(req) })
+			return
+		}
+		select {
+		case c.work <- req:
+			return
+		case <-c.ended:
+			// One ended (dismissed while idle): start another.
+		case <-c.done:
+			return
+		}
 	}
 }
 
 // handle serves req and then each request handed to it, until the
-// connection closes.
+// connection closes or the janitor dismisses it while idle.
 func (c *conn) handle(req frame) {
 	for {
 		body, err := c.t.handler.ServeRequest(c.ctx, c.peer, req.method, req.body)
@@ -493,8 +507,32 @@ func (c *conn) handle(req frame) {
 		select {
 		case req = <-c.work:
 			c.running.Add(1)
+		case <-c.dismiss:
+			c.workers.Add(-1)
+			select {
+			case c.ended <- struct{}{}:
+			default: // a signal is pending already
+			}
+			return
 		case <-c.done:
 			return
+		}
+	}
+}
+
+// keepIdle is how many idle handlers a connection keeps: the janitor
+// dismisses half of those beyond it at each look.
+const keepIdle = 4
+
+// dismissIdle ends half the idle handlers beyond keepIdle. Only those
+// waiting for work take a token, so a busy one is never ended.
+func (c *conn) dismissIdle() {
+	idle := int(c.workers.Load() - c.running.Load())
+	for range (idle - keepIdle + 1) / 2 {
+		select {
+		case c.dismiss <- struct{}{}:
+		default:
+			return // none waits: they are busy after all
 		}
 	}
 }
@@ -714,6 +752,7 @@ func (c *conn) sweep(tick time.Duration) {
 	reads := c.reads.Load()
 	defer func() { c.seenReads = reads }()
 	if !c.dialer {
+		c.dismissIdle()
 		// The dialer closes idle connections; this reclaims the ones
 		// whose dialer vanished, later, so as not to race its calls.
 		if c.running.Load() > 0 || reads != c.seenReads {

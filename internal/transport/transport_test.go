@@ -308,6 +308,102 @@ func TestSilentPeerIsDeclaredDead(t *testing.T) {
 	require.Less(t, time.Since(begin), 5*time.Second)
 }
 
+// A burst of concurrent requests starts a handler goroutine each; once
+// they are idle the janitor ends all but keepIdle of them, so that the
+// goroutines of a burst do not stay for the connection's life (the
+// fault suite saw them pile up across rounds). The connection goes on
+// serving, with new handlers when it needs them, after they ended and
+// while the janitor ends them.
+func TestIdleHandlersAreDismissed(t *testing.T) {
+	const burst = 20
+	started := make(chan struct{}, burst)
+	var mu sync.Mutex
+	release := make(chan struct{})
+	srv := newTransport(t, HandlerFunc(func(ctx context.Context, _, _ string, _ []byte) ([]byte, error) {
+		mu.Lock()
+		r := release
+		mu.Unlock()
+		started <- struct{}{}
+		select {
+		case <-r:
+			return nil, nil
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}), func(c *Config) { c.DialTimeout = 100 * time.Millisecond })
+	cli := newTransport(t, echo)
+	ctx := testCtx(t)
+	// burstOf makes burst calls at once, waits until every one runs,
+	// then lets them all return.
+	burstOf := func() {
+		t.Helper()
+		var calls []<-chan error
+		for range burst {
+			calls = append(calls, callAsync(ctx, cli, srv.Addr(), "block"))
+		}
+		for range burst {
+			<-started
+		}
+		mu.Lock()
+		close(release)
+		release = make(chan struct{})
+		mu.Unlock()
+		for _, res := range calls {
+			require.NoError(t, waitErr(t, res, 5*time.Second))
+		}
+	}
+
+	burstOf()
+	sc := onlyConn(t, srv)
+	require.Eventually(t, func() bool { return sc.workers.Load() <= keepIdle }, 10*time.Second, 10*time.Millisecond,
+		"idle handlers left: %d", sc.workers.Load())
+	for range 5 {
+		burstOf() // new handlers, while the janitor dismisses others
+	}
+	require.Equal(t, uint64(1), srv.Stats().Accepts)
+}
+
+// Handlers dismissed while calls keep coming never strand one: with few
+// handlers allowed and the janitor looking every 10 ms, every call of a
+// steady load is answered.
+func TestHandlersDismissedUnderLoad(t *testing.T) {
+	srv := newTransport(t, echo, func(c *Config) {
+		c.MaxConcurrentRequests = 8
+		c.DialTimeout = 20 * time.Millisecond
+	})
+	cli := newTransport(t, echo)
+	ctx := testCtx(t)
+	var wg sync.WaitGroup
+	errs := make(chan error, 32)
+	for range 32 {
+		wg.Go(func() {
+			for range 200 {
+				if _, err := cli.Call(ctx, srv.Addr(), "echo", []byte("x")); err != nil {
+					errs <- err
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		require.NoError(t, err)
+	}
+}
+
+// onlyConn returns tr's one open connection.
+func onlyConn(t *testing.T, tr *Transport) *conn {
+	t.Helper()
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	require.Len(t, tr.mu.conns, 1)
+	for c := range tr.mu.conns {
+		return c
+	}
+	return nil
+}
+
 func TestIdleConnectionsAreClosed(t *testing.T) {
 	srv := newTransport(t, echo)
 	cli := newTransport(t, echo, func(c *Config) { c.IdleTimeout = 50 * time.Millisecond })
