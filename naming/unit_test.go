@@ -279,13 +279,7 @@ func TestCoreStaleRelayedRecordRepaired(t *testing.T) {
 // with that node's old record; the node itself answers without it. Its
 // own answer wins: the old record is not the winner.
 func TestCoreConfirmIgnoresAStaleCopysRecord(t *testing.T) {
-	n := newNet(t, "a", "b", "c")
-	require.NoError(t, n.bind("a", opBind, "k", "v"))
-	n.run()
-	n.cut[[2]string{"a", "c"}] = true
-	require.NoError(t, n.bind("a", opUnbind, "k", ""))
-	n.run()
-	require.Equal(t, "a=v", n.lookup("c", "k"), "the test's c missed the unbind")
+	n := missedUnbind(t)
 
 	require.NoError(t, n.bind("b", opBind, "k", "w"))
 	require.NoError(t, n.confirm("b", "k"), "a's unbound record, as c still shows it, beat b")
@@ -297,22 +291,10 @@ func TestCoreConfirmIgnoresAStaleCopysRecord(t *testing.T) {
 // and its copy no longer shows the old binding (Pins would answer with
 // it), so that the next Bind succeeds.
 func TestCoreConfirmDropsARecordItsOwnerNoLongerHolds(t *testing.T) {
-	n := newNet(t, "a", "b", "c")
-	require.NoError(t, n.bind("a", opBind, "k", "v"))
-	n.run()
-	n.cut[[2]string{"a", "c"}] = true
-	require.NoError(t, n.bind("a", opUnbind, "k", ""))
-	n.run()
-	require.Equal(t, "a=v", n.lookup("c", "k"), "the test's c missed the unbind")
+	n := missedUnbind(t)
 	clear(n.cut)
 
-	require.ErrorIs(t, n.bind("c", opBind, "k", "w"), ErrNameBound, "c's copy refuses the bind")
-	err := n.confirm("c", "k")
-	var bound *BoundError
-	require.False(t, errors.As(err, &bound), "a's unbound binding was named the winner: %v", err)
-	require.ErrorIs(t, err, ErrNameBound, "told to bind again")
-	assert.Equal(t, "", n.lookup("c", "k"), "c still shows a's unbound binding")
-	require.NoError(t, n.bind("c", opBind, "k", "w"), "the bind again")
+	n.requireBindAgain(t, "c")
 	n.run()
 	require.NoError(t, n.confirm("c", "k"))
 	require.Equal(t, "c=w", n.lookup("b", "k"))
@@ -338,13 +320,22 @@ func TestCoreConfirmIgnoresARestartedNodesOldBinding(t *testing.T) {
 	require.Equal(t, "a=v", n.lookup("b", "k"), "b still shows the old incarnation's binding")
 	require.Equal(t, "a=v", n.lookup("c", "k"))
 
-	require.ErrorIs(t, n.bind("b", opBind, "k", "w"), ErrNameBound, "b's copy refuses the bind")
-	err := n.confirm("b", "k")
+	n.requireBindAgain(t, "b")
+}
+
+// requireBindAgain checks that node's copy refuses a Bind of k for a's
+// stale binding, that the confirmation does not name a the winner but
+// tells node to bind again, having dropped that binding, and that the
+// Bind then succeeds.
+func (n *simNet) requireBindAgain(t *testing.T, node string) {
+	t.Helper()
+	require.ErrorIs(t, n.bind(node, opBind, "k", "w"), ErrNameBound, "the copy refuses the bind")
+	err := n.confirm(node, "k")
 	var bound *BoundError
-	require.False(t, errors.As(err, &bound), "the old incarnation's binding was named the winner: %v", err)
+	require.False(t, errors.As(err, &bound), "a's stale binding was named the winner: %v", err)
 	require.ErrorIs(t, err, ErrNameBound, "told to bind again")
-	assert.Equal(t, "", n.lookup("b", "k"), "the asker still shows the old binding")
-	require.NoError(t, n.bind("b", opBind, "k", "w"), "the bind again")
+	require.Equal(t, "", n.lookup(node, "k"), "the asker still shows a's stale binding")
+	require.NoError(t, n.bind(node, opBind, "k", "w"), "the bind again")
 }
 
 // confirm has node confirm who holds name, asking every node of the
@@ -362,4 +353,19 @@ func (n *simNet) confirm(node, name string) error {
 	}
 	require.Len(n.t, got, 1, "the confirmation did not settle")
 	return got[0]
+}
+
+// missedUnbind is a network of a, b and c in which a bound k and unbound
+// it while its messages to c were cut: c still shows a's binding. The
+// cut stays.
+func missedUnbind(t *testing.T) *simNet {
+	t.Helper()
+	n := newNet(t, "a", "b", "c")
+	require.NoError(t, n.bind("a", opBind, "k", "v"))
+	n.run()
+	n.cut[[2]string{"a", "c"}] = true
+	require.NoError(t, n.bind("a", opUnbind, "k", ""))
+	n.run()
+	require.Equal(t, "a=v", n.lookup("c", "k"), "the test's c missed the unbind")
+	return n
 }

@@ -97,28 +97,7 @@ func TestConcurrentCallsShareOneConnection(t *testing.T) {
 	ctx := testCtx(t)
 
 	const callers, calls = 64, 50
-	errs := make(chan error, callers)
-	var wg sync.WaitGroup
-	for i := range callers {
-		wg.Go(func() {
-			for j := range calls {
-				want := fmt.Appendf(nil, "%d/%d", i, j)
-				got, err := cli.Call(ctx, srv.Addr(), "echo", want)
-				if err == nil && !bytes.Equal(got, want) {
-					err = fmt.Errorf("got %q, want %q", got, want)
-				}
-				if err != nil {
-					errs <- err
-					return
-				}
-			}
-		})
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		require.NoError(t, err)
-	}
+	echoConcurrently(ctx, t, cli, srv.Addr(), callers, calls)
 	require.Equal(t, uint64(1), cli.Stats().Dials)
 	require.Equal(t, uint64(1), srv.Stats().Accepts)
 	require.GreaterOrEqual(t, srv.Stats().FramesIn, uint64(callers*calls))
@@ -373,12 +352,25 @@ func TestHandlersDismissedUnderLoad(t *testing.T) {
 	})
 	cli := newTransport(t, echo)
 	ctx := testCtx(t)
+	echoConcurrently(ctx, t, cli, srv.Addr(), 32, 200)
+}
+
+// echoConcurrently has callers goroutines each make calls echo calls to
+// addr, one after another, and fails t unless every one returns what it
+// sent.
+func echoConcurrently(ctx context.Context, t *testing.T, cli *Transport, addr string, callers, calls int) {
+	t.Helper()
+	errs := make(chan error, callers)
 	var wg sync.WaitGroup
-	errs := make(chan error, 32)
-	for range 32 {
+	for i := range callers {
 		wg.Go(func() {
-			for range 200 {
-				if _, err := cli.Call(ctx, srv.Addr(), "echo", []byte("x")); err != nil {
+			for j := range calls {
+				want := fmt.Appendf(nil, "%d/%d", i, j)
+				got, err := cli.Call(ctx, addr, "echo", want)
+				if err == nil && !bytes.Equal(got, want) {
+					err = fmt.Errorf("got %q, want %q", got, want)
+				}
+				if err != nil {
 					errs <- err
 					return
 				}
