@@ -480,6 +480,9 @@ func (s *Sessions) placeSecondary(ctx context.Context, key string, st *state, ex
 		tried[name] = true
 		placed, err := s.placeAt(ctx, key, st, name)
 		s.unpick(name)
+		if errors.Is(err, errBusy) {
+			continue // as a refusal: another candidate
+		}
 		if placed || err != nil {
 			return err
 		}
@@ -488,7 +491,9 @@ func (s *Sessions) placeSecondary(ctx context.Context, key string, st *state, ex
 }
 
 // placeAt gives st the secondary name, with a full copy. placed is
-// false, with no error, when name could not be reached or refused.
+// false, with no error, when name could not be reached or refused, and
+// with errBusy when it answered that its copy is busy (being promoted,
+// say).
 func (s *Sessions) placeAt(ctx context.Context, key string, st *state, name string) (placed bool, err error) {
 	// Through the group commit: concurrent Creates share requests.
 	r, err := s.applySync(ctx, name, s.fullCopy(key, st))
@@ -508,6 +513,8 @@ func (s *Sessions) placeAt(ctx context.Context, key string, st *state, name stri
 		return false, errStaleCopy
 	case stGone:
 		return false, errGoneCopy
+	case stBusy:
+		return false, errBusy
 	}
 	return false, nil
 }

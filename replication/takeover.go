@@ -250,6 +250,15 @@ func (s *Sessions) install(ctx context.Context, key string, local *entry, seen s
 	if old := r.Secondary; old != "" && old != s.self && old != src {
 		var placed bool
 		placed, err = s.placeAt(ctx, key, &st, old)
+		if errors.Is(err, errBusy) {
+			// It is alive and busy with its copy: promoting it, say,
+			// as src left. Ask again shortly; the copy src kept for us
+			// is pending, so the next request finds it.
+			if created {
+				s.drop(e, "install: the old secondary is busy")
+			}
+			return nil, errBusy
+		}
 		if !placed && (err == nil || ctx.Err() != nil) {
 			if ok, _ := s.mayTakeFrom(ctx, old, key, r.Epoch); !ok || ctx.Err() != nil {
 				if created {
