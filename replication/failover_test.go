@@ -918,6 +918,31 @@ func TestOrphanCopyNotPromotedByFailover(t *testing.T) {
 	require.Equal(t, 1, primaries, c.describe(key))
 }
 
+// TestInstallWaitsForABusyOldSecondary: a node installing a session
+// that its primary handed over gives the old secondary the new copy;
+// when that secondary answers that its copy is busy (it is promoting it,
+// as the primary leaves), the install asks again later (errBusy) rather
+// than calling the session unavailable. Before, a client saw a 503
+// during a graceful leave (TestE2EGracefulLeave, once in CI).
+func TestInstallWaitsForABusyOldSecondary(t *testing.T) {
+	c := startSessions(t, 3, nil)
+	p, h := c.sessionOn(t, 0, "one")
+	secIdx, sec := c.byID(h.Route().Secondary)
+	taker := c.nodes[3-secIdx]
+	se := sec.s.lookup(h.e.key)
+	require.NotNil(t, se)
+	require.NoError(t, se.lock(testCtx(t)))
+	defer se.unlock()
+
+	r := p.s.takeOne(testCtx(t), taker.c.Name(), &takeReq{From: taker.c.Name(), Inc: taker.s.inc, Key: h.e.key})
+	require.Equal(t, stOK, r.St)
+	require.Equal(t, sec.c.Name(), r.Secondary)
+	_, err := taker.s.install(testCtx(t), h.e.key, nil, state{}, &r, p.c.Name())
+	require.ErrorIs(t, err, errBusy)
+	require.NotErrorIs(t, err, ErrUnavailable)
+	require.Nil(t, taker.s.lookup(h.e.key), "the taker kept the copy it did not install")
+}
+
 // TestOrphanCopyNotHandedOver: a node holding a copy its primary never
 // confirmed does not hand it to a peer that asks for it once the primary
 // is seen down: the primary may have gone on with another secondary (it
