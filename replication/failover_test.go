@@ -616,12 +616,7 @@ func TestFailoverEvenSplitOneSideActs(t *testing.T) {
 // the peer down, it does. The verdicts are set by the test (peerDown, as
 // membership's events would); the agreement is asked over the network.
 func TestFailoverOneVerdictIsNotEnough(t *testing.T) {
-	c := startSessions(t, 3, nil)
-	p, h := c.sessionOn(t, 0, "one")
-	secIdx, sec := c.byID(h.Route().Secondary)
-	third := c.nodes[3-secIdx]
-	e := sec.s.lookup(h.e.key)
-	require.NotNil(t, e)
+	_, p, h, sec, third, e := sessionOfThree(t)
 
 	// Only the secondary sees the primary failed: no promotion.
 	sec.s.peerDown(p.c.Name(), true)
@@ -925,12 +920,7 @@ func TestOrphanCopyNotPromotedByFailover(t *testing.T) {
 // than calling the session unavailable. Before, a client saw a 503
 // during a graceful leave (TestE2EGracefulLeave, once in CI).
 func TestInstallWaitsForABusyOldSecondary(t *testing.T) {
-	c := startSessions(t, 3, nil)
-	p, h := c.sessionOn(t, 0, "one")
-	secIdx, sec := c.byID(h.Route().Secondary)
-	taker := c.nodes[3-secIdx]
-	se := sec.s.lookup(h.e.key)
-	require.NotNil(t, se)
+	_, p, h, sec, taker, se := sessionOfThree(t)
 	require.NoError(t, se.lock(testCtx(t)))
 	defer se.unlock()
 
@@ -1048,4 +1038,17 @@ func requireUnavailable(t *testing.T, n *node, id, what string) {
 		t.Fatalf("%s was served: read %q", what, b)
 	}
 	require.ErrorIs(t, err, ErrUnavailable)
+}
+
+// sessionOfThree starts three nodes and a session on node 0 (v=one), and
+// returns them with the session's secondary, the third node, and the
+// secondary's copy.
+func sessionOfThree(t *testing.T) (c *testCluster, p *node, h *Session, sec, third *node, se *entry) {
+	t.Helper()
+	c = startSessions(t, 3, nil)
+	p, h = c.sessionOn(t, 0, "one")
+	secIdx, sec := c.byID(h.Route().Secondary)
+	se = sec.s.lookup(h.e.key)
+	require.NotNil(t, se)
+	return c, p, h, sec, c.nodes[3-secIdx], se
 }
