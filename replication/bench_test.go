@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/require"
 	"github.com/troupe-go/troupe/internal/benchnet"
 	"github.com/troupe-go/troupe/membership"
 )
@@ -210,4 +211,35 @@ func BenchmarkMiddleware(b *testing.B) {
 			})
 		})
 	}
+}
+
+// BenchmarkSweep: one janitor sweep of a table of idle sessions, half
+// primaries (their secondary the other node) and half secondaries, as a
+// node holds them after a burst of new sessions that nobody uses again.
+// Nothing is due, so what is measured is the scan itself, per session.
+//
+//	go test -run '^$' -bench Sweep -benchmem -count 6 ./replication/
+func BenchmarkSweep(b *testing.B) {
+	const sessions = 200_000
+	c := startSessions(b, 2, nil)
+	s, peer := c.nodes[0].s, c.nodes[1].s.self
+	now := s.now()
+	for i := range sessions {
+		e, err := s.insert(newEntry(newKey(), now))
+		require.NoError(b, err)
+		st := state{role: rolePrimary, epoch: 1, members: 2, version: 1, primary: s.self, secondary: peer}
+		if i%2 == 1 {
+			st = state{role: roleSecondary, epoch: 1, members: 2, version: 1, primary: peer}
+		}
+		require.True(b, s.publish(e, st))
+	}
+	tick := s.opts.tick()
+	var buf []*entry
+	b.ResetTimer()
+	for range b.N {
+		buf = s.appendEntries(buf)
+		s.sweep(tick, buf)
+		clear(buf)
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/sessions, "ns/session")
 }

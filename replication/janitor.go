@@ -26,6 +26,7 @@ func (s *Sessions) janitor() {
 	tick := s.opts.tick()
 	t := time.NewTicker(tick)
 	defer t.Stop()
+	var buf []*entry
 	for {
 		select {
 		case <-t.C:
@@ -33,11 +34,32 @@ func (s *Sessions) janitor() {
 		case <-s.ctx.Done():
 			return
 		}
-		s.sweep(tick)
+		buf = s.appendEntries(buf)
+		s.sweep(tick, buf)
+		clear(buf) // keep no dropped entry alive until the next tick
 	}
 }
 
-func (s *Sessions) sweep(tick time.Duration) {
+// peerView is what one sweep knows of the peers: each looked up once,
+// not once per session, since a node may hold hundreds of thousands.
+type peerView struct {
+	s     *Sessions
+	peers map[string]peerSeen
+}
+
+type peerSeen struct{ down, alive bool }
+
+func (v *peerView) of(name string) peerSeen {
+	p, ok := v.peers[name]
+	if !ok {
+		down, _ := v.s.down(name)
+		p = peerSeen{down: down, alive: v.s.isAlive(name)}
+		v.peers[name] = p
+	}
+	return p
+}
+
+func (s *Sessions) sweep(tick time.Duration, list []*entry) {
 	now := s.now()
 	idle := int64(s.opts.IdleTimeout)
 	grace := int64(2 * tick)
@@ -45,8 +67,9 @@ func (s *Sessions) sweep(tick time.Duration) {
 	contested := map[string][]*entry{}
 	confirms := map[string][]*entry{}
 	confirmAge := int64(4 * tick)
+	peers := peerView{s: s, peers: map[string]peerSeen{}}
 	var repairs, moves []*entry
-	for _, e := range s.entries() {
+	for _, e := range list {
 		st := e.state()
 		age := now - e.last.Load()
 		switch st.role {
@@ -60,11 +83,13 @@ func (s *Sessions) sweep(tick time.Duration) {
 			}
 			if st.secondary == "" {
 				repairs = append(repairs, e)
-			} else if down, _ := s.down(st.secondary); down {
+			} else if peers.of(st.secondary).down {
 				moves = append(moves, e)
 			}
-			for _, n := range s.contestedLive(st.contested) {
-				contested[n] = append(contested[n], e)
+			for _, n := range st.contested {
+				if peers.of(n).alive {
+					contested[n] = append(contested[n], e)
+				}
 			}
 		case roleSecondary:
 			if age > idle+grace {
@@ -72,9 +97,9 @@ func (s *Sessions) sweep(tick time.Duration) {
 				s.stats.expired.Add(1)
 				continue
 			}
-			if down, _ := s.down(st.primary); down {
+			if p := peers.of(st.primary); p.down {
 				moves = append(moves, e)
-			} else if now-e.confirmed.Load() > confirmAge && s.isAlive(st.primary) {
+			} else if now-e.confirmed.Load() > confirmEvery(age, confirmAge) && p.alive {
 				confirms[st.primary] = append(confirms[st.primary], e)
 			}
 		}
@@ -99,6 +124,21 @@ func (s *Sessions) sweep(tick time.Duration) {
 		s.wg.Go(func() { inChunks(list, func(c []*entry) { s.confirmWith(name, c) }) })
 	}
 }
+
+// confirmEvery is how long after its last confirmation a secondary copy
+// idle for age is confirmed again: after confirmAge, and once the copy
+// has been idle longer than that, after half its idle time, at most
+// maxConfirmRounds times confirmAge. A copy goes astray only through an
+// event (a drop or a takeover's answer that never arrived), and the
+// next confirmation finds it out, within maxConfirmRounds confirmAges
+// however long the copy was idle. Without the backoff a node holding
+// hundreds of thousands of copies left by earlier traffic would ask
+// about every one of them each confirmAge for as long as they live.
+func confirmEvery(age, confirmAge int64) int64 {
+	return max(confirmAge, min(age/2, maxConfirmRounds*confirmAge))
+}
+
+const maxConfirmRounds = 6
 
 // sweepBatch bounds the sessions named in one request of the sweep: a
 // node may hold hundreds of thousands, and a request that named them all

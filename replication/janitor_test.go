@@ -90,3 +90,26 @@ func TestConfirmSaysStaleOnlyForANewerCopy(t *testing.T) {
 	require.Equal(t, stStale, with(func(st *state) { st.epoch++ }), "a primary at a later epoch")
 	require.Equal(t, stStale, with(func(st *state) { st.secondary = "another" }), "a primary with another secondary")
 }
+
+// TestConfirmEveryBacksOffForIdleCopies, a logic test of the sweep's
+// rule for when an idle secondary copy is confirmed again: every 4 ticks
+// while it is in use, less often the longer it has been idle, and never
+// less often than maxConfirmRounds times that.
+func TestConfirmEveryBacksOffForIdleCopies(t *testing.T) {
+	const tick = int64(5 * time.Second)
+	const confirmAge = 4 * tick
+	for _, tc := range []struct {
+		idle, want time.Duration
+	}{
+		{0, 20 * time.Second},
+		{30 * time.Second, 20 * time.Second},
+		{40 * time.Second, 20 * time.Second},
+		{90 * time.Second, 45 * time.Second},
+		{3 * time.Minute, 90 * time.Second},
+		{4 * time.Minute, 2 * time.Minute},
+		{10 * time.Minute, 2 * time.Minute},
+		{30 * time.Minute, 2 * time.Minute},
+	} {
+		require.Equal(t, tc.want, time.Duration(confirmEvery(int64(tc.idle), confirmAge)), "idle for %v", tc.idle)
+	}
+}

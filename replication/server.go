@@ -456,7 +456,10 @@ func (s *Sessions) applyLocked(e *entry, req *applyReq) (status, bool, uint64) {
 			s.log.Debug("demoted a session copy to secondary", "session", keyRef(e.key), "new_primary", req.From,
 				"epoch", st.epoch, "members", st.members, "their_epoch", req.Epoch, "their_members", req.Members)
 			if st.secondary != "" && st.secondary != req.From {
-				s.spawn(func() { s.sendDrop(st.secondary, e.key, st.rank(), false) })
+				// Captures copies, not st, which would then live on the
+				// heap on every apply.
+				secondary, r := st.secondary, st.rank()
+				s.spawn(func() { s.sendDrop(secondary, e.key, r, false) })
 			}
 		}
 	} else {

@@ -203,14 +203,19 @@ func (s *Sessions) insert(e *entry) (*entry, error) {
 	return e, nil
 }
 
-func (s *Sessions) entries() []*entry {
+func (s *Sessions) entries() []*entry { return s.appendEntries(nil) }
+
+// appendEntries appends every entry to buf: the janitor passes the slice
+// of its last sweep, so that a table of hundreds of thousands of
+// sessions does not cost a new slice of that size every tick.
+func (s *Sessions) appendEntries(buf []*entry) []*entry {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	out := make([]*entry, 0, len(s.mu.entries))
+	buf = slices.Grow(buf[:0], len(s.mu.entries))
 	for _, e := range s.mu.entries {
-		out = append(out, e)
+		buf = append(buf, e)
 	}
-	return out
+	return buf
 }
 
 // publish replaces e's state with st, unless e was dropped meanwhile; a
