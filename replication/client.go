@@ -114,7 +114,7 @@ func (s *Sessions) fullCopy(key string, st *state) *applyReq {
 	s.stats.fullCopies.Add(1)
 	return &applyReq{
 		From: s.self, Inc: s.inc, Key: key, Epoch: st.epoch, Members: st.members,
-		Version: st.version, Full: true, Set: st.attrs.toMap(), Contested: st.contested,
+		Version: st.version, Full: true, Set: st.attrs, Contested: st.contested,
 	}
 }
 

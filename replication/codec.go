@@ -2,6 +2,8 @@ package replication
 
 import (
 	"math"
+	"slices"
+	"strings"
 
 	"github.com/troupe-go/troupe/internal/wire"
 )
@@ -61,9 +63,9 @@ func (r *applyReq) AppendWire(b []byte) []byte {
 		b = wire.AppendNil(b)
 	} else {
 		b = wire.AppendMapHeader(b, len(r.Set))
-		for k, v := range r.Set {
-			b = wire.AppendString(b, k)
-			b = wire.AppendBytes(b, v)
+		for _, a := range r.Set {
+			b = wire.AppendString(b, a.k)
+			b = wire.AppendBytes(b, a.v)
 		}
 	}
 	b = appendStrings(b, r.Del)
@@ -114,13 +116,23 @@ func decodeApply(d *wire.Reader) (applyReq, bool) {
 		if !d.OK() {
 			return applyReq{}, false
 		}
-		v.Set = make(map[string][]byte, n)
-		for range n {
+		v.Set = make(attrs, 0, min(n, maxInitAttrs))
+		sorted := true
+		for i := range n {
 			k := d.String()
-			if _, dup := v.Set[k]; dup {
-				return applyReq{}, false // never written by AppendWire; go-msgpack decides what a repeated key means
+			if i > 0 && k <= v.Set[i-1].k {
+				sorted = false
 			}
-			v.Set[k] = d.Bytes()
+			v.Set = append(v.Set, attr{k, d.Bytes()})
+		}
+		if !sorted {
+			// AppendWire writes names in order; an older sender did not.
+			slices.SortFunc(v.Set, func(x, y attr) int { return strings.Compare(x.k, y.k) })
+			for i := 1; i < len(v.Set); i++ {
+				if v.Set[i].k == v.Set[i-1].k {
+					return applyReq{}, false // never written by AppendWire; go-msgpack decides what a repeated key means
+				}
+			}
 		}
 	}
 	v.Del = readStrings(d)
@@ -130,6 +142,10 @@ func decodeApply(d *wire.Reader) (applyReq, bool) {
 	}
 	return v, true
 }
+
+// maxInitAttrs bounds the room made for a change set before its
+// attributes arrive: its length is the sender's claim.
+const maxInitAttrs = 64
 
 // readStrings reads an omitempty []string.
 func readStrings(d *wire.Reader) []string {

@@ -30,11 +30,11 @@ func applySamples() []applyReq {
 	out := []applyReq{
 		{},
 		{From: "node-a", Inc: 1, Key: newKey(), Epoch: 7, Members: 3, Base: 41, Version: 42,
-			Set: map[string][]byte{"cart": bytes.Repeat([]byte{7}, 115)}},
-		{From: "a", Key: "k", Epoch: 1, Full: true, Set: map[string][]byte{"nil": nil}, Contested: []string{"c"}},
-		{Set: map[string][]byte{"empty": {}}, Del: []string{}, Contested: []string{}},
-		{Set: map[string][]byte{}, Del: []string{"a", "", long}},
-		{Set: map[string][]byte{long: make([]byte, 70000)}},
+			Set: attrsOf(map[string][]byte{"cart": bytes.Repeat([]byte{7}, 115)})},
+		{From: "a", Key: "k", Epoch: 1, Full: true, Set: attrsOf(map[string][]byte{"nil": nil}), Contested: []string{"c"}},
+		{Set: attrsOf(map[string][]byte{"empty": {}}), Del: []string{}, Contested: []string{}},
+		{Set: attrsOf(map[string][]byte{}), Del: []string{"a", "", long}},
+		{Set: attrsOf(map[string][]byte{long: make([]byte, 70000)})},
 		{From: strings.Repeat("f", 31), Key: strings.Repeat("k", 32)},
 		{From: strings.Repeat("f", 255), Key: strings.Repeat("k", 256)},
 		{From: strings.Repeat("f", 65535), Key: strings.Repeat("k", 65536)},
@@ -87,9 +87,9 @@ func TestApplyWireMatchesGoMsgpack(t *testing.T) {
 // TestApplyWireManyAttributes compares decoded values: go-msgpack writes
 // a map of several entries in Go's random order, so bytes differ.
 func TestApplyWireManyAttributes(t *testing.T) {
-	in := applyReq{From: "a", Key: "k", Epoch: 1, Version: 2, Full: true, Set: map[string][]byte{}}
+	in := applyReq{From: "a", Key: "k", Epoch: 1, Version: 2, Full: true, Set: attrsOf(map[string][]byte{})}
 	for i := range 40 {
-		in.Set[strings.Repeat("a", i)] = bytes.Repeat([]byte{byte(i)}, i*10)
+		in.Set = in.Set.put(strings.Repeat("a", i), bytes.Repeat([]byte{byte(i)}, i*10))
 	}
 	old, err := wire.Marshal((*reflectApply)(&in))
 	require.NoError(t, err)
@@ -131,8 +131,8 @@ func batchSamples() []batchReq {
 		items[i].From = ""
 	}
 	change := applyReq{Inc: 1 << 40, Key: newKey(), Epoch: 7, Members: 3, Base: 41, Version: 42,
-		Set: map[string][]byte{"cart": bytes.Repeat([]byte{7}, 115)}}
-	full := applyReq{Key: newKey(), Epoch: 2, Version: 9, Full: true, Set: map[string][]byte{"a": nil}, Contested: []string{"b"}}
+		Set: attrsOf(map[string][]byte{"cart": bytes.Repeat([]byte{7}, 115)})}
+	full := applyReq{Key: newKey(), Epoch: 2, Version: 9, Full: true, Set: attrsOf(map[string][]byte{"a": nil}), Contested: []string{"b"}}
 	many := func(n int) []applyReq {
 		out := make([]applyReq, n)
 		for i := range out {
@@ -390,7 +390,7 @@ func checkFastDecode[T, R any](t *testing.T, b []byte, fromSlow func(R) T, asRea
 // their map and slices).
 func BenchmarkApplyWire(b *testing.B) {
 	req := applyReq{From: "node-a", Inc: 1 << 40, Key: newKey(), Epoch: 7, Members: 3, Base: 41, Version: 42,
-		Set: map[string][]byte{"attr-3": make([]byte, 115)}}
+		Set: attrsOf(map[string][]byte{"attr-3": make([]byte, 115)})}
 	rep := reply{St: stOK, G: 12, N: 100}
 	b.Run("hand", func(b *testing.B) { benchWire(b, &req, rep, same(new(applyReq)), same(new(reply))) })
 	b.Run("reflect", func(b *testing.B) {
@@ -407,7 +407,7 @@ func BenchmarkBatchWire(b *testing.B) {
 	rep := batchReply{St: make([]status, 32), G: make([]uint64, 32), N: 100}
 	for i := range req.Items {
 		req.Items[i] = applyReq{Inc: 1 << 40, Key: newKey(), Epoch: 7, Members: 3, Base: uint64(41 + i), Version: uint64(42 + i),
-			Set: map[string][]byte{"attr-3": make([]byte, 1024)}}
+			Set: attrsOf(map[string][]byte{"attr-3": make([]byte, 1024)})}
 		rep.G[i] = 12
 	}
 	b.Run("hand", func(b *testing.B) {

@@ -142,10 +142,10 @@ func TestWriteFuzzServeSeeds(t *testing.T) {
 	}
 	full := func(key string, size int) *applyReq {
 		return &applyReq{Inc: 7, Key: key, Epoch: 4, Members: 3, Version: 1, Full: true,
-			Set: map[string][]byte{"user": make([]byte, size)}}
+			Set: attrsOf(map[string][]byte{"user": make([]byte, size)})}
 	}
 	change := &applyReq{Inc: 7, Key: fuzzSecondary, Epoch: 3, Members: 3, Base: 5, Version: 6,
-		Set: map[string][]byte{"cart": []byte("book")}, Del: []string{"user"}}
+		Set: attrsOf(map[string][]byte{"cart": []byte("book")}), Del: []string{"user"}}
 	seeds := []struct {
 		name, method string
 		sender       uint8

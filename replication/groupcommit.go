@@ -179,8 +179,8 @@ func (s *Sessions) sendBatchSync(ctx context.Context, peer string, batch []*grou
 
 func changeSize(r *applyReq) int {
 	n := 64 + len(r.Key)
-	for k, v := range r.Set {
-		n += len(k) + len(v) + 8
+	for _, a := range r.Set {
+		n += len(a.k) + len(a.v) + 8
 	}
 	for _, k := range r.Del {
 		n += len(k) + 4

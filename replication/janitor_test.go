@@ -42,7 +42,7 @@ func TestSweepConfirmsMoreCopiesThanAMessageHolds(t *testing.T) {
 	orphan := newKey()
 	st, _, ok := sec.s.applyOne(context.Background(), &applyReq{
 		From: p.s.self, Inc: p.s.inc, Key: orphan, Epoch: 1, Members: 2, Version: 1, Full: true,
-		Set: map[string][]byte{"a": []byte("b")},
+		Set: attrsOf(map[string][]byte{"a": []byte("b")}),
 	}, true)
 	require.True(t, ok)
 	require.Equal(t, stOK, st)

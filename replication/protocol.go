@@ -111,7 +111,7 @@ type applyReq struct {
 	Base      uint64            `codec:"b,omitempty"`
 	Version   uint64            `codec:"v"`
 	Full      bool              `codec:"u,omitempty"`
-	Set       map[string][]byte `codec:"s,omitempty"`
+	Set       attrs             `codec:"s,omitempty"` // a map of names to values on the wire
 	Del       []string          `codec:"d,omitempty"`
 	Contested []string          `codec:"c,omitempty"` // full copies only
 }

@@ -240,7 +240,7 @@ func TestRequestsClaimingAnotherSenderAreRefused(t *testing.T) {
 	a, b, m := c.nodes[0], c.nodes[1], c.nodes[2]
 	forged := func(from string) []byte {
 		body, err := wire.Marshal(&applyReq{From: from, Inc: 1, Key: newKey(), Epoch: 9, Members: 3, Version: 1, Full: true,
-			Set: map[string][]byte{"user": []byte("admin")}})
+			Set: attrsOf(map[string][]byte{"user": []byte("admin")})})
 		require.NoError(t, err)
 		return body
 	}
@@ -322,7 +322,7 @@ func TestMaxSessionSizeOnReceive(t *testing.T) {
 	b := c.nodes[1]
 
 	big := &applyReq{From: a.c.Name(), Inc: a.s.inc, Key: newKey(), Epoch: 1, Members: 2, Version: 1, Full: true,
-		Set: map[string][]byte{"big": make([]byte, 64<<10)}}
+		Set: attrsOf(map[string][]byte{"big": make([]byte, 64<<10)})}
 	var r reply
 	_, err := a.s.call(testCtx(t), b.c.Name(), methodApply, big, &r)
 	require.True(t, err != nil || r.St != stOK, "a full copy beyond MaxSessionSize was accepted")
@@ -335,7 +335,7 @@ func TestMaxSessionSizeOnReceive(t *testing.T) {
 	st := h.e.state()
 	require.Equal(t, b.c.Name(), st.secondary)
 	grow := &applyReq{From: a.c.Name(), Inc: a.s.inc, Key: h.e.key, Epoch: st.epoch, Members: st.members,
-		Base: st.version, Version: st.version + 1, Set: map[string][]byte{"big": make([]byte, 8<<10)}}
+		Base: st.version, Version: st.version + 1, Set: attrsOf(map[string][]byte{"big": make([]byte, 8<<10)})}
 	r = reply{}
 	_, err = a.s.call(testCtx(t), b.c.Name(), methodApply, grow, &r)
 	require.True(t, err != nil || r.St != stOK, "a change beyond MaxSessionSize was accepted")

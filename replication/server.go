@@ -383,7 +383,7 @@ func (s *Sessions) applyOne(ctx context.Context, req *applyReq, wait bool) (st s
 			if !req.Full {
 				return stGap, s.grantGen(req.From), true
 			}
-			if setSize(req.Set) > s.opts.MaxSessionSize {
+			if req.Set.size() > s.opts.MaxSessionSize {
 				s.stats.refused.Add(1)
 				return stTooLarge, s.grantGen(req.From), true
 			}
@@ -440,11 +440,11 @@ func (s *Sessions) applyLocked(e *entry, req *applyReq) (status, bool, uint64) {
 		return stStale, true, g
 	}
 	if req.Full {
-		if setSize(req.Set) > s.opts.MaxSessionSize {
+		if req.Set.size() > s.opts.MaxSessionSize {
 			s.stats.refused.Add(1)
 			return stTooLarge, true, g
 		}
-		attrs := attrsOf(req.Set)
+		attrs := req.Set
 		next = state{
 			role: roleSecondary, epoch: req.Epoch, members: req.Members, version: req.Version,
 			attrs: attrs, size: attrs.size(), primary: req.From, contested: req.Contested,

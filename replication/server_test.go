@@ -44,7 +44,7 @@ func TestInlineApplyDeclinesALockedCopy(t *testing.T) {
 	st1, st2 := a.s.lookup(h1.e.key).state(), a.s.lookup(h2.e.key).state()
 	item := func(key string, st state, v string) applyReq {
 		return applyReq{Key: key, Epoch: st.epoch, Members: st.members, Base: st.version,
-			Version: st.version + 1, Set: map[string][]byte{"x": []byte(v)}}
+			Version: st.version + 1, Set: attrsOf(map[string][]byte{"x": []byte(v)})}
 	}
 	body, err := wire.Marshal(batchReq{From: a.s.self, Items: []applyReq{
 		item(h1.e.key, st1, "3"), item(h2.e.key, st2, "3"),

@@ -36,7 +36,7 @@ type Session struct {
 	id   ID
 	base attrs // the snapshot; never modified
 	size int   // size of base with set and del applied
-	set  map[string][]byte
+	set  attrs // changed in place: changes hands out copies
 	del  map[string]struct{}
 }
 
@@ -70,7 +70,7 @@ func (h *Session) entry() *entry {
 
 // bind makes a new handle show the session just created for it with the
 // changes set and del.
-func (h *Session) bind(e *entry, st state, set map[string][]byte, del []string) {
+func (h *Session) bind(e *entry, st state, set attrs, del []string) {
 	h.mu.Lock()
 	h.e = e
 	h.mu.Unlock()
@@ -83,17 +83,9 @@ func (h *Session) bind(e *entry, st state, set map[string][]byte, del []string) 
 func (h *Session) detach(keep bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	var set map[string][]byte
+	var set attrs
 	if keep {
-		set = make(map[string][]byte, len(h.base)+len(h.set))
-		for _, a := range h.base {
-			if _, gone := h.del[a.k]; !gone {
-				set[a.k] = a.v
-			}
-		}
-		for k, v := range h.set {
-			set[k] = v
-		}
+		set = h.base.with(h.set, slices.Collect(maps.Keys(h.del)))
 	}
 	h.e, h.id, h.base, h.set, h.del = nil, ID{}, nil, set, nil
 	if !keep {
@@ -130,7 +122,7 @@ func (h *Session) Get(key string) ([]byte, bool) {
 }
 
 func (h *Session) getLocked(key string) ([]byte, bool) {
-	if v, ok := h.set[key]; ok {
+	if v, ok := h.set.get(key); ok {
 		return v, true
 	}
 	if _, ok := h.del[key]; ok {
@@ -152,13 +144,11 @@ func (h *Session) Set(key string, value []byte) error {
 	if limit := h.s.opts.MaxSessionSize; size > limit {
 		return fmt.Errorf("%w: setting %q makes %d bytes, limit %d", ErrTooLarge, key, size, limit)
 	}
-	if h.set == nil {
-		h.set = map[string][]byte{}
-	}
-	h.set[key] = bytes.Clone(value)
+	value = bytes.Clone(value)
 	if value == nil {
-		h.set[key] = []byte{}
+		value = []byte{}
 	}
+	h.set = h.set.put(key, value)
 	delete(h.del, key)
 	h.size = size
 	return nil
@@ -173,7 +163,7 @@ func (h *Session) Delete(key string) {
 		return
 	}
 	h.size -= len(key) + len(old)
-	delete(h.set, key)
+	h.set = h.set.remove(key)
 	if _, inBase := h.base.get(key); inBase {
 		if h.del == nil {
 			h.del = map[string]struct{}{}
@@ -187,15 +177,9 @@ func (h *Session) Keys() []string {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	var out []string
-	for _, a := range h.base {
-		if _, gone := h.del[a.k]; !gone {
-			if _, over := h.set[a.k]; !over {
-				out = append(out, a.k)
-			}
-		}
+	for _, a := range h.base.with(h.set, slices.Collect(maps.Keys(h.del))) {
+		out = append(out, a.k)
 	}
-	out = append(out, slices.Collect(maps.Keys(h.set))...)
-	slices.Sort(out)
 	return out
 }
 
@@ -215,20 +199,20 @@ func (h *Session) Changed() bool {
 }
 
 // changes returns the pending changes, to be sent by Save.
-func (h *Session) changes() (set map[string][]byte, del []string) {
+func (h *Session) changes() (set attrs, del []string) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	return maps.Clone(h.set), slices.Collect(maps.Keys(h.del))
+	return slices.Clone(h.set), slices.Collect(maps.Keys(h.del))
 }
 
 // saved makes the handle show st after a Save of the changes it took; it
 // keeps changes made since then.
-func (h *Session) saved(st state, set map[string][]byte, del []string) {
+func (h *Session) saved(st state, set attrs, del []string) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	for k, v := range set {
-		if cur, ok := h.set[k]; ok && sameSlice(cur, v) {
-			delete(h.set, k)
+	for _, a := range set {
+		if cur, ok := h.set.get(a.k); ok && sameSlice(cur, a.v) {
+			h.set = h.set.remove(a.k)
 		}
 	}
 	for _, k := range del {
@@ -237,11 +221,11 @@ func (h *Session) saved(st state, set map[string][]byte, del []string) {
 	pendSet, pendDel := h.set, h.del
 	h.reset(st)
 	h.set, h.del = pendSet, pendDel
-	for k, v := range h.set {
-		if old, ok := st.attrs.get(k); ok {
-			h.size -= len(k) + len(old)
+	for _, a := range h.set {
+		if old, ok := st.attrs.get(a.k); ok {
+			h.size -= len(a.k) + len(old)
 		}
-		h.size += len(k) + len(v)
+		h.size += len(a.k) + len(a.v)
 	}
 	for k := range h.del {
 		if old, ok := st.attrs.get(k); ok {

@@ -423,7 +423,7 @@ func TestOlderForkDoesNotReplaceAcknowledgedWrites(t *testing.T) {
 	require.Equal(t, rolePrimary, st.role)
 
 	fork := &applyReq{From: other.c.Name(), Key: h.e.key, Epoch: st.epoch + 1, Members: 2, Version: st.version - 1,
-		Set: map[string][]byte{"v": []byte("1")}, Full: true}
+		Set: attrsOf(map[string][]byte{"v": []byte("1")}), Full: true}
 	got, _, _ := p.s.applyOne(testCtx(t), fork, true)
 	require.Equal(t, stStale, got)
 	require.Equal(t, rolePrimary, h.e.state().role)

@@ -332,7 +332,7 @@ func (s *Sessions) Create(ctx context.Context) (*Session, error) {
 
 // create makes a session with the attributes set (none: an empty one)
 // and gives it a secondary.
-func (s *Sessions) create(ctx context.Context, set map[string][]byte) (*entry, state, error) {
+func (s *Sessions) create(ctx context.Context, set attrs) (*entry, state, error) {
 	if !s.reserve() {
 		return nil, state{}, fmt.Errorf("%w: %w: this node serves %d sessions (Options.MaxSessions)",
 			ErrTooManySessions, ErrUnavailable, s.opts.MaxSessions)
@@ -659,7 +659,7 @@ func staleOr(err error) error {
 	return err
 }
 
-func (s *Sessions) saveLocked(ctx context.Context, e *entry, set map[string][]byte, del []string) (st state, err error, retry bool) {
+func (s *Sessions) saveLocked(ctx context.Context, e *entry, set attrs, del []string) (st state, err error, retry bool) {
 	st = e.state()
 	if st.role != rolePrimary {
 		return st, fmt.Errorf("%w: this node no longer serves session %s", ErrStale, keyRef(e.key)), false

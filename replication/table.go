@@ -7,6 +7,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/troupe-go/troupe/internal/wire"
 )
 
 // The table of copies: every session this node holds, as primary or
@@ -344,20 +346,11 @@ type attr struct {
 }
 
 func (a attrs) get(k string) ([]byte, bool) {
-	i, ok := slices.BinarySearchFunc(a, k, func(x attr, k string) int { return strings.Compare(x.k, k) })
+	i, ok := a.index(k)
 	if !ok {
 		return nil, false
 	}
 	return a[i].v, true
-}
-
-// setSize is the size of a full copy's attributes, as attrs.size counts.
-func setSize(m map[string][]byte) int {
-	n := 0
-	for k, v := range m {
-		n += len(k) + len(v)
-	}
-	return n
 }
 
 // size is what MaxSessionSize limits: names and values.
@@ -369,35 +362,60 @@ func (a attrs) size() int {
 	return n
 }
 
-// with returns a new attrs: a with set and del applied (set wins).
-func (a attrs) with(set map[string][]byte, del []string) attrs {
-	keys := make([]string, 0, len(set)+len(del))
-	for k := range set {
-		keys = append(keys, k)
-	}
-	keys = append(keys, del...)
-	slices.Sort(keys)
-	out := make(attrs, 0, len(a)+len(set))
-	i := 0
-	for j, k := range keys {
-		if j > 0 && keys[j-1] == k {
-			continue // in set and del: set wins, handled once
-		}
-		for i < len(a) && a[i].k < k {
-			out = append(out, a[i])
-			i++
-		}
-		if i < len(a) && a[i].k == k {
-			i++ // replaced or deleted
-		}
-		if v, ok := set[k]; ok {
-			out = append(out, attr{k, v})
-		}
-	}
-	return append(out, a[i:]...)
+// index returns where k is in a, or where it would go.
+func (a attrs) index(k string) (int, bool) {
+	return slices.BinarySearchFunc(a, k, func(x attr, k string) int { return strings.Compare(x.k, k) })
 }
 
-// toMap is the wire form, for full copies.
+// put sets k to v in place and returns the result: for a change set that
+// its owner builds, never for a published attrs.
+func (a attrs) put(k string, v []byte) attrs {
+	i, ok := a.index(k)
+	if ok {
+		a[i].v = v
+		return a
+	}
+	return slices.Insert(a, i, attr{k, v})
+}
+
+// remove deletes k in place and returns the result, as put.
+func (a attrs) remove(k string) attrs {
+	if i, ok := a.index(k); ok {
+		return slices.Delete(a, i, i+1)
+	}
+	return a
+}
+
+// with returns a new attrs: a with the changes set (sorted, as every
+// attrs) and del applied; a name in both is set.
+func (a attrs) with(set attrs, del []string) attrs {
+	if len(del) > 1 {
+		del = slices.Sorted(slices.Values(del))
+	}
+	out := make(attrs, 0, len(a)+len(set))
+	i, j, d := 0, 0, 0
+	for i < len(a) || j < len(set) {
+		if j < len(set) && (i == len(a) || set[j].k <= a[i].k) {
+			if i < len(a) && a[i].k == set[j].k {
+				i++ // replaced
+			}
+			out = append(out, set[j])
+			j++
+			continue
+		}
+		for d < len(del) && del[d] < a[i].k {
+			d++
+		}
+		if d == len(del) || del[d] != a[i].k {
+			out = append(out, a[i])
+		}
+		i++
+	}
+	return out
+}
+
+// toMap is the wire form of takeReply's attributes, and of a change set
+// on go-msgpack's reflective path.
 func (a attrs) toMap() map[string][]byte {
 	m := make(map[string][]byte, len(a))
 	for _, x := range a {
@@ -413,6 +431,18 @@ func attrsOf(m map[string][]byte) attrs {
 	}
 	slices.SortFunc(a, func(x, y attr) int { return strings.Compare(x.k, y.k) })
 	return a
+}
+
+// CodecEncodeSelf writes a as the map[string][]byte that a change set
+// was on the wire before it became an attrs, and still is: codec.go
+// writes the same bytes.
+func (a attrs) CodecEncodeSelf(e *wire.Encoder) { e.MustEncode(a.toMap()) }
+
+// CodecDecodeSelf reads what CodecEncodeSelf writes.
+func (a *attrs) CodecDecodeSelf(d *wire.Decoder) {
+	var m map[string][]byte
+	d.MustDecode(&m)
+	*a = attrsOf(m)
 }
 
 func withName(list []string, name string) []string {

@@ -25,7 +25,7 @@ func TestAttrsWith(t *testing.T) {
 			del = append(del, fmt.Sprintf("k%02d", rng.IntN(30)))
 		}
 		before, snapshot := a, slices.Clone(a)
-		a = a.with(set, del)
+		a = a.with(attrsOf(set), del)
 		require.Equal(t, snapshot, before, "with must not modify its receiver")
 		for _, k := range del {
 			delete(model, k)

@@ -23,6 +23,15 @@ import (
 	"github.com/hashicorp/go-msgpack/v2/codec"
 )
 
+// Encoder and Decoder are go-msgpack's, for a type that encodes itself on
+// the reflective path (go-msgpack's Selfer: CodecEncodeSelf and
+// CodecDecodeSelf), as a type with a wire form of its own must when it is
+// a field of a struct that go-msgpack may encode or decode.
+type (
+	Encoder = codec.Encoder
+	Decoder = codec.Decoder
+)
+
 var handle = func() *codec.MsgpackHandle {
 	h := &codec.MsgpackHandle{}
 	h.WriteExt = true
