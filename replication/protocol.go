@@ -102,18 +102,18 @@ func (s status) String() string {
 // since version Base) or the whole session (Full true) to the secondary.
 type applyReq struct {
 	//lint:ignore U1000 go-msgpack reads its tag: encode as an array
-	_struct   bool              `codec:",toarray"` // positional encoding: fields are append-only
-	From      string            `codec:"f"`
-	Inc       uint64            `codec:"i"` // the sender's incarnation: random per Sessions
-	Key       string            `codec:"k"`
-	Epoch     uint64            `codec:"e"`
-	Members   int               `codec:"m"`
-	Base      uint64            `codec:"b,omitempty"`
-	Version   uint64            `codec:"v"`
-	Full      bool              `codec:"u,omitempty"`
-	Set       attrs             `codec:"s,omitempty"` // a map of names to values on the wire
-	Del       []string          `codec:"d,omitempty"`
-	Contested []string          `codec:"c,omitempty"` // full copies only
+	_struct   bool     `codec:",toarray"` // positional encoding: fields are append-only
+	From      string   `codec:"f"`
+	Inc       uint64   `codec:"i"` // the sender's incarnation: random per Sessions
+	Key       string   `codec:"k"`
+	Epoch     uint64   `codec:"e"`
+	Members   int      `codec:"m"`
+	Base      uint64   `codec:"b,omitempty"`
+	Version   uint64   `codec:"v"`
+	Full      bool     `codec:"u,omitempty"`
+	Set       attrs    `codec:"s,omitempty"` // a map of names to values on the wire
+	Del       []string `codec:"d,omitempty"`
+	Contested []string `codec:"c,omitempty"` // full copies only
 }
 
 type reply struct {
