@@ -126,9 +126,9 @@ func (s *Sessions) sweep(tick time.Duration, list []*entry) {
 }
 
 // confirmEvery is how long after its last confirmation a secondary copy
-// idle for age is confirmed again: after confirmAge, and once the copy
-// has been idle longer than that, after half its idle time, at most
-// maxConfirmRounds times confirmAge. A copy goes astray only through an
+// idle for age is confirmed again: after confirmAge, or after half its
+// idle time when that is longer, but at most maxConfirmRounds times
+// confirmAge. A copy goes astray only through an
 // event (a drop or a takeover's answer that never arrived), and the
 // next confirmation finds it out, within maxConfirmRounds confirmAges
 // however long the copy was idle. Without the backoff a node holding
