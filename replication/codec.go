@@ -2,8 +2,6 @@ package replication
 
 import (
 	"math"
-	"slices"
-	"strings"
 
 	"github.com/troupe-go/troupe/internal/wire"
 )
@@ -125,14 +123,11 @@ func decodeApply(d *wire.Reader) (applyReq, bool) {
 			}
 			v.Set = append(v.Set, attr{k, d.Bytes()})
 		}
-		if !sorted {
-			// AppendWire writes names in order; an older sender did not.
-			slices.SortFunc(v.Set, func(x, y attr) int { return strings.Compare(x.k, y.k) })
-			for i := 1; i < len(v.Set); i++ {
-				if v.Set[i].k == v.Set[i-1].k {
-					return applyReq{}, false // never written by AppendWire; go-msgpack decides what a repeated key means
-				}
-			}
+		// AppendWire writes names in order; an older sender did not. A
+		// repeated name is never written by AppendWire: go-msgpack
+		// decides what it means.
+		if !sorted && !v.Set.sort() {
+			return applyReq{}, false
 		}
 	}
 	v.Del = readStrings(d)

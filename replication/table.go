@@ -429,8 +429,20 @@ func attrsOf(m map[string][]byte) attrs {
 	for k, v := range m {
 		a = append(a, attr{k, v})
 	}
-	slices.SortFunc(a, func(x, y attr) int { return strings.Compare(x.k, y.k) })
+	a.sort()
 	return a
+}
+
+// sort puts a in order by name, in place, and reports whether every name
+// is there once.
+func (a attrs) sort() (unique bool) {
+	slices.SortFunc(a, func(x, y attr) int { return strings.Compare(x.k, y.k) })
+	for i := 1; i < len(a); i++ {
+		if a[i].k == a[i-1].k {
+			return false
+		}
+	}
+	return true
 }
 
 // CodecEncodeSelf writes a as the map[string][]byte that a change set
