@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"runtime"
+	"sync"
 	"testing"
 	"time"
 
@@ -242,4 +243,53 @@ func BenchmarkSweep(b *testing.B) {
 		clear(buf)
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/sessions, "ns/session")
+}
+
+// BenchmarkHeldSessions: what the sessions a pair of nodes holds cost
+// while nobody uses them: 100,000 sessions with one small attribute (a
+// counter, as the HTTP benchmark's), each a primary on one node and a
+// secondary copy on the other, both in this process. It reports the heap
+// they keep (B/session, both copies) and times one full collection
+// (ns/op), which Go's collector repeats every time the program allocates
+// as much again as it holds.
+//
+//	go test -run '^$' -bench HeldSessions -benchmem -count 6 ./replication/
+func BenchmarkHeldSessions(b *testing.B) {
+	const sessions, clients = 100_000, 64
+	c := startSessions(b, 2, nil)
+	var before runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	for g := range clients {
+		n := c.nodes[g%2]
+		wg.Go(func() {
+			for range sessions / clients {
+				h, err := n.s.Create(ctx)
+				if err == nil {
+					err = SetValue(h, "count", int64(1))
+				}
+				if err == nil {
+					err = n.s.Save(ctx, h)
+				}
+				if err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	held := (sessions / clients) * clients
+	s0, s1 := c.nodes[0].s.Stats(), c.nodes[1].s.Stats()
+	require.Equal(b, held, s0.Primaries+s1.Primaries)
+	require.Equal(b, held, s0.Secondaries+s1.Secondaries)
+	var after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	for b.Loop() {
+		runtime.GC()
+	}
+	b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/float64(held), "B/session")
 }

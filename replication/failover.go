@@ -92,7 +92,7 @@ func (s *Sessions) promote(e *entry, oldPrimary string, failed bool) {
 	if st.role != roleSecondary || st.primary != oldPrimary {
 		return
 	}
-	if st.pending || st.provisional {
+	if st.pending() || st.provisional {
 		// Maybe not the copy the primary counted on: it may have put
 		// another secondary in place, which promotes. A request for the
 		// session asks every node before this copy is promoted (acquire).

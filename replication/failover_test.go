@@ -749,7 +749,7 @@ func startKeptCopy(t *testing.T) keptCopy {
 	k.taker = k.c.nodes[k.others[0]]
 	r := k.p.s.takeOne(testCtx(t), k.taker.c.Name(), &takeReq{From: k.taker.c.Name(), Inc: k.taker.s.inc, Key: k.key})
 	require.Equal(t, stOK, r.St)
-	require.True(t, k.h.e.state().pending)
+	require.NotNil(t, k.h.e.state().kept, "a kept copy")
 	return k
 }
 
@@ -855,7 +855,7 @@ func TestInstallRefusesAnOlderKeptCopy(t *testing.T) {
 	r := p.s.takeOne(testCtx(t), c.nodes[1].c.Name(), &takeReq{From: c.nodes[1].c.Name(), Inc: c.nodes[1].s.inc, Key: key})
 	require.Equal(t, stOK, r.St)
 	seen := h0.e.state()
-	require.True(t, seen.pending)
+	require.NotNil(t, seen.kept, "a kept copy")
 	require.Greater(t, seen.standing().epoch, uint64(1))
 
 	// Node 2 offers a copy kept from before p's lineage, at a later epoch.

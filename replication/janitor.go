@@ -157,9 +157,7 @@ func inChunks[T any](list []T, fn func([]T)) {
 
 // expire drops an idle primary copy and tells its secondary.
 func (s *Sessions) expire(e *entry, st state) {
-	select {
-	case e.wl <- struct{}{}: // busy sessions are not idle; try next tick
-	default:
+	if !e.tryLock() { // busy sessions are not idle; try next tick
 		return
 	}
 	defer e.unlock()
@@ -199,7 +197,7 @@ func (s *Sessions) confirmWith(name string, list []*entry) {
 			s.backed(e, st.epoch, name)
 			continue
 		case stUnknown:
-			if st.primaryInc != r.I || st.pending {
+			if st.primaryInc != r.I || st.pending() {
 				// Made by an earlier incarnation, or kept for a new
 				// primary that never installed it: ours may be the only
 				// copy left; a request with an old route finds it.

@@ -83,7 +83,7 @@ func TestConfirmSaysStaleOnlyForANewerCopy(t *testing.T) {
 	require.NotEqual(t, stStale, with(func(st *state) {
 		// A copy kept for a handover at a later epoch, from the lineage
 		// of the asker's copy.
-		st.role, st.pending, st.handedFrom = roleSecondary, true, st.rank()
+		st.role, st.kept = roleSecondary, &handover{handedFrom: st.rank()}
 		st.epoch++
 	}), "a kept copy that weighs what the asker's does")
 	require.NotEqual(t, stStale, with(func(st *state) { st.role, st.epoch = roleSecondary, epoch-1 }), "an older copy")

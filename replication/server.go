@@ -479,7 +479,7 @@ func (s *Sessions) applyLocked(e *entry, req *applyReq) (status, bool, uint64) {
 		}
 		next.version = req.Version
 	}
-	next.pending, next.handedFrom, next.oldSecondary = false, rank{}, ""
+	next.kept = nil
 	if !s.publish(e, next) {
 		return 0, false, g
 	}
@@ -519,8 +519,8 @@ func (s *Sessions) verifyOne(ctx context.Context, req *verifyReq) (status, uint6
 	case st.role == roleSecondary && st.primary == req.From && st.epoch == req.Epoch:
 		e.last.Store(s.now())
 		e.confirmed.Store(s.now())
-		if st.pending || st.provisional {
-			st.pending, st.handedFrom, st.oldSecondary, st.provisional = false, rank{}, "", false
+		if st.pending() || st.provisional {
+			st.kept, st.provisional = nil, false
 			s.publish(e, st)
 		}
 		return stOK, g
@@ -650,7 +650,7 @@ func (s *Sessions) takeOne(ctx context.Context, from string, req *takeReq) takeR
 		// Being installed: its copy is about to change.
 		return takeReply{St: stBusy}
 	}
-	if relayed && st.role == roleSecondary && st.pending && st.primary == req.From {
+	if relayed && st.role == roleSecondary && st.pending() && st.primary == req.From {
 		// We hold the copy we handed to the asker, which never installed
 		// it: that is the session, and the asker is to take it from us.
 		// (The relaying node's copy is older than ours; it may drop it.)
@@ -677,7 +677,7 @@ func (s *Sessions) takeOne(ctx context.Context, from string, req *takeReq) takeR
 		return s.handOver(ctx, e, st, req.From, req.Inc, false)
 	case roleSecondary:
 		p := st.primary
-		if p == req.From && req.Inc == st.primaryInc && !st.pending {
+		if p == req.From && req.Inc == st.primaryInc && !st.pending() {
 			// Our primary asks for its own session back, so it holds no
 			// newer copy: it handed the session on, or found a newer
 			// copy elsewhere. Ours is an orphan of that lineage, and
@@ -761,7 +761,7 @@ func (s *Sessions) settleUnconfirmed(key string) {
 // primary restarted since it made ours (another incarnation), or ours is
 // the copy kept for a new primary that never installed it (pending).
 func neverInstalled(st state, r *takeReply) bool {
-	return r.Inc != st.primaryInc || st.pending
+	return r.Inc != st.primaryInc || st.pending()
 }
 
 // handOver gives e's state to newPrimary and keeps e as a pending
@@ -803,11 +803,11 @@ func (s *Sessions) handOver(ctx context.Context, e *entry, seen state, newPrimar
 	switch {
 	case want == rolePrimary:
 		out.Secondary = st.secondary
-	case st.pending:
+	case st.pending():
 		// A copy we kept for a new primary that never installed it: the
 		// old lineage's secondary may have promoted its copy since, so
 		// the taker must reach it (see install), as from a primary.
-		out.Secondary = st.oldSecondary
+		out.Secondary = st.kept.oldSecondary
 	}
 	if contest {
 		out.Contested = withName(out.Contested, oldPrimary)
@@ -819,11 +819,11 @@ func (s *Sessions) handOver(ctx context.Context, e *entry, seen state, newPrimar
 	next.role = roleSecondary
 	next.primary = newPrimary
 	next.primaryInc = newInc
-	next.pending = true
-	if !st.pending {
-		next.handedFrom = st.rank() // a kept copy handed over again keeps it
+	kept := handover{handedFrom: st.rank(), oldSecondary: out.Secondary}
+	if st.kept != nil {
+		kept.handedFrom = st.kept.handedFrom // a kept copy handed over again keeps it
 	}
-	next.oldSecondary = out.Secondary
+	next.kept = &kept
 	next.secondary = ""
 	next.epoch = out.Epoch
 	next.members = out.Members

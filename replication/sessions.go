@@ -33,8 +33,9 @@ import (
 //     then a Session handle's cmu, held across the Save that creates
 //     its session and across RenewID; then its mu, held while it
 //     resolves node ids (pmu).
-//  2. An entry's wl, the session's write lock (table.go): it serializes
-//     everything that changes one session.
+//  2. An entry's write lock (lock and unlock in table.go): it
+//     serializes everything that changes one session. Its bookkeeping
+//     takes the entry's mu for a moment, like any reader of the state.
 //  3. async: the tables of group-commit and async queues; held while
 //     taking mu to start a queue's goroutine.
 //  4. At most one of: mu (the table of entries), pmu (the peers), an
@@ -42,11 +43,11 @@ import (
 //     to read or replace what it guards: never across I/O, a wait, or a
 //     call into membership.
 //
-// wl is the one lock held across calls to peers, so that one session's
-// changes reach its secondary one at a time and in version order, and
-// so that what an answer decides (the new version, the new route, a
-// stale copy dropped) applies to the state that was sent. Save (an
-// apply, a full copy after a gap), the lease check (check: a verify,
+// The write lock is the one lock held across calls to peers, so that one
+// session's changes reach its secondary one at a time and in version
+// order, and so that what an answer decides (the new version, the new
+// route, a stale copy dropped) applies to the state that was sent. Save
+// (an apply, a full copy after a gap), the lease check (check: a verify,
 // resolves), a takeover (install, promoteLocal), the failover (promote,
 // rehome: up to maxPlacementTries candidates) and, serving a peer's
 // take, check and handOver hold it across their calls; before taking a
@@ -55,11 +56,11 @@ import (
 // LeaseTerm). The caller's ctx bounds it, or CallTimeout when the caller
 // gave no deadline, for background work and for a peer's request; in
 // ModeAsync a Save also holds it while the queue to its secondary is
-// full, within its ctx. Two nodes may each hold a session's wl while
-// calling the other (two takeovers racing): so a peer's request waits
-// for wl at most handlerWait (LeaseTerm/2) and then answers busy, and
-// one served on the transport's reader goroutine (TryHandleCall) only
-// tries it.
+// full, within its ctx. Two nodes may each hold a session's write lock
+// while calling the other (two takeovers racing): so a peer's request
+// waits for it at most handlerWait (LeaseTerm/2) and then answers busy,
+// and one served on the transport's reader goroutine (TryHandleCall)
+// only tries it.
 
 // Sessions is this node's share of the cluster's replicated sessions: the
 // sessions it serves as primary and the copies it keeps as secondary for

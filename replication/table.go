@@ -25,14 +25,19 @@ const (
 
 // entry is one session held by this node, as primary or secondary.
 //
-// Locks: wl serializes everything that changes the session (saves,
-// applies, route changes, hand-overs) and may be held across network
-// calls; it is a channel so that waiting for it honours a context. mu
-// guards st and is held only to copy or replace it. Never take wl while
-// holding mu.
+// Locks: the write lock (lock, unlock) serializes everything that
+// changes the session (saves, applies, route changes, hand-overs) and
+// may be held across network calls; waiting for it honours a context.
+// mu guards st and the write lock's own fields and is held only to copy
+// or replace them. Never take the write lock while holding mu.
+//
+// A node holds an entry for every session it is primary or secondary
+// of, hundreds of thousands on a busy server, so the entry is kept to
+// one allocation: the write lock needs no channel until two callers
+// want it at once, and the fields of a copy kept across a hand-over
+// live behind a pointer (kept).
 type entry struct {
 	key  string
-	wl   chan struct{}
 	last atomic.Int64 // last access, nanoseconds since Sessions.start
 	used atomic.Bool  // accessed since the last touch sent to the secondary
 	// moving is set while a failover job for the entry is scheduled, so
@@ -42,18 +47,34 @@ type entry struct {
 	// is current (nanoseconds since Sessions.start).
 	confirmed atomic.Int64
 
-	mu   sync.Mutex
-	st   state
-	dead bool // dropped: out of the table for good
+	mu      sync.Mutex
+	held    bool    // the write lock is taken
+	dead    bool    // dropped: out of the table for good
+	waiters *waiter // callers waiting for the write lock, first to come first
+	st      state
 }
 
-// state is an entry's replicated state. Its maps and slices are never
-// modified once published: changes build new ones.
+// waiter is a caller waiting for an entry's write lock; unlock hands the
+// lock over by sending on ch (buffered: unlock never blocks).
+type waiter struct {
+	ch   chan struct{}
+	next *waiter
+}
+
+// state is an entry's replicated state. Its slices and what kept points
+// to are never modified once published: changes build new ones.
 type state struct {
-	role    role
-	epoch   uint64
-	members int
-	version uint64
+	role role
+	// provisional marks a secondary copy made by a full copy whose
+	// primary has not since shown that it counts this node as its
+	// secondary (an incremental change, a verify, or a confirm). The
+	// primary may never have had the answer: it then chose another
+	// secondary, and this copy is an orphan that must not be promoted
+	// beside that secondary's (see promote and acquire).
+	provisional bool
+	epoch       uint64
+	members     int
+	version     uint64
 	// sent is the highest version this primary ever sent to a secondary,
 	// acknowledged or not: a change whose call failed may have been
 	// applied there, so its version is never reused for another change.
@@ -62,33 +83,34 @@ type state struct {
 	size       int
 	primary    string // node name of the primary (this node when rolePrimary)
 	primaryInc uint64 // secondary only: the incarnation of the primary that sent the copy, 0 if unknown
-	// pending marks a copy kept by a node that handed the session over,
-	// until the new primary confirms it: if the new primary never
-	// installed the session, this copy is the session, not an orphan.
-	pending bool
-	// handedFrom and oldSecondary, with pending, describe the copy this
-	// one was before it was first handed over: its rank and its
-	// secondary. If the new primary never installed the session, the
-	// old secondary still backs that lineage and may have promoted its
-	// copy (failover saw this node fail meanwhile), so whoever takes this
-	// copy over makes it its secondary or knows it down; and against
-	// other lineages this copy weighs what it did before (see standing).
-	handedFrom   rank
-	oldSecondary string
-	// provisional marks a secondary copy made by a full copy whose
-	// primary has not since shown that it counts this node as its
-	// secondary (an incremental change, a verify, or a confirm). The
-	// primary may never have had the answer: it then chose another
-	// secondary, and this copy is an orphan that must not be promoted
-	// beside that secondary's (see promote and acquire).
-	provisional bool
-	secondary   string   // primary only: node name of the secondary, "" for none
-	contested   []string // nodes that may hold a diverged copy; see resolve
+	// kept marks a copy kept by a node that handed the session over,
+	// until the new primary confirms it (nil otherwise): if the new
+	// primary never installed the session, this copy is the session, not
+	// an orphan.
+	kept      *handover
+	secondary string   // primary only: node name of the secondary, "" for none
+	contested []string // nodes that may hold a diverged copy; see resolve
 	// verifiedGen is the lease generation of the secondary when it last
 	// confirmed this copy; a different current generation means the
 	// secondary took over some of our sessions, maybe this one.
 	verifiedGen uint64
 }
+
+// handover describes what a kept copy (state.kept) was before it was
+// first handed over: its rank and its secondary. If the new primary
+// never installed the session, the old secondary still backs that
+// lineage and may have promoted its copy (failover saw this node fail
+// meanwhile), so whoever takes this copy over makes it its secondary or
+// knows it down; and against other lineages this copy weighs what it did
+// before (see standing). Never modified once published.
+type handover struct {
+	handedFrom   rank
+	oldSecondary string
+}
+
+// pending reports whether st is a copy kept for a new primary that has
+// not confirmed it.
+func (st *state) pending() bool { return st.kept != nil }
 
 func (st *state) rank() rank { return rank{st.epoch, st.members, st.primary} }
 
@@ -113,8 +135,8 @@ func (s *Sessions) backed(e *entry, epoch uint64, primary string) {
 // copy handed over again and again, each time at the next epoch, would
 // otherwise outrank that lineage and the writes acknowledged on it.
 func (st *state) standing() rank {
-	if st.pending && st.role == roleSecondary {
-		return st.handedFrom
+	if st.kept != nil && st.role == roleSecondary {
+		return st.kept.handedFrom
 	}
 	return st.rank()
 }
@@ -124,7 +146,7 @@ func (st *state) standing() rank {
 func (st *state) outranks(theirs rank) bool { return st.standing().cmp(theirs) > 0 }
 
 func newEntry(key string, now int64) *entry {
-	e := &entry{key: key, wl: make(chan struct{}, 1)}
+	e := &entry{key: key}
 	e.last.Store(now)
 	e.confirmed.Store(now)
 	return e
@@ -132,16 +154,15 @@ func newEntry(key string, now int64) *entry {
 
 // lock takes the write lock, or fails when ctx ends first.
 func (e *entry) lock(ctx context.Context) error {
-	select {
-	case e.wl <- struct{}{}:
+	w := e.tryLockOrWait()
+	if w == nil {
 		return nil
-	default:
 	}
 	select {
-	case e.wl <- struct{}{}:
+	case <-w.ch:
 		return nil
 	case <-ctx.Done():
-		return context.Cause(ctx)
+		return e.giveUp(w, context.Cause(ctx))
 	}
 }
 
@@ -149,34 +170,79 @@ func (e *entry) lock(ctx context.Context) error {
 // each holding a session's lock while calling the other (two takeovers
 // racing) fail fast with a busy answer instead of waiting each other out.
 func (e *entry) lockWithin(ctx context.Context, d time.Duration) error {
-	select {
-	case e.wl <- struct{}{}:
+	w := e.tryLockOrWait()
+	if w == nil {
 		return nil
-	default:
 	}
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
-	case e.wl <- struct{}{}:
+	case <-w.ch:
 		return nil
 	case <-t.C:
-		return errBusy
+		return e.giveUp(w, errBusy)
 	case <-ctx.Done():
-		return context.Cause(ctx)
+		return e.giveUp(w, context.Cause(ctx))
 	}
+}
+
+// tryLockOrWait takes the write lock if it is free (nil), or queues a
+// waiter that unlock will hand it to.
+func (e *entry) tryLockOrWait() *waiter {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if !e.held {
+		e.held = true
+		return nil
+	}
+	w := &waiter{ch: make(chan struct{}, 1)}
+	p := &e.waiters
+	for *p != nil {
+		p = &(*p).next
+	}
+	*p = w
+	return w
+}
+
+// giveUp takes w out of the queue and returns err; if unlock handed w the
+// lock meanwhile, it passes the lock on instead.
+func (e *entry) giveUp(w *waiter, err error) error {
+	e.mu.Lock()
+	for p := &e.waiters; *p != nil; p = &(*p).next {
+		if *p == w {
+			*p = w.next
+			e.mu.Unlock()
+			return err
+		}
+	}
+	e.mu.Unlock()
+	<-w.ch
+	e.unlock()
+	return err
 }
 
 // tryLock takes the write lock if it is free.
 func (e *entry) tryLock() bool {
-	select {
-	case e.wl <- struct{}{}:
-		return true
-	default:
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.held {
 		return false
 	}
+	e.held = true
+	return true
 }
 
-func (e *entry) unlock() { <-e.wl }
+// unlock releases the write lock, to the first waiter if there is one.
+func (e *entry) unlock() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if w := e.waiters; w != nil {
+		e.waiters = w.next
+		w.ch <- struct{}{}
+		return
+	}
+	e.held = false
+}
 
 func (e *entry) state() state {
 	e.mu.Lock()

@@ -1,11 +1,15 @@
 package replication
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"math/rand/v2"
 	"slices"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 )
@@ -47,4 +51,103 @@ func TestAttrsWith(t *testing.T) {
 	}
 	_, ok := a.get("missing")
 	require.False(t, ok)
+}
+
+// queued counts the callers waiting for e's write lock.
+func (e *entry) queued() int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	n := 0
+	for w := e.waiters; w != nil; w = w.next {
+		n++
+	}
+	return n
+}
+
+// The write-lock tests are about the lock's logic; no network is involved.
+
+func TestWriteLockHandsOverInOrder(t *testing.T) {
+	e := newEntry("k", 0)
+	require.NoError(t, e.lock(context.Background()))
+	require.False(t, e.tryLock(), "held")
+	got := make(chan int, 3)
+	for i := range 3 {
+		go func() {
+			if e.lock(context.Background()) == nil {
+				got <- i
+			}
+		}()
+		require.Eventually(t, func() bool { return e.queued() == i+1 }, 5*time.Second, time.Millisecond)
+	}
+	for want := range 3 {
+		e.unlock()
+		select {
+		case i := <-got:
+			require.Equal(t, want, i, "waiters get the lock in the order they came")
+		case <-time.After(5 * time.Second):
+			t.Fatal("no waiter got the lock")
+		}
+	}
+	e.unlock()
+	require.True(t, e.tryLock(), "free after the last unlock")
+	e.unlock()
+}
+
+func TestWriteLockGivesUp(t *testing.T) {
+	e := newEntry("k", 0)
+	require.True(t, e.tryLock())
+	ctx, cancel := context.WithCancelCause(context.Background())
+	cause := errors.New("caller gone")
+	done := make(chan error, 1)
+	go func() { done <- e.lock(ctx) }()
+	require.Eventually(t, func() bool { return e.queued() == 1 }, 5*time.Second, time.Millisecond)
+	cancel(cause)
+	require.ErrorIs(t, <-done, cause)
+	require.Zero(t, e.queued(), "a waiter that gave up leaves the queue")
+
+	require.ErrorIs(t, e.lockWithin(context.Background(), time.Millisecond), errBusy)
+	require.Zero(t, e.queued())
+	e.unlock()
+	require.True(t, e.tryLock(), "free: nobody was handed the lock")
+	e.unlock()
+}
+
+// TestWriteLockExcludes races lockers that give up against unlocks that
+// hand the lock over: every holder is alone (the race detector watches
+// the counter) and the lock ends free.
+func TestWriteLockExcludes(t *testing.T) {
+	e := newEntry("k", 0)
+	var (
+		wg      sync.WaitGroup
+		mu      sync.Mutex
+		holders int
+		counter int
+	)
+	for g := range 8 {
+		wg.Go(func() {
+			for i := range 300 {
+				ctx, cancel := context.WithTimeout(context.Background(), time.Duration(i%3)*time.Microsecond*50)
+				var err error
+				if g%2 == 0 {
+					err = e.lock(ctx)
+				} else {
+					err = e.lockWithin(ctx, time.Duration(i%4)*20*time.Microsecond)
+				}
+				cancel()
+				if err != nil {
+					continue
+				}
+				counter++ // guarded by the write lock alone
+				mu.Lock()
+				holders++
+				mu.Unlock()
+				e.unlock()
+			}
+		})
+	}
+	wg.Wait()
+	require.Equal(t, holders, counter)
+	require.Positive(t, counter)
+	require.Zero(t, e.queued())
+	require.True(t, e.tryLock(), "free at the end")
 }

@@ -359,7 +359,7 @@ func (s *Sessions) promoteLocal(ctx context.Context, e *entry, oldPrimary string
 // unconfirmed reports whether st, a secondary copy, may not be the copy
 // its primary counts on: one kept for a handover (pending), or one whose
 // full copy the primary may never have had the answer to (provisional).
-func unconfirmed(st state) bool { return st.pending || st.provisional }
+func unconfirmed(st state) bool { return st.pending() || st.provisional }
 
 // only reports whether names holds nothing but name.
 func only(names []string, name string) bool {
