@@ -76,6 +76,7 @@ type Cluster struct {
 	conflict atomic.Pointer[error] // set by the merge delegate on a name clash
 	// leaveAcks is set while Leave waits for acknowledgements.
 	leaveAcks atomic.Pointer[chan string]
+	suspects  atomic.Pointer[suspectView] // Suspects' last answer
 
 	// Lock order: mu, then a Subscription's mu. Nothing calls memberlist
 	// or user code while holding mu.
@@ -274,14 +275,33 @@ func (c *Cluster) Members() []Member {
 // state in its own record), and it exposes suspicion nowhere else. So
 // the layers that count suspects as lost count them as live until they
 // are declared failed (RELIABILITY.md, "What is still wrong").
+//
+// The answer may be up to suspectsTTL old: replication asks on every
+// write, and memberlist answers by copying its whole member list under
+// the lock its gossip takes, while a suspicion lasts seconds.
 func (c *Cluster) Suspects() []string {
-	var out []string
+	if v := c.suspects.Load(); v != nil && time.Since(v.at) < suspectsTTL {
+		return slices.Clone(v.names)
+	}
+	var names []string
 	for _, n := range c.ml.Members() {
 		if n.State == memberlist.StateSuspect && n.Name != c.name {
-			out = append(out, n.Name)
+			names = append(names, n.Name)
 		}
 	}
-	return out
+	c.suspects.Store(&suspectView{at: time.Now(), names: names})
+	return slices.Clone(names)
+}
+
+// suspectsTTL is how long Suspects reuses an answer: far below the
+// shortest suspicion memberlist allows (SuspicionMult probe intervals).
+const suspectsTTL = 50 * time.Millisecond
+
+// suspectView is an answer of Suspects and when memberlist gave it;
+// never modified once stored.
+type suspectView struct {
+	at    time.Time
+	names []string
 }
 
 // LastFailure returns when this node last saw a member fail (zero if
