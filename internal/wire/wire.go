@@ -82,6 +82,9 @@ func Append(b []byte, v any) ([]byte, error) {
 	if a, ok := v.(Appender); ok {
 		return a.AppendWire(b), nil
 	}
+	if out, ok := appendScalar(b, v); ok {
+		return out, nil
+	}
 	// The encoder writes from the start of the slice it is given: give it
 	// b's spare capacity, so that when v fits, out already sits in place
 	// after b and the append below copies it onto itself.
@@ -104,6 +107,9 @@ func Append(b []byte, v any) ([]byte, error) {
 // slices and strings are copies.
 func Unmarshal(b []byte, v any) error {
 	if d, ok := v.(FastDecoder); ok && d.DecodeWire(b) {
+		return nil
+	}
+	if decodeScalar(b, v) {
 		return nil
 	}
 	if b == nil {

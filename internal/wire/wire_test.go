@@ -1,7 +1,11 @@
 package wire
 
 import (
+	"math"
+	"strings"
 	"testing"
+
+	"github.com/hashicorp/go-msgpack/v2/codec"
 
 	"github.com/stretchr/testify/require"
 )
@@ -192,6 +196,103 @@ func TestReaderArrayLenOf(t *testing.T) {
 		require.Equal(t, c.ok, r.OK(), "% x", c.b)
 		if !c.ok {
 			require.Zero(t, r.ArrayLen(), "a failure sticks")
+		}
+	}
+}
+
+// reflective encodes v with go-msgpack, as Append does for a value
+// without a fast path.
+func reflective(t *testing.T, v any) []byte {
+	var out []byte
+	require.NoError(t, codec.NewEncoderBytes(&out, handle).Encode(v))
+	return out
+}
+
+// TestScalarsAsGoMsgpack checks the scalar fast paths against go-msgpack:
+// the same bytes out, the same values back, and anything they decline
+// (other kinds, values that do not fit, trailing bytes) still decoded or
+// refused by go-msgpack.
+func TestScalarsAsGoMsgpack(t *testing.T) {
+	ints := []int64{0, 1, 31, 127, 128, 255, 256, 32767, 32768, 65535, 65536, 1<<31 - 1, 1 << 31, 1<<32 - 1, 1 << 32, math.MaxInt64,
+		-1, -32, -33, -128, -129, -32768, -32769, -1 << 31, -1<<31 - 1, math.MinInt64}
+	for _, i := range ints {
+		for _, v := range []any{i, int(i), int32(i), int16(i), int8(i), uint64(i), uint(i), uint32(i), uint16(i), uint8(i)} {
+			got, err := Marshal(v)
+			require.NoError(t, err)
+			require.Equal(t, reflective(t, v), got, "%T %v", v, v)
+		}
+		b, err := Marshal(i)
+		require.NoError(t, err)
+		var (
+			x64 int64
+			x   int
+		)
+		require.NoError(t, Unmarshal(b, &x64))
+		require.NoError(t, Unmarshal(b, &x))
+		require.Equal(t, i, x64)
+		require.Equal(t, int(i), x)
+		var u, ru uint64
+		uerr := Unmarshal(b, &u)
+		rerr := codec.NewDecoderBytes(b, handle).Decode(&ru)
+		require.Equal(t, rerr == nil, uerr == nil, "uint64 from %d: %v / %v", i, uerr, rerr)
+		require.Equal(t, ru, u, "uint64 from %d", i)
+	}
+	big, err := Marshal(uint64(math.MaxUint64))
+	require.NoError(t, err)
+	var u uint64
+	require.NoError(t, Unmarshal(big, &u))
+	require.Equal(t, uint64(math.MaxUint64), u)
+	var i64, want64 int64
+	err = Unmarshal(big, &i64)
+	werr := codec.NewDecoderBytes(big, handle).Decode(&want64)
+	require.Equal(t, werr == nil, err == nil, "does not fit an int64: as go-msgpack decides")
+	require.Equal(t, want64, i64)
+
+	for _, s := range []string{"", "a", strings.Repeat("x", 31), strings.Repeat("x", 32), strings.Repeat("x", 255), strings.Repeat("x", 256), strings.Repeat("x", 70000)} {
+		b, err := Marshal(s)
+		require.NoError(t, err)
+		require.Equal(t, reflective(t, s), b, "string of %d", len(s))
+		var out string
+		require.NoError(t, Unmarshal(b, &out))
+		require.Equal(t, s, out)
+	}
+	for _, v := range []bool{false, true} {
+		b, err := Marshal(v)
+		require.NoError(t, err)
+		require.Equal(t, reflective(t, v), b)
+		var out bool
+		require.NoError(t, Unmarshal(b, &out))
+		require.Equal(t, v, out)
+	}
+
+	// Declined by the fast path, decided by go-msgpack.
+	f, err := Marshal(2.5)
+	require.NoError(t, err)
+	var fromFloat, want int64
+	ferr := Unmarshal(f, &fromFloat)
+	werr = codec.NewDecoderBytes(f, handle).Decode(&want)
+	require.Equal(t, werr == nil, ferr == nil)
+	require.Equal(t, want, fromFloat)
+	var fromNil int64 = 7
+	require.NoError(t, Unmarshal([]byte{0xc0}, &fromNil), "nil, as go-msgpack decodes it")
+	require.Error(t, Unmarshal([]byte{0xcd, 0x01}, &i64), "truncated")
+	var str string
+	require.NoError(t, Unmarshal(append(reflective(t, "ab"), 0x01), &str), "trailing bytes: go-msgpack reads the first value")
+	require.Equal(t, "ab", str)
+}
+
+// BenchmarkScalar: an int64 attribute's round trip (replication.SetValue
+// and GetValue).
+func BenchmarkScalar(b *testing.B) {
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		p, err := Marshal(int64(i))
+		if err != nil {
+			b.Fatal(err)
+		}
+		var v int64
+		if err := Unmarshal(p, &v); err != nil || v != int64(i) {
+			b.Fatal(v, err)
 		}
 	}
 }
