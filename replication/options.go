@@ -139,11 +139,11 @@ type Options struct {
 	// Retry-After). Sessions taken over from other nodes (Get, failover)
 	// are never refused, so a node may serve more after a failover;
 	// secondary copies are bounded by the other nodes' MaxSessions. A
-	// session costs about 0.5 KiB on its primary and as much on its
-	// secondary (measured by TestMiddlewareMaxSessions), plus its
-	// attributes: 100,000 sessions of 1 KiB take about 150 MiB on their
-	// primary. Default 100,000 (DefaultMaxSessions); negative means no
-	// bound.
+	// session costs about 350 bytes on its primary and as much on its
+	// secondary (BenchmarkHeldSessions, TestMiddlewareMaxSessions), plus
+	// its attributes: 100,000 sessions of 1 KiB take about 130 MiB on
+	// their primary. Default 100,000 (DefaultMaxSessions); negative means
+	// no bound.
 	MaxSessions int
 
 	// Insecure lets Sessions run over a cluster whose members have no
