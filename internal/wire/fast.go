@@ -62,37 +62,27 @@ func decodeScalar(b []byte, v any) bool {
 	r := NewReader(b)
 	switch p := v.(type) {
 	case *int64:
-		x := r.Int()
-		if r.Done() {
-			*p = x
-			return true
-		}
+		return store(&r, p, r.Int())
 	case *int:
 		x := r.Int()
-		if r.Done() && int64(int(x)) == x {
-			*p = int(x)
-			return true
-		}
+		return int64(int(x)) == x && store(&r, p, int(x))
 	case *uint64:
-		x := r.Uint(math.MaxUint64)
-		if r.Done() {
-			*p = x
-			return true
-		}
+		return store(&r, p, r.Uint(math.MaxUint64))
 	case *bool:
-		x := r.Bool()
-		if r.Done() {
-			*p = x
-			return true
-		}
+		return store(&r, p, r.Bool())
 	case *string:
-		x := r.str()
-		if r.Done() {
-			*p = string(x)
-			return true
-		}
+		return store(&r, p, string(r.str()))
 	}
 	return false
+}
+
+// store sets *p to x, just read from r, if r read it whole and cleanly.
+func store[T any](r *Reader, p *T, x T) bool {
+	if !r.Done() {
+		return false
+	}
+	*p = x
+	return true
 }
 
 // AppendArrayHeader appends the header of an array of n elements.
