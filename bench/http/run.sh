@@ -196,6 +196,21 @@ cpu_now() {
     echo -n "$name=$(awk '{ print ($14 + $15) * 10 }' "/proc/$p/stat") "
   done
 }
+# switches_now VARIANT: "switches=N syscalls=N" of the variant's processes
+# so far: context switches of all their threads (voluntary and not,
+# /proc/PID/task/*/status) and read and write system calls (/proc/PID/io).
+# On a virtual machine a switch costs more than most of a request's work,
+# and a replicated request makes more of them: this shows how many.
+switches_now() {
+  local item p sw=0 rw=0
+  local IFS=,
+  for item in ${CPU[$1]}; do
+    p=${PID[${item#*:@}]}
+    sw=$((sw + $(cat /proc/"$p"/task/*/status 2>/dev/null | awk '/ctxt_switches/ { n += $2 } END { print n + 0 }')))
+    rw=$((rw + $(awk '/^sysc[rw]:/ { n += $2 } END { print n + 0 }' "/proc/$p/io")))
+  done
+  echo "switches=$sw syscalls=$rw"
+}
 # children_ms: CPU of this shell's finished children (wrk), in ms, as
 # the last "times >$work/times" in this shell (not a subshell) saw it.
 children_ms() {
@@ -226,7 +241,7 @@ run_wrk() {
 measure() {
   local line before after k v
   declare -A c0=()
-  for kv in $(cpu_now "$3"); do c0[${kv%%=*}]=${kv#*=}; done
+  for kv in $(cpu_now "$3") $(switches_now "$3"); do c0[${kv%%=*}]=${kv#*=}; done
   local l0
   times >"$work/times"
   l0=$(children_ms)
@@ -241,6 +256,10 @@ measure() {
   for kv in $(cpu_now "$3"); do
     k=${kv%%=*} v=${kv#*=}
     line="$line cpu_${k}_ms=$(awk -v a="$v" -v b="${c0[$k]}" 'BEGIN { printf "%.0f", a - b }')"
+  done
+  for kv in $(switches_now "$3"); do
+    k=${kv%%=*} v=${kv#*=}
+    line="$line $k=$((v - c0[$k]))"
   done
   echo "round=$1 workload=$2 variant=$3 $line" | tee -a "$OUT"
 }
@@ -324,6 +343,7 @@ awk -v rounds="$ROUNDS" '
     rate[k] = f["rate"]; fails[k] = f["fail"]; seen[f["variant"]] = 1
     srv = 0; for (x in f) if (x ~ /^cpu_/ && x != "cpu_load_ms") srv += f[x]
     cpu[k] = f["ok"] > 0 ? sprintf("%.0f/%.0f", srv * 1000 / f["ok"], f["cpu_load_ms"] * 1000 / f["ok"]) : "-"
+    sw[k] = f["ok"] > 0 && f["switches"] != "" ? sprintf("%.1f/%.1f", f["switches"] / f["ok"], f["syscalls"] / f["ok"]) : "-"
   }
   / workload=failover / { kv($0); fo[f["idempotency"]] = fo[f["idempotency"]] sprintf("\n    round %s: first %s ms, all %s ms, %s affected sessions, %s failed requests, %s lost and %s doubled updates, slowest request %s ms",
     f["round"], f["gap_first_ms"], f["gap_all_ms"], f["affected"], f["fail_after"], f["lost"], f["dup"], f["max_latency_ms"]) }
@@ -332,12 +352,12 @@ awk -v rounds="$ROUNDS" '
     nr = split("troupe/memory troupe-direct/memory-direct troupe/scs troupe/tomcat troupe-direct/tomcat troupe/troupe-direct memory/memory-direct", rs, " ")
     for (wi = 1; wi <= 2; wi++) {
       w = wi == 1 ? "update" : "create"
-      printf "\n%s: requests/s by round (median) | failed requests | CPU µs per request, servers (proxy, workers, Redis) / load generator\n", w
+      printf "\n%s: requests/s by round (median) | failed requests | CPU µs per request, servers (proxy, workers, Redis) / load generator | per request, the servers%s context switches / read and write calls\n", w, "\047"
       for (vi = 1; vi <= nv; vi++) {
         v = vs[vi]; if (!(v in seen)) continue
-        l = ""; e = ""; c = ""
-        for (r = 1; r <= rounds; r++) { k = r SUBSEP w SUBSEP v; l = l " " rate[k]; e = e " " fails[k]; c = c " " cpu[k] }
-        printf "  %-14s %s (median %s) | fail%s | cpu%s\n", v, l, med(l), e, c
+        l = ""; e = ""; c = ""; q = ""
+        for (r = 1; r <= rounds; r++) { k = r SUBSEP w SUBSEP v; l = l " " rate[k]; e = e " " fails[k]; c = c " " cpu[k]; q = q " " sw[k] }
+        printf "  %-14s %s (median %s) | fail%s | cpu%s | switches%s\n", v, l, med(l), e, c, q
       }
       for (ri = 1; ri <= nr; ri++) {
         split(rs[ri], ab, "/"); if (!(ab[1] in seen) || !(ab[2] in seen)) continue
