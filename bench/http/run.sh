@@ -11,6 +11,8 @@
 #   LOADGEN=go bash bench/http/run.sh             # bench/http/load instead of wrk
 #   PROFILE=1 bash bench/http/run.sh              # and a CPU profile of a Troupe worker
 #   VARIANTS="troupe memory" FAILOVER_ROUNDS=0 TOMCAT=0 bash bench/http/run.sh   # a quick A/B
+#   VARIANTS="troupe troupe-async memory" ROUNDS=7 FAILOVER_ROUNDS=0 TOMCAT=0 bash bench/http/run.sh
+#                                                 # what waiting for the secondary costs
 #
 # Variants, each a cluster of its own (every Go server is a full Troupe
 # node that binds its URL under services/web, where examples/proxy finds
@@ -24,6 +26,9 @@
 #   scs            two servers -store scs (scs v2 + redisstore, WAIT 1 0 after each
 #                  commit) on a Redis with one replica, behind examples/proxy (round
 #                  robin: every server reads every session from Redis)
+#   troupe-async   as troupe, with -async (ModeAsync: Save returns before the
+#                  secondary answers), only when VARIANTS names it: what the
+#                  wait for the secondary costs, against troupe
 #   tomcat         two Debian tomcat10 instances, BackupManager, static membership,
 #                  a JSP counter, direct as troupe-direct (examples/proxy cannot
 #                  route by JSESSIONID's jvmRoute)
@@ -135,9 +140,16 @@ node scs s-w2 bench-scs 127.0.0.32 127.0.0.31 -redis 127.0.0.34:6379
 proxy s-proxy bench-scs 127.0.0.33 127.0.0.31
 
 variants=(${VARIANTS:-troupe troupe-direct memory memory-direct scs})
+if [[ " ${variants[*]} " == *" troupe-async "* ]]; then
+  node troupe a-w1 bench-troupe-async 127.0.0.71 127.0.0.71 -async
+  sleep 1
+  node troupe a-w2 bench-troupe-async 127.0.0.72 127.0.0.71 -async
+  proxy a-proxy bench-troupe-async 127.0.0.73 127.0.0.71
+fi
 declare -A TARGETS=(
   [troupe]="127.0.0.13:8080"
   [troupe-direct]="127.0.0.11:8080 127.0.0.12:8080"
+  [troupe-async]="127.0.0.73:8080"
   [memory]="127.0.0.23:8080"
   [memory-direct]="127.0.0.21:8080 127.0.0.22:8080"
   [scs]="127.0.0.33:8080"
@@ -147,6 +159,7 @@ declare -A TARGETS=(
 declare -A CPU=(
   [troupe]="proxy:@t-proxy,w1:@t-w1,w2:@t-w2"
   [troupe-direct]="proxy:@t-proxy,w1:@t-w1,w2:@t-w2"
+  [troupe-async]="proxy:@a-proxy,w1:@a-w1,w2:@a-w2"
   [memory]="proxy:@m-proxy,w1:@m-w1,w2:@m-w2"
   [memory-direct]="proxy:@m-proxy,w1:@m-w1,w2:@m-w2"
   [scs]="proxy:@s-proxy,w1:@s-w1,w2:@s-w2,redis:@redis-primary,replica:@redis-replica"
@@ -348,8 +361,8 @@ awk -v rounds="$ROUNDS" '
   / workload=failover / { kv($0); fo[f["idempotency"]] = fo[f["idempotency"]] sprintf("\n    round %s: first %s ms, all %s ms, %s affected sessions, %s failed requests, %s lost and %s doubled updates, slowest request %s ms",
     f["round"], f["gap_first_ms"], f["gap_all_ms"], f["affected"], f["fail_after"], f["lost"], f["dup"], f["max_latency_ms"]) }
   END {
-    nv = split("troupe troupe-direct memory memory-direct scs tomcat", vs, " ")
-    nr = split("troupe/memory troupe-direct/memory-direct troupe/scs troupe/tomcat troupe-direct/tomcat troupe/troupe-direct memory/memory-direct", rs, " ")
+    nv = split("troupe troupe-direct troupe-async memory memory-direct scs tomcat", vs, " ")
+    nr = split("troupe/memory troupe-direct/memory-direct troupe/scs troupe/tomcat troupe-direct/tomcat troupe/troupe-direct memory/memory-direct troupe-async/memory troupe/troupe-async", rs, " ")
     for (wi = 1; wi <= 2; wi++) {
       w = wi == 1 ? "update" : "create"
       printf "\n%s: requests/s by round (median) | failed requests | CPU µs per request, servers (proxy, workers, Redis) / load generator | per request, the servers%s context switches / read and write calls\n", w, "\047"

@@ -3,7 +3,8 @@
 // with the session store chosen by -store, so that between the variants
 // only the store differs.
 //
-//	-store troupe   Troupe's replicated sessions (ModeSync, cluster key)
+//	-store troupe   Troupe's replicated sessions (ModeSync, cluster key;
+//	                -async for ModeAsync, to measure what the wait costs)
 //	-store memory   an unreplicated map under a mutex, in this process
 //	-store scs      github.com/alexedwards/scs/v2 on Redis (redisstore),
 //	                with WAIT 1 0 after every write (-redis-wait)
@@ -86,7 +87,12 @@ func main() {
 	redisAddr := flag.String("redis", "127.0.0.1:6379", "Redis primary ip:port, for -store scs")
 	redisWait := flag.Bool("redis-wait", true, "with -store scs: WAIT 1 0 on the connection after every write, so that a replica holds it")
 	pprofAddr := flag.String("pprof", "", "ip:port to serve net/http/pprof on (off if empty)")
+	async := flag.Bool("async", false, "with -store troupe: ModeAsync (Save returns before the secondary answers) instead of ModeSync")
 	flag.Parse()
+	mode := replication.ModeSync
+	if *async {
+		mode = replication.ModeAsync
+	}
 	for f, v := range map[string]string{"-name": *name, "-bind": *bind, "-wka": *wka, "-http": *httpAddr, "-key-file": *keyFile} {
 		if v == "" {
 			log.Fatalf("%s is required", f)
@@ -126,7 +132,7 @@ func main() {
 			Logger:        logger,
 		},
 		Sessions: replication.Options{
-			Mode:        replication.ModeSync,
+			Mode:        mode,
 			MaxSessions: -1, // the create workload makes hundreds of thousands
 			Logger:      logger,
 		},
