@@ -199,26 +199,20 @@ if [ "$TOMCAT" = 1 ]; then
   grep -q 'Map member added' "$work/tomcat-2.log" || { echo "tomcat members do not see each other" >&2; exit 1; }
 fi
 
-# cpu_now VARIANT: "name=ms ..." of the variant's processes so far
-# (utime + stime, /proc/PID/stat fields 14 and 15, in ticks of 10 ms).
-cpu_now() {
-  local item name p
-  local IFS=,
-  for item in ${CPU[$1]}; do
-    name=${item%%:*} p=${PID[${item#*:@}]}
-    echo -n "$name=$(awk '{ print ($14 + $15) * 10 }' "/proc/$p/stat") "
-  done
-}
-# switches_now VARIANT: "switches=N syscalls=N" of the variant's processes
-# so far: context switches of all their threads (voluntary and not,
-# /proc/PID/task/*/status) and read and write system calls (/proc/PID/io).
-# On a virtual machine a switch costs more than most of a request's work,
-# and a replicated request makes more of them: this shows how many.
-switches_now() {
+# counters_now VARIANT: "cpu_NAME_ms=N ... switches=N syscalls=N" of the
+# variant's processes so far: each one's CPU time (utime + stime,
+# /proc/PID/stat fields 14 and 15, in ticks of 10 ms), and for all of
+# them together the context switches of their threads (voluntary and
+# not, /proc/PID/task/*/status) and their read and write system calls
+# (/proc/PID/io). On a virtual machine a switch costs more than most of
+# a request's work, and a replicated request makes more of them: this
+# shows how many.
+counters_now() {
   local item p sw=0 rw=0
   local IFS=,
   for item in ${CPU[$1]}; do
     p=${PID[${item#*:@}]}
+    echo -n "cpu_${item%%:*}_ms=$(awk '{ print ($14 + $15) * 10 }' "/proc/$p/stat") "
     sw=$((sw + $(cat /proc/"$p"/task/*/status 2>/dev/null | awk '/ctxt_switches/ { n += $2 } END { print n + 0 }')))
     rw=$((rw + $(awk '/^sysc[rw]:/ { n += $2 } END { print n + 0 }' "/proc/$p/io")))
   done
@@ -252,9 +246,9 @@ run_wrk() {
 
 # measure ROUND WORKLOAD VARIANT DURATION
 measure() {
-  local line before after k v
+  local line k v
   declare -A c0=()
-  for kv in $(cpu_now "$3") $(switches_now "$3"); do c0[${kv%%=*}]=${kv#*=}; done
+  for kv in $(counters_now "$3"); do c0[${kv%%=*}]=${kv#*=}; done
   local l0
   times >"$work/times"
   l0=$(children_ms)
@@ -266,11 +260,7 @@ measure() {
   fi
   times >"$work/times"
   line="$line cpu_load_ms=$(($(children_ms) - l0))"
-  for kv in $(cpu_now "$3"); do
-    k=${kv%%=*} v=${kv#*=}
-    line="$line cpu_${k}_ms=$(awk -v a="$v" -v b="${c0[$k]}" 'BEGIN { printf "%.0f", a - b }')"
-  done
-  for kv in $(switches_now "$3"); do
+  for kv in $(counters_now "$3"); do
     k=${kv%%=*} v=${kv#*=}
     line="$line $k=$((v - c0[$k]))"
   done

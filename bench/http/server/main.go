@@ -91,6 +91,9 @@ func main() {
 	flag.Parse()
 	mode := replication.ModeSync
 	if *async {
+		if *storeName != "troupe" {
+			log.Fatal("-async is for -store troupe")
+		}
 		mode = replication.ModeAsync
 	}
 	for f, v := range map[string]string{"-name": *name, "-bind": *bind, "-wka": *wka, "-http": *httpAddr, "-key-file": *keyFile} {
